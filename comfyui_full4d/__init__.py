@@ -1,0 +1,1 @@
+"""comfyui-full4d engine."""

