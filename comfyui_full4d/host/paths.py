@@ -1,0 +1,37 @@
+"""Model folders of the pack inside the host's ``models/`` tree (``folder_paths``)."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+# Full-4D adapter files (safetensors): models/full4d/
+FULL4D = "full4d"
+# Depth Anything 3 (one sub-folder per model with config.json + model.safetensors).
+# Newer ComfyUI releases have their own depth-estimation folder; share it where present.
+DEPTH = "depth_anything_3"
+
+_EXT = {".safetensors"}
+
+
+def register() -> None:
+    """Add the pack's folders to ``folder_paths`` (idempotent)."""
+    for name in (FULL4D, DEPTH):
+        if name not in folder_paths.folder_names_and_paths:
+            path = os.path.join(folder_paths.models_dir, name)
+            folder_paths.folder_names_and_paths[name] = ([path], _EXT)
+
+
+def list_files(name: str) -> list[str]:
+    register()
+    return folder_paths.get_filename_list(name)
+
+
+def full_path(name: str, filename: str) -> str:
+    """Resolve ``filename`` inside the folder ``name``; rejects paths that leave it."""
+    register()
+    path = folder_paths.get_full_path(name, filename)
+    if path is None:
+        raise ValueError(f"{name}: file {filename!r} not found in {folder_paths.get_folder_paths(name)}")
+    return path
