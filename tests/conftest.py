@@ -1,0 +1,43 @@
+"""Shared fixtures: the real ComfyUI host in-process (``comfy_host``) and as a server (``comfy_server``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from host import InProcessHost, Server  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def comfy_host(tmp_path_factory) -> InProcessHost:
+    """The host imported in this process on CPU with the pack loaded by the host's loader."""
+    return InProcessHost.start(tmp_path_factory.mktemp("comfy_base"))
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """The real ComfyUI server (subprocess) with the pack in custom_nodes/ (and tests/test_pack)."""
+    srv = Server.start(tmp_path_factory.mktemp("server_base"),
+                       extra_custom_nodes=[Path(__file__).resolve().parent / "test_pack"])
+    yield srv
+    srv.stop()
+    log = srv.log()
+    (ARTIFACTS).mkdir(exist_ok=True)
+    (ARTIFACTS / "server.log").write_text(log)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def pytest_configure(config):
+    os.environ.setdefault("PYTHONHASHSEED", "0")
