@@ -39,11 +39,11 @@ def require_host() -> Path:
     return HOST_DIR
 
 
-def make_base_dir(base: Path, extra_custom_nodes: list[Path] = ()) -> Path:
+def make_base_dir(base: Path, extra_custom_nodes: list[Path] = (), pack: Path = ROOT) -> Path:
     """A host base directory with the pack (and test-only packs) linked into custom_nodes/."""
     for sub in ("custom_nodes", "input", "output", "temp", "models", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    for src, name in [(ROOT, PACK_NAME)] + [(p, p.name) for p in extra_custom_nodes]:
+    for src, name in [(pack, PACK_NAME)] + [(p, p.name) for p in extra_custom_nodes]:
         link = base / "custom_nodes" / name
         if not link.exists():
             link.symlink_to(src, target_is_directory=True)
@@ -211,9 +211,9 @@ class Server:
 
     @classmethod
     def start(cls, base: Path, extra_custom_nodes: list[Path] = (), timeout: float = 180.0,
-              extra_args: list[str] = (), env: dict | None = None) -> "Server":
+              extra_args: list[str] = (), env: dict | None = None, pack: Path = ROOT) -> "Server":
         host_dir = require_host()
-        make_base_dir(base, list(extra_custom_nodes))
+        make_base_dir(base, list(extra_custom_nodes), pack=pack)
         port = free_port()
         log_path = base / "server.log"
         cmd = [sys.executable, str(host_dir / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
