@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from comfyui_full4d.run import free_port, launch_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_DIR = Path(os.environ.get("FULL4D_COMFYUI_DIR", ROOT / ".cache" / "comfyui"))
@@ -180,12 +181,6 @@ class InProcessHost:
 # ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     base: Path
@@ -216,36 +211,14 @@ class Server:
         make_base_dir(base, list(extra_custom_nodes), pack=pack)
         port = free_port()
         log_path = base / "server.log"
-        cmd = [sys.executable, str(host_dir / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--disable-auto-launch", "--dont-print-server", "--disable-api-nodes",
-               "--base-directory", str(base), "--database-url", "sqlite:///:memory:", *extra_args]
-        log = open(log_path, "wb")
-        proc = subprocess.Popen(cmd, cwd=str(host_dir), stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-        srv = cls(base=base, port=port, proc=proc, log_path=log_path)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {proc.returncode} during start:\n{srv.log()[-4000:]}")
-            try:
-                srv.get_json("/system_stats", timeout=2)
-                return srv
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        srv.stop()
-        raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{srv.log()[-4000:]}")
+        proc = launch_server(host_dir, base, port, log_path, tuple(extra_args), env, timeout)
+        return cls(base=base, port=port, proc=proc, log_path=log_path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_server(self.proc)
 
     # -- HTTP ------------------------------------------------------------------------------------
     def request(self, path: str, data: dict | None = None, timeout: float = 30.0) -> bytes:
