@@ -1,6 +1,6 @@
 """Headless runner: queue an API-format workflow on a ComfyUI server and fetch its outputs.
 
-    python -m comfyui_full4d.run workflows/demo_synthetic_api.json \\
+    python -m comfyui_full4d.run workflows/api/demo_synthetic_api.json \\
         --server http://127.0.0.1:8188 --set 1.seed=3 --out output/
 
 It POSTs the prompt to ``/prompt``, follows the server's websocket (``/ws``) printing a progress

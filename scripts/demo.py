@@ -22,7 +22,7 @@ from comfyui_full4d.run import (WorkflowError, free_port, launch_server,  # noqa
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "demo_synthetic_api.json")
+    ap.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "api" / "demo_synthetic_api.json")
     ap.add_argument("--out", type=Path, default=ROOT / "output")
     ap.add_argument("--comfyui", type=Path, default=ROOT / ".cache" / "comfyui")
     a = ap.parse_args()
