@@ -1,0 +1,85 @@
+"""The headless runner (python -m comfyui_full4d.run) against the real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comfyui_full4d.run import apply_overrides, format_error
+from host import ROOT
+
+DEMO = ROOT / "workflows" / "api" / "demo_synthetic_api.json"
+
+
+def small_demo(seed: int = 0) -> dict:
+    """The demo workflow at a test size."""
+    return apply_overrides(json.loads(DEMO.read_text()),
+                           [f"1.seed={seed}", "1.num_views=3", "1.num_frames=5", "1.width=64", "1.height=48",
+                            "4.num_views=3"])
+
+
+def test_apply_overrides_parses_json_and_leaves_input_untouched():
+    p = {"1": {"class_type": "X", "inputs": {"seed": 0, "name": "a"}}}
+    q = apply_overrides(p, ["1.seed=5", "1.name=hello world", "1.flag=true"])
+    assert q["1"]["inputs"] == {"seed": 5, "name": "hello world", "flag": True}
+    assert p["1"]["inputs"] == {"seed": 0, "name": "a"}
+    with pytest.raises(ValueError, match="no node '9'"):
+        apply_overrides(p, ["9.seed=1"])
+    with pytest.raises(ValueError, match="NODE_ID.INPUT=VALUE"):
+        apply_overrides(p, ["seed=1"])
+
+
+def test_format_error_names_node_and_input():
+    ans = {"error": {"message": "Prompt outputs failed validation", "details": ""},
+           "node_errors": {"1": {"class_type": "Full4DSyntheticScene",
+                                 "errors": [{"message": "Value bigger than max", "details": "num_views: 99 > 16",
+                                             "extra_info": {"input_name": "num_views"}}]}}}
+    text = format_error(ans)
+    assert "node 1 (Full4DSyntheticScene) input 'num_views'" in text and "99 > 16" in text
+
+
+@pytest.mark.server
+def test_runner_cli_runs_demo_and_downloads_outputs(comfy_server, tmp_path):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(small_demo()))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "comfyui_full4d.run", str(wf), "--server", comfy_server.url,
+                        "--set", "1.seed=2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr + comfy_server.log()[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert any(f.startswith("demo_source") and f.endswith(".mp4") for f in files), files
+    assert any(f.startswith("demo_gt_grid") and f.endswith(".mp4") for f in files), files
+    assert all((out / f).stat().st_size > 1000 for f in files)
+
+
+@pytest.mark.server
+def test_runner_cli_reports_host_validation_error(comfy_server, tmp_path):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(small_demo()))
+    r = subprocess.run([sys.executable, "-m", "comfyui_full4d.run", str(wf), "--server", comfy_server.url,
+                        "--set", "1.num_views=1000", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "num_views" in r.stderr and "Full4DSyntheticScene" in r.stderr
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_five_queued_one_cancelled_server_stays_healthy(comfy_server):
+    ids = []
+    for i in range(5):
+        ans = comfy_server.post_prompt(small_demo(seed=100 + i))
+        assert "prompt_id" in ans, ans
+        ids.append(ans["prompt_id"])
+    comfy_server.request("/queue", {"delete": [ids[3]]})  # cancel one while still pending
+    done = {pid: comfy_server.wait_history(pid, timeout=600) for pid in ids[:3] + ids[4:]}
+    assert all(h["status"]["completed"] for h in done.values())
+    time.sleep(0.5)
+    assert comfy_server.history(ids[3]) == {}, "the cancelled prompt ran anyway"
+    assert comfy_server.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+    assert comfy_server.get_json("/system_stats")["system"]
