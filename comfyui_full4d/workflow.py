@@ -1,0 +1,162 @@
+"""Workflow JSON: validate API-format prompts against ``/object_info`` and derive UI graphs.
+
+Every example in ``workflows/`` exists twice: the UI graph (``workflows/<name>.json``, what the
+template browser and drag-and-drop load) and its API twin (``workflows/api/<name>_api.json``,
+what headless runs POST). The UI graph is generated from the API twin by ``api_to_ui`` so the
+two can never drift; ``validate_api`` checks a prompt against the node definitions a server
+reports, so a renamed input breaks a test instead of a shared workflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["WIDGET_TYPES", "validate_api", "api_to_ui"]
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _inputs(info: dict) -> list[tuple[str, str, dict]]:
+    """(name, type, options) of a node's required then optional inputs, in the server's order."""
+    spec = info["input"]
+    order = info.get("input_order") or {g: list(spec.get(g, {})) for g in ("required", "optional")}
+    out = []
+    for group in ("required", "optional"):
+        for name in order.get(group, []):
+            s = spec[group][name]
+            typ, opts = s[0], (s[1] if len(s) > 1 and isinstance(s[1], dict) else {})
+            if isinstance(typ, list):  # V1 combo: the options list is the type
+                typ, opts = "COMBO", {**opts, "options": typ}
+            out.append((name, typ, opts))
+    return out
+
+
+def _types_match(out_type: str, in_type: str) -> bool:
+    if "*" in (out_type, in_type):
+        return True
+    return bool(set(out_type.split(",")) & set(in_type.split(",")))
+
+
+def validate_api(prompt: dict, object_info: dict) -> list[str]:
+    """Problems of an API-format prompt against ``object_info`` (empty list: valid).
+
+    Checks node types exist, inputs exist, required inputs are present, links point at an
+    existing node output of a matching type, combo values are among the options and numbers
+    lie within min/max.
+    """
+    errors = []
+    for nid, node in prompt.items():
+        ct = node.get("class_type")
+        if ct not in object_info:
+            errors.append(f"node {nid}: unknown class_type {ct!r}")
+            continue
+        info = object_info[ct]
+        known = {name: (typ, opts) for name, typ, opts in _inputs(info)}
+        required = set(info["input"].get("required", {}))
+        given = node.get("inputs", {})
+        for name in required - set(given):
+            errors.append(f"node {nid} ({ct}): required input {name!r} missing")
+        for name, value in given.items():
+            if name not in known:
+                errors.append(f"node {nid} ({ct}): no input named {name!r} (has {sorted(known)})")
+                continue
+            typ, opts = known[name]
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                src = prompt.get(str(value[0]))
+                if src is None or src.get("class_type") not in object_info:
+                    errors.append(f"node {nid} ({ct}).{name}: links to missing node {value[0]}")
+                    continue
+                outs = object_info[src["class_type"]]["output"]
+                if value[1] >= len(outs):
+                    errors.append(f"node {nid} ({ct}).{name}: node {value[0]} has no output {value[1]}")
+                elif not _types_match(outs[value[1]], typ):
+                    errors.append(f"node {nid} ({ct}).{name}: expects {typ}, linked to {outs[value[1]]}")
+                continue
+            if typ not in WIDGET_TYPES:
+                errors.append(f"node {nid} ({ct}).{name}: socket of type {typ} given a literal {value!r}")
+            elif typ == "COMBO" and opts.get("options") and value not in opts["options"] \
+                    and not opts.get("video_upload") and not opts.get("image_upload"):
+                errors.append(f"node {nid} ({ct}).{name}: {value!r} not in {opts['options'][:10]}")
+            elif typ in ("INT", "FLOAT"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ == "INT" and not isinstance(value, int)):
+                    errors.append(f"node {nid} ({ct}).{name}: expects {typ}, got {value!r}")
+                elif ("min" in opts and value < opts["min"]) or ("max" in opts and value > opts["max"]):
+                    errors.append(f"node {nid} ({ct}).{name}: {value} outside [{opts.get('min')}, {opts.get('max')}]")
+            elif typ == "BOOLEAN" and not isinstance(value, bool):
+                errors.append(f"node {nid} ({ct}).{name}: expects BOOLEAN, got {value!r}")
+            elif typ == "STRING" and not isinstance(value, str):
+                errors.append(f"node {nid} ({ct}).{name}: expects STRING, got {value!r}")
+    return errors
+
+
+def _depths(prompt: dict) -> dict[str, int]:
+    """Column of each node: 1 + the deepest node it links from."""
+    memo: dict[str, int] = {}
+
+    def depth(nid: str, seen=()) -> int:
+        if nid in memo:
+            return memo[nid]
+        if nid in seen:
+            raise ValueError(f"workflow has a cycle through node {nid}")
+        srcs = [str(v[0]) for v in prompt[nid].get("inputs", {}).values()
+                if isinstance(v, list) and len(v) == 2 and str(v[0]) in prompt]
+        memo[nid] = 1 + max((depth(s, seen + (nid,)) for s in srcs), default=-1)
+        return memo[nid]
+
+    for nid in prompt:
+        depth(nid)
+    return memo
+
+
+def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
+    """LiteGraph UI workflow (version 0.4) for an API-format prompt, laid out left to right."""
+    errs = validate_api(prompt, object_info)
+    if errs:
+        raise ValueError("workflow does not match the node definitions:\n" + "\n".join(errs))
+    ids = {nid: i + 1 for i, nid in enumerate(sorted(prompt, key=lambda k: (len(k), k)))}
+    cols = _depths(prompt)
+    rows: dict[int, int] = {}
+    links, nodes = [], []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    for nid in prompt:  # links first, so outputs can list them
+        for name, value in prompt[nid].get("inputs", {}).items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                lid = len(links) + 1
+                src = str(value[0])
+                typ = object_info[prompt[src]["class_type"]]["output"][value[1]]
+                links.append([lid, ids[src], value[1], ids[nid], name, typ])
+                out_links.setdefault((src, value[1]), []).append(lid)
+    for order, nid in enumerate(sorted(prompt, key=lambda k: (cols[k], ids[k]))):
+        node, info = prompt[nid], object_info[prompt[nid]["class_type"]]
+        col = cols[nid]
+        row = rows.get(col, 0)
+        inputs, widgets = [], []
+        for name, typ, opts in _inputs(info):
+            value = node.get("inputs", {}).get(name, opts.get("default"))
+            linked = isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+            if typ in WIDGET_TYPES and not linked:
+                widgets.append(value if value is not None else (opts.get("options") or [""])[0])
+                if opts.get("control_after_generate"):
+                    widgets.append("fixed")
+                if opts.get("video_upload") or opts.get("image_upload"):
+                    widgets.append("image")
+            elif typ in WIDGET_TYPES:
+                inputs.append({"name": name, "type": typ, "widget": {"name": name}, "link": None})
+            else:
+                inputs.append({"name": name, "type": typ, "link": None})
+        for li in links:
+            if li[3] == ids[nid]:
+                slot = next(i for i, x in enumerate(inputs) if x["name"] == li[4])
+                inputs[slot]["link"] = li[0]
+                li[4] = slot
+        outputs = [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
+                   for i, (n, t) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))]
+        height = 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
+        nodes.append({"id": ids[nid], "type": node["class_type"], "pos": [60 + 380 * col, 60 + row],
+                      "size": [340, height], "flags": {}, "order": order, "mode": 0,
+                      "inputs": inputs, "outputs": outputs,
+                      "title": node.get("_meta", {}).get("title", info.get("display_name") or node["class_type"]),
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
+        rows[col] = row + height + 40
+    return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
