@@ -47,6 +47,7 @@ __all__ = ["frame_visibility", "fused_tv_attention", "fused_tv_attention_referen
 _MAX_TILE = 1 << 22  # max elements of one score tile (16 MiB in float32)
 _BACKENDS = ("auto", "exact", "flex")
 _FLEX_BLOCK = 128
+_CPU_FLASH = True  # use aten's fused CPU flash kernel (returns lse) for inference tiles when available
 
 
 def _check_counts(num_views: int, frames_per_view: int) -> tuple[int, int]:
@@ -115,17 +116,37 @@ def _tile(q: Tensor, k: Tensor, v: Tensor, drop: Tensor | None) -> tuple[Tensor,
     return out, (m + den.log()).squeeze(-1)
 
 
+def _cpu_flash(q: Tensor, k: Tensor, v: Tensor, scale: float, drop: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """aten's CPU flash kernel (tiled internally: O(L * D) memory); None if this torch lacks it."""
+    global _CPU_FLASH
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None:
+        _CPU_FLASH = False
+        return None
+    mask = None if drop is None else torch.zeros(drop.shape, dtype=q.dtype).masked_fill_(drop, float("-inf"))
+    try:
+        out, lse = op(q[None], k[None], v[None], attn_mask=mask, scale=scale)
+    except RuntimeError:  # unsupported dtype / layout in this build: use the tiled torch path
+        _CPU_FLASH = False
+        return None
+    return out[0], lse[0].to(out.dtype)
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Dense attention with lse, chunked so a score tile has at most _MAX_TILE elements.
 
     q (G, Lq, D); k (G, Lk, D); v (G, Lk, Dv); drop (Lq, Lk) bool (True = masked) or None.
     Returns out (G, Lq, Dv), lse (G, Lq)."""
-    G, Lq, _ = q.shape
+    G, Lq, D = q.shape
     Lk = k.shape[1]
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if _CPU_FLASH and not grad and q.device.type == "cpu" and v.shape[-1] == D:
+        res = _cpu_flash(q, k, v, scale, drop)
+        if res is not None:
+            return res
     rows = max(1, _MAX_TILE // Lk)  # query rows (over all of g) per tile
     g_step = max(1, min(G, rows // Lq))
     q_step = max(1, min(Lq, rows)) if g_step == 1 else Lq
-    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     outs, lses = [], []
     for g0 in range(0, G, g_step):
         g1 = min(G, g0 + g_step)
@@ -154,32 +175,40 @@ def _exact(q: Tensor, k: Tensor, v: Tensor, V: int, F: int, S: int, intra_time: 
 
     # A: intra-view, batched over (B, H, V)
     o, lse = _attend(*(x.reshape(B * H * V, F * S, x.shape[-1]) for x in (q, k, v)), scale)
-    outs, lses = [o.reshape(B, H, N, Dv)], [lse.reshape(B, H, N)]
+    out, lse_out = o.reshape(B, H, V, F, S, Dv), lse.reshape(B, H, V, F, S)
 
     if V > 1 and intra_time:  # B: same slot in other views, batched over (B, H, F)
         def by_slot(x6: Tensor) -> Tensor:
-            return x6.permute(0, 1, 3, 2, 4, 5).reshape(B * H * F, V * S, x6.shape[-1])
+            return x6.transpose(2, 3).reshape(B * H * F, V * S, x6.shape[-1])
         view_of = torch.arange(V * S, device=q.device) // S
         o, lse = _attend(by_slot(q6), by_slot(k6), by_slot(v6), scale, view_of[:, None] == view_of[None, :])
-        outs.append(o.reshape(B, H, F, V, S, Dv).permute(0, 1, 3, 2, 4, 5).reshape(B, H, N, Dv))
-        lses.append(lse.reshape(B, H, F, V, S).permute(0, 1, 3, 2, 4).reshape(B, H, N))
+        out, lse_out = _merge(out, lse_out, o.reshape(B, H, F, V, S, Dv).transpose(2, 3),
+                              lse.reshape(B, H, F, V, S).transpose(2, 3))
 
     if V > 1 and cross_half:  # C: target halves of views 1.. read the source's condition half
         qc = q6[:, :, 1:, :T].reshape(B * H, (V - 1) * T * S, D)
         o, lse = _attend(qc, k6[:, :, 0, T:].reshape(B * H, T * S, D), v6[:, :, 0, T:].reshape(B * H, T * S, Dv), scale)
-        o_full = q.new_zeros(B, H, V, F, S, Dv)
-        l_full = q.new_full((B, H, V, F, S), float("-inf"))
-        o_full[:, :, 1:, :T] = o.reshape(B, H, V - 1, T, S, Dv)
-        l_full[:, :, 1:, :T] = lse.reshape(B, H, V - 1, T, S)
-        outs.append(o_full.reshape(B, H, N, Dv))
-        lses.append(l_full.reshape(B, H, N))
+        o_reg, l_reg = _merge(out[:, :, 1:, :T], lse_out[:, :, 1:, :T], o.reshape(B, H, V - 1, T, S, Dv),
+                              lse.reshape(B, H, V - 1, T, S))
+        if not o_reg.requires_grad:  # _merge worked in place on the views of out
+            return out.reshape(B, H, N, Dv).to(dtype)
+        rest = torch.cat([o_reg, out[:, :, 1:, T:]], 3)
+        out = torch.cat([out[:, :, :1], rest], 2)
+    return out.reshape(B, H, N, Dv).to(dtype)
 
-    if len(outs) == 1:
-        return outs[0].to(dtype)
-    lse_all = torch.stack(lses, -1)  # (B, H, N, P)
-    w = torch.exp(lse_all - torch.logsumexp(lse_all, -1, keepdim=True))
-    out = sum(w[..., i, None] * o for i, o in enumerate(outs))
-    return out.to(dtype)
+
+def _merge(o1: Tensor, l1: Tensor, o2: Tensor, l2: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-sum-exp merge of two disjoint key sets: o = (e^l1 o1 + e^l2 o2) / (e^l1 + e^l2), l = log(e^l1 + e^l2).
+
+    o (..., Dv), l (...). Without autograd it overwrites o1 and l1 and returns them."""
+    m = torch.maximum(l1, l2).detach()
+    a, b = torch.exp(l1 - m), torch.exp(l2 - m)
+    den = a + b
+    if torch.is_grad_enabled() and (o1.requires_grad or o2.requires_grad):
+        return (o1 * a[..., None] + o2 * b[..., None]) / den[..., None], m + den.log()
+    o1.mul_(a[..., None]).add_(o2 * b[..., None]).div_(den[..., None])
+    l1.copy_(m + den.log())
+    return o1, l1
 
 
 # --------------------------------------------------------------------------- flex path

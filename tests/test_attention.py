@@ -89,10 +89,20 @@ def test_bad_inputs_raise_value_error():
         fused_tv_attention(q, k, v, 2, 4, backend="cuda")
 
 
+BACKENDS = ["exact-fused", "exact-tiled", "flex"]
+
+
+def use_backend(monkeypatch, name: str) -> str:
+    """exact-fused: aten's CPU flash kernel per piece; exact-tiled: the torch tiles; flex: FlexAttention."""
+    monkeypatch.setattr(att, "_CPU_FLASH", name == "exact-fused")
+    return name.split("-")[0]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("intra_time,cross_half", SWITCHES)
-@pytest.mark.parametrize("backend", ["exact", "flex"])
-def test_matches_dense_reference(shape, intra_time, cross_half, backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_dense_reference(monkeypatch, shape, intra_time, cross_half, backend):
+    backend = use_backend(monkeypatch, backend)
     B, H, V, T, S, D = shape
     q, k, v = rand_qkv(*shape)
     want = dense_reference(q, k, v, V, T, S, intra_time, cross_half)
@@ -103,24 +113,29 @@ def test_matches_dense_reference(shape, intra_time, cross_half, backend):
     torch.testing.assert_close(ref, want, rtol=0, atol=1e-5)
 
 
-def test_value_dim_may_differ(monkeypatch):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_value_dim_may_differ(monkeypatch, backend):
+    backend = use_backend(monkeypatch, backend)
     q, k, _ = rand_qkv(1, 2, 3, 2, 3, 8)
     v = torch.randn(1, 2, q.shape[2], 5)
     want = dense_reference(q, k, v, 3, 2, 3)
-    torch.testing.assert_close(fused_tv_attention(q, k, v, 3, 4, backend="exact"), want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fused_tv_attention(q, k, v, 3, 4, backend=backend), want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("tile", [1, 7, 40, 1000])
 def test_chunking_is_exact(monkeypatch, tile):
     """Tiny score tiles force chunking over queries and over the batch of groups."""
     monkeypatch.setattr(att, "_MAX_TILE", tile)
+    monkeypatch.setattr(att, "_CPU_FLASH", False)
     q, k, v = rand_qkv(2, 2, 3, 2, 5, 8, seed=3)
     want = dense_reference(q, k, v, 3, 2, 5)
     torch.testing.assert_close(fused_tv_attention(q, k, v, 3, 4, backend="exact"), want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["exact-fused", "exact-tiled"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs(dtype):
+def test_half_inputs(monkeypatch, dtype, backend):
+    use_backend(monkeypatch, backend)
     q, k, v = rand_qkv(1, 2, 3, 2, 4, 16, dtype=dtype, seed=5)
     got = fused_tv_attention(q, k, v, 3, 4, backend="exact")
     assert got.dtype == dtype
@@ -154,7 +169,9 @@ def test_gradcheck_small():
 
 _MEMORY_SCRIPT = textwrap.dedent("""
     import resource, sys, torch
+    import comfyui_full4d.attention as att
     from comfyui_full4d.attention import fused_tv_attention
+    att._CPU_FLASH = sys.argv[1] == "fused"
     torch.set_num_threads(2)
     V, T, S, D = 6, 21, 64, 16
     N = V * 2 * T * S
@@ -168,9 +185,12 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_exact_path_memory_is_not_quadratic():
-    """N = 16128 tokens: one N x N float32 matrix would be 1.04 GB; the exact path peaks far below."""
-    res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("kernel", ["fused", "tiled"])
+def test_exact_path_memory_is_not_quadratic(kernel):
+    """N = 16128 tokens: one N x N float32 matrix would be 1.04 GB; the exact path peaks far below.
+
+    (The dense reference grows by about 1.3 GB in the same script.)"""
+    res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, kernel], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     N, growth = map(int, res.stdout.split())
     dense = N * N * 4
