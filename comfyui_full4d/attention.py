@@ -47,6 +47,7 @@ __all__ = ["frame_visibility", "fused_tv_attention", "fused_tv_attention_referen
 _MAX_TILE = 1 << 22  # max elements of one score tile (16 MiB in float32)
 _BACKENDS = ("auto", "exact", "flex")
 _FLEX_BLOCK = 128
+_FLEX_COMPILE_CPU = False  # compile Flex on CPU too (about 20 s per shape here; tests of the compiled path)
 _CPU_FLASH = True  # use aten's fused CPU flash kernel (returns lse) for inference tiles when available
 
 
@@ -238,7 +239,7 @@ def _compiled_flex() -> Callable:
 def _flex(q: Tensor, k: Tensor, v: Tensor, V: int, F: int, S: int, intra_time: bool, cross_half: bool) -> Tensor:
     from torch.nn.attention.flex_attention import flex_attention
     bm = _block_mask(V, F, S, intra_time, cross_half, str(q.device))
-    if q.is_cuda:
+    if q.is_cuda or _FLEX_COMPILE_CPU:
         return _compiled_flex()(q, k, v, block_mask=bm)
     with warnings.catch_warnings():  # eager CPU flex materialises scores; used by tests at tiny sizes only
         warnings.simplefilter("ignore")

@@ -31,7 +31,7 @@ def rule_by_loop(V: int, T: int, intra_time: bool, cross_half: bool) -> torch.Te
 
 def dense_reference(q, k, v, V, T, S, intra_time=True, cross_half=True):
     """Plain softmax(q k^T / sqrt(D) + mask) v with the token mask broadcast from the frame rule."""
-    rule = rule_by_loop(V, T, intra_time, cross_half)  # (V*F, V*F)
+    rule = rule_by_loop(V, T, intra_time, cross_half).to(q.device)  # (V*F, V*F)
     n_frames = V * 2 * T
     mask = rule[:, None, :, None].expand(n_frames, S, n_frames, S).reshape(n_frames * S, n_frames * S)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
@@ -160,6 +160,32 @@ def test_gradients_match_reference(monkeypatch, intra_time, cross_half, tile):
         grads.append([x.grad for x in leaves])
     for g_ours, g_ref in zip(*grads):
         torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_flex_forward(monkeypatch, compiled):
+    """The Flex path eager, and torch.compile-d as on CUDA (about 20 s to compile on this CPU)."""
+    monkeypatch.setattr(att, "_FLEX_COMPILE_CPU", compiled)
+    V, T, S = 3, 2, 5
+    q, k, v = rand_qkv(2, 2, V, T, S, 16, seed=11)
+    got = fused_tv_attention(q, k, v, V, 2 * T, backend="flex")
+    torch.testing.assert_close(got, dense_reference(q, k, v, V, T, S), rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention has no CPU backward")
+def test_flex_gradients_cuda():
+    V, T, S = 3, 2, 5
+    base = [x.cuda() for x in rand_qkv(2, 2, V, T, S, 16, seed=11)]
+    cot = torch.randn_like(base[0])
+    res = []
+    for fn in (lambda q, k, v: fused_tv_attention(q, k, v, V, 2 * T, backend="flex"),
+               lambda q, k, v: dense_reference(q, k, v, V, T, S)):
+        leaves = [x.clone().requires_grad_(True) for x in base]
+        out = fn(*leaves)
+        (out * cot).sum().backward()
+        res.append([out] + [x.grad for x in leaves])
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 def test_gradcheck_small():
