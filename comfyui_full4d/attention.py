@@ -18,15 +18,17 @@ Backends (internal keyword ``backend``):
   A = own view (batched over views), B = the other views at the same frame slot (batched over
   slots, a small (V*S, V*S) same-view mask), C = the source's condition half for target-half
   queries of target views. Each piece returns ``(out_p, lse_p)``; the result is the log-sum-exp
-  merge ``out = sum_p exp(lse_p - lse) out_p`` with ``lse = logsumexp_p lse_p``. Pieces are
-  chunked over queries so a score tile never exceeds ``_MAX_TILE`` elements; with autograd each
-  tile is checkpointed (recomputed in backward), so training memory is O(N * D) plus one tile.
-  Half inputs are upcast to float32 for the computation and the result cast back (this is at
-  least as accurate as SDPA in half, which also accumulates in float32).
+  merge ``out = sum_p exp(lse_p - lse) out_p`` with ``lse = logsumexp_p lse_p``. Without
+  autograd on CPU each piece is one call of aten's fused CPU flash kernel (it returns the lse and
+  tiles internally) and the merge is in place. Otherwise pieces are plain torch tiles of at most
+  ``_MAX_TILE`` score elements, each checkpointed (recomputed in backward), so training memory is
+  O(N * D) plus one tile. Half inputs are upcast to float32 and the result cast back (at least
+  as accurate as SDPA in half, which also accumulates in float32) at the cost of float32 copies.
 - ``"flex"``: ``torch.nn.attention.flex_attention`` with a BlockMask from the same rule
-  (``mask_mod`` from frame indices). On CUDA it is ``torch.compile``-d once and cached; on CPU it
-  runs eagerly (the unfused path materialises scores: tests at tiny sizes only). It computes in
-  the input dtype with float32 accumulation, like SDPA.
+  (``mask_mod`` from frame indices, 128-token blocks: frames align with blocks only when S is a
+  multiple of 128; partial blocks are resolved by ``mask_mod``). On CUDA it is
+  ``torch.compile``-d once and cached (one recompile per new shape); on CPU it runs eagerly (the
+  unfused path materialises scores: tests at tiny sizes only; Flex has no CPU backward). It computes in the input dtype with float32 accumulation, like SDPA.
 - ``"auto"``: flex on CUDA, exact elsewhere; any flex failure falls back to exact (warned once).
 """
 
