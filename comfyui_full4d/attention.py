@@ -28,7 +28,8 @@ Backends (internal keyword ``backend``):
   (``mask_mod`` from frame indices, 128-token blocks: frames align with blocks only when S is a
   multiple of 128; partial blocks are resolved by ``mask_mod``). On CUDA it is
   ``torch.compile``-d once and cached (one recompile per new shape); on CPU it runs eagerly (the
-  unfused path materialises scores: tests at tiny sizes only; Flex has no CPU backward). It computes in the input dtype with float32 accumulation, like SDPA.
+  unfused path materialises scores: tests at tiny sizes only; Flex has no CPU backward).
+  It computes in the input dtype with float32 accumulation, like SDPA.
 - ``"auto"``: flex on CUDA, exact elsewhere; any flex failure falls back to exact (warned once).
 """
 

@@ -220,4 +220,4 @@ def test_exact_path_memory_is_not_quadratic(kernel):
     assert res.returncode == 0, res.stderr
     N, growth = map(int, res.stdout.split())
     dense = N * N * 4
-    assert growth < dense / 8, f"peak RSS grew {growth / 2**20:.0f} MiB; one dense score matrix: {dense / 2**20:.0f} MiB"
+    assert growth < dense / 8, f"peak RSS grew {growth / 2**20:.0f} MiB; dense scores: {dense / 2**20:.0f} MiB"
