@@ -225,12 +225,36 @@ def _mask_mod(V: int, F: int, S: int, intra_time: bool, cross_half: bool) -> Cal
     return mask_mod
 
 
+def _ordered(dense: Tensor) -> tuple[Tensor, Tensor]:
+    """(nq, nk) 0/1 block map -> per-row count and column indices, set columns first (Flex's layout)."""
+    dense = dense.to(torch.int32)
+    return dense.sum(-1).to(torch.int32), torch.argsort(dense, dim=-1, descending=True, stable=True).to(torch.int32)
+
+
 @functools.lru_cache(maxsize=32)
-def _block_mask(V: int, F: int, S: int, intra_time: bool, cross_half: bool, device: str):
-    from torch.nn.attention.flex_attention import create_block_mask
+def _block_mask(V: int, F: int, S: int, intra_time: bool, cross_half: bool, device: str, block: int = _FLEX_BLOCK):
+    """Flex BlockMask straight from the frame rule, never the (N, N) mask that create_block_mask builds.
+
+    A (block x block) tile covers query frames lo_q..hi_q and key frames lo_k..hi_k, and every token
+    pair in it has the visibility of its frame pair: the tile is empty when no frame pair in that
+    rectangle is visible, full when all are (and the tile lies inside N: edge tiles stay partial, as
+    in create_block_mask), partial otherwise. Rectangle counts come from a 2D prefix sum of the
+    (V*F, V*F) frame rule."""
+    from torch.nn.attention.flex_attention import BlockMask
     N = V * F * S
-    return create_block_mask(_mask_mod(V, F, S, intra_time, cross_half), None, None, N, N,
-                             device=device, BLOCK_SIZE=_FLEX_BLOCK)
+    vis = frame_visibility(V, F, intra_time=intra_time, cross_half=cross_half).to(torch.int64)
+    P = torch.zeros(V * F + 1, V * F + 1, dtype=torch.int64)
+    P[1:, 1:] = vis.cumsum(0).cumsum(1)
+    start = torch.arange(0, N, block)
+    lo, hi = start // S, (torch.clamp(start + block, max=N) - 1) // S  # frame range of each tile (nb,)
+    count = P[hi + 1][:, hi + 1] - P[lo][:, hi + 1] - P[hi + 1][:, lo] + P[lo][:, lo]  # (nb, nb)
+    span = hi - lo + 1
+    inside = start + block <= N
+    full = (count == span[:, None] * span[None, :]) & inside[:, None] & inside[None, :]
+    partial = (count > 0) & ~full
+    (kn, ki), (fn, fi) = (_ordered(x.to(device)[None, None]) for x in (partial, full))
+    return BlockMask.from_kv_blocks(kn, ki, fn, fi, BLOCK_SIZE=(block, block),
+                                    mask_mod=_mask_mod(V, F, S, intra_time, cross_half), seq_lengths=(N, N))
 
 
 @functools.lru_cache(maxsize=1)

@@ -172,6 +172,31 @@ def test_flex_forward(monkeypatch, compiled):
     torch.testing.assert_close(got, dense_reference(q, k, v, V, T, S), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("V,T,S", [(1, 1, 3), (3, 2, 5), (6, 3, 7), (4, 2, 16), (2, 5, 1)])
+@pytest.mark.parametrize("intra_time,cross_half", SWITCHES)
+@pytest.mark.parametrize("block", [8, 16, 128])
+def test_block_mask_equals_create_block_mask(V, T, S, intra_time, cross_half, block):
+    """Our frame-level BlockMask equals torch's create_block_mask (which evaluates all N x N pairs)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    N = V * 2 * T * S
+
+    def mask_mod(b, h, q_idx, kv_idx):  # the rule again, from token indices
+        vq, fq = q_idx // S // (2 * T), q_idx // S % (2 * T)
+        vk, fk = kv_idx // S // (2 * T), kv_idx // S % (2 * T)
+        vis = vq == vk
+        if intra_time:
+            vis = vis | (fq == fk)
+        if cross_half:
+            vis = vis | ((vk == 0) & (fk >= T) & (fq < T))
+        return vis
+    want = create_block_mask(mask_mod, None, None, N, N, device="cpu", BLOCK_SIZE=block)
+    got = att._block_mask(V, 2 * T, S, intra_time, cross_half, "cpu", block)
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                 "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0, msg=name)
+    assert torch.equal(got.to_dense(), want.to_dense())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention has no CPU backward")
 def test_flex_gradients_cuda():
     V, T, S = 3, 2, 5
