@@ -151,15 +151,15 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, he
             raise ValueError(f"{name} is on {x.device} but means is on {means.device}; move all inputs to one device")
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains non-finite values (nan/inf); fix the upstream computation")
-    if N and (float(opacities.min()) < 0 or float(opacities.max()) > 1):
+    if N and (float(opacities.detach().min()) < 0 or float(opacities.detach().max()) > 1):
         raise ValueError(
-            f"opacities must lie in [0, 1], got range [{float(opacities.min()):.4g}, {float(opacities.max()):.4g}];"
+            f"opacities must lie in [0, 1], got range [{float(opacities.detach().min()):.4g}, {float(opacities.detach().max()):.4g}];"
             " apply a sigmoid to opacity logits"
         )
     for name, v in (("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if float(K[0, 0]) <= 0 or float(K[1, 1]) <= 0:
+    if float(K[0, 0].detach()) <= 0 or float(K[1, 1].detach()) <= 0:
         raise ValueError(f"K must have positive focal lengths, got fx={float(K[0, 0])}, fy={float(K[1, 1])}")
 
 

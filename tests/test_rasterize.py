@@ -1,0 +1,244 @@
+"""Rasteriser (SPEC 6): tiled CPU compositor vs the brute-force per-pixel reference, projection vs gsplat's torch
+twin, gradients vs finite differences, analytic single-Gaussian image, input checks; SH vs gsplat and Y_lm."""
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from comfyui_full4d.gaussians import rasterize as rasterize_from_package
+from comfyui_full4d.gaussians.rasterize import (
+    project_gaussians,
+    quat_scale_to_covariance,
+    rasterize,
+    rasterize_reference,
+)
+from comfyui_full4d.gaussians.sh import eval_sh, rgb_to_sh0, sh_basis, sh_to_rgb0
+
+# the package attribute `rasterize` is the function, so fetch the module itself for monkeypatching
+raster_module = importlib.import_module("comfyui_full4d.gaussians.rasterize")
+
+
+def random_scene(N, W, H, seed=0, dtype=torch.float32, spread=1.0, scale=0.12):
+    """Gaussians around z=3 in front of a pinhole camera; some behind it / the near plane, some off-screen."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(N, 3, generator=g, dtype=dtype) * torch.tensor([1.2, 0.8, 1.2], dtype=dtype) * spread
+    means[:, 2] += 3.0
+    if N >= 10:  # a few exactly around / behind the camera and the near plane, a few far off-screen
+        means[:3, 2] = torch.tensor([-0.5, 0.005, 0.02], dtype=dtype)
+        means[3:5, 0] = torch.tensor([-9.0, 9.0], dtype=dtype)
+    quats = torch.randn(N, 4, generator=g, dtype=dtype)
+    scales = torch.rand(N, 3, generator=g, dtype=dtype) * scale + 0.01
+    opacities = torch.rand(N, generator=g, dtype=dtype)
+    colors = torch.rand(N, 3, generator=g, dtype=dtype)
+    f = 0.9 * max(W, H)
+    K = torch.tensor([[f, 0, W / 2 + 0.3], [0, 1.1 * f, H / 2 - 0.2], [0, 0, 1]], dtype=dtype)
+    a = 0.1
+    R = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]], dtype=dtype)
+    viewmat = torch.eye(4, dtype=dtype)
+    viewmat[:3, :3] = R
+    viewmat[:3, 3] = torch.tensor([0.1, -0.05, 0.2], dtype=dtype)
+    return [means, quats, scales, opacities, colors, viewmat, K, W, H]
+
+
+def psnr(a, b):
+    mse = float(((a - b) ** 2).mean())
+    return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+@pytest.mark.parametrize(
+    "N,W,H,seed", [(40, 32, 32, 0), (150, 70, 45, 1), (300, 37, 61, 2), (500, 96, 48, 3), (1, 20, 10, 4)]
+)
+def test_matches_brute_force(N, W, H, seed):
+    scene = random_scene(N, W, H, seed)
+    bg = torch.tensor([0.2, 0.5, 0.9])
+    rgb, alpha = rasterize(*scene, background=bg)
+    rgb_ref, alpha_ref = rasterize_reference(*scene, background=bg)
+    assert rgb.shape == (H, W, 3) and alpha.shape == (H, W)
+    assert psnr(rgb, rgb_ref) >= 40 and psnr(alpha, alpha_ref) >= 40
+    assert float(alpha_ref.max()) > 0.02  # the scene is visible, so the comparison means something
+
+
+def test_deep_tiles_small_batches_match_brute_force(monkeypatch):
+    """Hundreds of Gaussians per tile, processed in tiny depth chunks / tile batches (carried transmittance,
+    saturation early-out) still agree with the reference on an opaque scene (the T <= 1e-4 stop matters)."""
+    monkeypatch.setattr(raster_module, "_CHUNK_G", 7)
+    monkeypatch.setattr(raster_module, "_BATCH_ELEMS", 256 * 7 * 2)
+    g = torch.Generator().manual_seed(5)
+    scene = random_scene(400, 40, 30, seed=5)
+    scene[0] = (torch.rand(400, 3, generator=g) * 2 - 1) * torch.tensor([1.8, 1.4, 0.5]) + torch.tensor([0, 0, 3.0])
+    scene[2] = torch.rand(400, 3, generator=g) * 0.2 + 0.2
+    scene[3] = 0.7 + 0.3 * torch.rand(400, generator=g)
+    rgb, alpha = rasterize(*scene)
+    rgb_ref, alpha_ref = rasterize_reference(*scene)
+    assert float((alpha_ref > 0.9998).float().mean()) > 0.5  # most pixels stopped early
+    assert psnr(rgb, rgb_ref) >= 40 and psnr(alpha, alpha_ref) >= 40
+
+
+def test_projection_matches_gsplat_torch_impl():
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    means, quats, scales, _, _, viewmat, K, W, H = random_scene(200, 64, 40, seed=7, dtype=torch.float64)
+    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
+    torch.testing.assert_close(quat_scale_to_covariance(quats, scales), covars)
+    radii, means2d, depths, conics, _ = _fully_fused_projection(means, covars, viewmat[None], K[None], W, H)
+    proj = project_gaussians(means, quats, scales, viewmat, K, W, H)
+    valid = radii[0].gt(0).all(-1)
+    assert 50 < int(valid.sum()) < 200  # some culled, most kept
+    torch.testing.assert_close(proj.radii, radii[0].to(torch.int32))
+    torch.testing.assert_close(proj.depths, depths[0])
+    torch.testing.assert_close(proj.means2d[valid], means2d[0][valid])
+    torch.testing.assert_close(proj.conics[valid], conics[0][valid])
+
+
+def test_single_gaussian_matches_pinhole_formula():
+    """An isotropic Gaussian on the optical axis projects to (cx, cy) with Sigma2d = ((f s / z)^2 + 0.3) I."""
+    W, H, z, s, o = 31, 23, 2.0, 0.01, 0.8
+    fx, fy, cx, cy = 40.0, 50.0, 13.3, 9.5
+    K = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    rgb, alpha = rasterize(
+        torch.tensor([[0.0, 0.0, z]]), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), s), torch.tensor([o]),
+        torch.tensor([[1.0, 0.5, 0.25]]), torch.eye(4), K, W, H,
+    )
+    assert divmod(int(alpha.argmax()), W) == (9, 13)  # pixel (row 9, col 13) holds (13.3, 9.5) near its centre
+    py, px = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    vx, vy = (fx * s / z) ** 2 + 0.3, (fy * s / z) ** 2 + 0.3
+    expected = o * torch.exp(-0.5 * ((px - cx) ** 2 / vx + (py - cy) ** 2 / vy))
+    expected = torch.where(expected >= 1 / 255, expected, torch.zeros_like(expected))
+    torch.testing.assert_close(alpha, expected, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(rgb, alpha[..., None] * torch.tensor([1.0, 0.5, 0.25]), atol=2e-6, rtol=1e-5)
+
+
+def test_empty_and_culled_scenes_give_background():
+    bg = torch.tensor([0.1, 0.2, 0.3])
+    scene = random_scene(0, 24, 16)
+    rgb, alpha = rasterize(*scene, background=bg)
+    assert torch.equal(alpha, torch.zeros(16, 24)) and torch.equal(rgb, bg.expand(16, 24, 3))
+    scene = random_scene(30, 24, 16, seed=1)
+    scene[0] = scene[0].clone()
+    scene[0][:, 2] = -scene[0][:, 2].abs() - 0.1  # everything behind the camera
+    rgb, alpha = rasterize(*scene, background=bg)
+    assert torch.equal(alpha, torch.zeros(16, 24)) and torch.allclose(rgb, bg.expand(16, 24, 3))
+
+
+def _smooth_scene():
+    """Five wide, half-transparent Gaussians filling a 12x9 image: every per-Gaussian alpha is in [0.02, 0.5]
+    (far from the 1/255 skip and the 0.999 clamp) and T > 0.05 (far from the 1e-4 stop)."""
+    g = torch.Generator().manual_seed(11)
+    scene = random_scene(5, 12, 9, seed=11, dtype=torch.float64, spread=0.15, scale=0.0)
+    scene[2] = torch.full((5, 3), 1.0, dtype=torch.float64) + 0.1 * torch.rand(5, 3, generator=g, dtype=torch.float64)
+    scene[3] = 0.2 + 0.3 * scene[3]
+    return scene
+
+
+def test_gradients_match_finite_differences():
+    scene = _smooth_scene()
+    tensors = [x.clone().requires_grad_(True) for x in scene[:6]]
+    bg = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64, requires_grad=True)
+
+    def f(means, quats, scales, opacities, colors, viewmat, background):
+        rgb, alpha = rasterize(means, quats, scales, opacities, colors, viewmat, *scene[6:], background=background)
+        return rgb, alpha
+
+    assert float(f(*tensors, bg)[1].detach().min()) > 0.1
+    assert torch.autograd.gradcheck(f, (*tensors, bg), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_match_reference():
+    """Same random cotangent through both compositors: every input's gradient agrees."""
+    scene = random_scene(60, 40, 28, seed=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    cot_rgb, cot_a = torch.randn(28, 40, 3, generator=g, dtype=torch.float64), torch.randn(28, 40, generator=g,
+                                                                                           dtype=torch.float64)
+    grads = []
+    for fn in (rasterize, rasterize_reference):
+        inputs = [x.clone().requires_grad_(True) for x in scene[:6]]
+        rgb, alpha = fn(*inputs, *scene[6:])
+        grads.append(torch.autograd.grad((rgb * cot_rgb).sum() + (alpha * cot_a).sum(), inputs))
+    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors", "viewmat"], *grads):
+        assert torch.isfinite(a).all(), name
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-6, msg=name)
+
+
+def test_info_exposes_view_space_gradient():
+    scene = random_scene(80, 32, 24, seed=2)
+    means = scene[0].clone().requires_grad_(True)
+    info = {}
+    rgb, _ = rasterize(means, *scene[1:], info=info)
+    rgb.sum().backward()
+    grad2d = info["means2d"].grad.reshape(80, 2)
+    visible = info["radii"].gt(0).all(-1)
+    assert torch.isfinite(grad2d).all() and grad2d[visible].abs().sum() > 0
+    assert torch.all(grad2d[~visible] == 0) and torch.isfinite(means.grad).all()
+
+
+def test_package_exports_rasterize():
+    assert rasterize_from_package is rasterize
+
+
+@pytest.mark.parametrize(
+    "index,bad,name",
+    [
+        (0, torch.zeros(5, 2), "means"),
+        (1, torch.zeros(5, 3), "quats"),
+        (2, torch.zeros(4, 3), "scales"),
+        (3, torch.zeros(5, 1), "opacities"),
+        (4, torch.zeros(5, 4), "colors"),
+        (5, torch.eye(3), "viewmat"),
+        (6, torch.eye(4), "K"),
+        (3, torch.full((5,), 1.5), "opacities"),
+        (4, torch.full((5, 3), float("nan")), "colors"),
+        (0, torch.full((5, 3), float("inf")), "means"),
+        (7, 0, "width"),
+        (8, 2.5, "height"),
+    ],
+)
+def test_bad_inputs_raise_value_error_naming_the_argument(index, bad, name):
+    scene = random_scene(5, 16, 16)
+    scene[index] = bad
+    with pytest.raises(ValueError, match=name):
+        rasterize(*scene)
+    with pytest.raises(ValueError, match="background"):
+        rasterize(*random_scene(5, 16, 16), background=torch.zeros(4))
+
+
+# ---- spherical harmonics ------------------------------------------------------------------------------
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_sh_matches_gsplat_torch_impl(degree):
+    from gsplat.cuda._torch_impl import _spherical_harmonics
+
+    g = torch.Generator().manual_seed(degree)
+    coeffs = torch.randn(64, 16, 3, generator=g, dtype=torch.float64)
+    dirs = torch.randn(64, 3, generator=g, dtype=torch.float64) * 3
+    expected = torch.clamp_min(_spherical_harmonics(degree, dirs, coeffs) + 0.5, 0.0)
+    torch.testing.assert_close(eval_sh(degree, coeffs, dirs), expected)
+
+
+def test_sh_basis_is_3dgs_signed_real_ylm():
+    """Closed form: 3DGS's basis k = l^2 + l + m equals sqrt(2) Re Y_l^m (m > 0), sqrt(2) Im Y_l^|m| (m < 0),
+    Y_l^0 (m = 0), with scipy's complex Y_l^m (Condon-Shortley phase included)."""
+    from scipy.special import sph_harm_y
+
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    d = dirs / dirs.norm(dim=-1, keepdim=True)
+    theta, phi = torch.arccos(d[:, 2]).numpy(), torch.atan2(d[:, 1], d[:, 0]).numpy()
+    basis = sh_basis(3, dirs)
+    for l in range(4):
+        for m in range(-l, l + 1):
+            y = sph_harm_y(l, abs(m), theta, phi)
+            ref = y.real if m == 0 else math.sqrt(2) * (y.real if m > 0 else y.imag)
+            torch.testing.assert_close(basis[:, l * l + l + m], torch.from_numpy(ref), msg=f"l={l} m={m}")
+
+
+def test_sh_dc_round_trip_and_bad_input():
+    rgb = torch.rand(10, 3)
+    coeffs = torch.zeros(10, 4, 3)
+    coeffs[:, 0] = rgb_to_sh0(rgb)
+    torch.testing.assert_close(eval_sh(1, coeffs, torch.randn(10, 3)), rgb)
+    torch.testing.assert_close(sh_to_rgb0(rgb_to_sh0(rgb)), rgb)
+    with pytest.raises(ValueError, match="coeffs"):
+        eval_sh(2, coeffs, torch.randn(10, 3))
+    with pytest.raises(ValueError, match="dirs"):
+        eval_sh(1, coeffs, torch.randn(9, 3))
