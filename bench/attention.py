@@ -1,6 +1,6 @@
 """Fused time-view attention (SPEC 2): ours vs dense masked SDPA at the same shape.
 
-    python bench/attention.py                      # CPU defaults, V in {2,4,6}, T=21, S=16 (< 2 min)
+    python bench/attention.py                      # CPU defaults, V in {2,4,6}, T=21, S in {16,32} (< 1 min)
     python bench/attention.py --S 32 --heads 2     # bigger
     python bench/attention.py --device cuda        # exact and Flex paths plus the paper's S=252
 
@@ -81,15 +81,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--views", type=int, nargs="+", default=[2, 4, 6])
     p.add_argument("--T", type=int, default=21, help="latent frames per half (F = 2T)")
-    p.add_argument("--S", type=int, nargs="+", default=None, help="tokens per frame (default 16 CPU, 64 252 CUDA)")
+    p.add_argument("--S", type=int, nargs="+", default=None, help="tokens per frame (default 16 32 CPU, 64 252 CUDA)")
     p.add_argument("--B", type=int, default=1)
     p.add_argument("--heads", type=int, default=1)
     p.add_argument("--D", type=int, default=64, help="head dim")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="float32 (CPU default) / bfloat16 (CUDA default)")
-    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--no-dense-above", type=int, default=70_000,
                    help="skip the dense baseline when N exceeds this (its N x N mask is N^2 bytes)")
+    p.add_argument("--create-block-mask-above", type=int, default=10_000,
+                   help="skip torch's create_block_mask when N exceeds this (it builds an N x N bool mask)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     cuda = a.device.startswith("cuda")
@@ -100,7 +102,7 @@ def main() -> None:
 
     from comfyui_full4d.attention import frame_visibility
 
-    sizes = a.S or ([64, 252] if cuda else [16])
+    sizes = a.S or ([64, 252] if cuda else [16, 32])
     methods = ["exact", "flex"] if cuda else ["exact"]
     print(f"device={a.device} dtype={a.dtype} B={a.B} heads={a.heads} D={a.D} T={a.T}; time = best of {a.reps}, "
           f"peak = memory growth during one call (MiB)\n")
@@ -121,6 +123,35 @@ def main() -> None:
                 mr = f"{dense['peak'] / max(ours['peak'], 1):.1f}x" if dense else "-"
                 print(f"| {V} | {S} | {N} | {dens:.3f} | {m} | {ours['time']:.3f} | {d_t} | {sp} | "
                       f"{_fmt_mb(ours['peak'])} | {d_m} | {mr} |", flush=True)
+    _block_mask_table(a, sorted(set(sizes) | {252}))
+
+
+def _block_mask_table(a: argparse.Namespace, sizes: list[int]) -> None:
+    """Flex BlockMask from the frame rule vs torch's create_block_mask (which evaluates N x N pairs)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    import comfyui_full4d.attention as att
+
+    print("\nFlex BlockMask (128-token tiles, CPU build): ours from the frame rule vs create_block_mask\n")
+    print("| V | S | N | rule density | tiles computed | ours s | create_block_mask s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for S in sizes:
+        for V in a.views:
+            F = 2 * a.T
+            N = V * F * S
+            t0 = time.perf_counter()
+            bm = att._block_mask.__wrapped__(V, F, S, True, True, "cpu")
+            ours = time.perf_counter() - t0
+            theirs = None
+            if N <= a.create_block_mask_above:
+                t0 = time.perf_counter()
+                create_block_mask(att._mask_mod(V, F, S, True, True), None, None, N, N, device="cpu")
+                theirs = time.perf_counter() - t0
+            dens = att.frame_visibility(V, F).float().mean().item()
+            tiles = 1 - bm.sparsity() / 100
+            c_s = f"{theirs:.3f}" if theirs is not None else "-"
+            sp = f"{theirs / ours:.1f}x" if theirs is not None else "-"
+            print(f"| {V} | {S} | {N} | {dens:.3f} | {tiles:.3f} | {ours:.3f} | {c_s} | {sp} |", flush=True)
 
 
 if __name__ == "__main__":
