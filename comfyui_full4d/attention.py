@@ -96,6 +96,11 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor, num_views: int, frames_per_view:
     if not (q.shape == k.shape and k.shape[:3] == v.shape[:3]):
         raise ValueError(f"q, k, v shapes disagree: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; "
                          f"they must be (B, heads, V*F*S, head_dim) with k like q")
+    if not (q.dtype == k.dtype == v.dtype and q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must share dtype and device, got {q.dtype}/{q.device}, {k.dtype}/{k.device}, "
+                         f"{v.dtype}/{v.device}")
+    if not q.is_floating_point():
+        raise ValueError(f"q, k, v must be floating point, got {q.dtype}")
     N = q.shape[2]
     if N == 0 or N % (V * F):
         raise ValueError(f"sequence length {N} is not divisible by num_views*frames_per_view = {V}*{F}; "

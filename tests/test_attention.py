@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import comfyui_full4d.attention as att
 from comfyui_full4d.attention import frame_visibility, fused_tv_attention, fused_tv_attention_reference
@@ -85,6 +87,8 @@ def test_bad_inputs_raise_value_error():
         fused_tv_attention(q, k[..., :2], v, 2, 4)
     with pytest.raises(ValueError, match=r"\(B, heads"):
         fused_tv_attention(q[0], k[0], v[0], 2, 4)
+    with pytest.raises(ValueError, match="dtype"):
+        fused_tv_attention(q, k.double(), v, 2, 4)
     with pytest.raises(ValueError, match="backend"):
         fused_tv_attention(q, k, v, 2, 4, backend="cuda")
 
@@ -120,6 +124,16 @@ def test_value_dim_may_differ(monkeypatch, backend):
     v = torch.randn(1, 2, q.shape[2], 5)
     want = dense_reference(q, k, v, 3, 2, 3)
     torch.testing.assert_close(fused_tv_attention(q, k, v, 3, 4, backend=backend), want, rtol=0, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(V=st.integers(1, 5), T=st.integers(1, 4), S=st.integers(1, 6), B=st.integers(1, 2), H=st.integers(1, 3),
+       D=st.sampled_from([1, 4, 8]), intra_time=st.booleans(), cross_half=st.booleans(), seed=st.integers(0, 99))
+def test_random_configurations(V, T, S, B, H, D, intra_time, cross_half, seed):
+    q, k, v = rand_qkv(B, H, V, T, S, D, seed=seed)
+    want = dense_reference(q, k, v, V, T, S, intra_time, cross_half)
+    got = fused_tv_attention(q, k, v, V, 2 * T, intra_time=intra_time, cross_half=cross_half, backend="exact")
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("tile", [1, 7, 40, 1000])
