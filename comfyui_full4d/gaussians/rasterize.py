@@ -27,11 +27,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Projection", "project_gaussians", "rasterize", "rasterize_reference", "quat_scale_to_covariance"]
 
-TILE = 16
+TILE = 16  # gsplat's tile size (CUDA)
+_CPU_TILE = 8  # CPU tile size (any size gives the same image)
 NEAR_PLANE = 0.01
 EPS2D = 0.3
 ALPHA_MIN = 1.0 / 255.0
@@ -232,13 +234,13 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width
 
 
 # ---- CPU tiled compositor --------------------------------------------------------------------------
-def _tile_intersections(proj: Projection, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor]:
+def _tile_intersections(proj: Projection, tile: int, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor]:
     """(tile, Gaussian) pairs sorted by tile then depth. Returns tile_ids (M,), gauss_ids (M,) int64."""
     with torch.no_grad():
         ids = torch.nonzero((proj.radii > 0).all(-1)).squeeze(-1)
         ids = ids[torch.argsort(proj.depths.detach()[ids], stable=True)]
-        m = proj.means2d.detach()[ids] / TILE
-        r = proj.radii[ids].to(m.dtype) / TILE
+        m = proj.means2d.detach()[ids] / tile
+        r = proj.radii[ids].to(m.dtype) / tile
         lo = torch.floor(m - r).long()
         hi = torch.ceil(m + r).long()
         x0, x1 = lo[:, 0].clamp(0, tiles_x), hi[:, 0].clamp(0, tiles_x)
@@ -246,67 +248,119 @@ def _tile_intersections(proj: Projection, tiles_x: int, tiles_y: int) -> tuple[T
         nx, n = x1 - x0, (x1 - x0) * (y1 - y0)
         rep = torch.repeat_interleave(torch.arange(len(ids), device=m.device), n)
         local = torch.arange(len(rep), device=m.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-        tile = (y0[rep] + local // nx[rep]) * tiles_x + x0[rep] + local % nx[rep]
-        order = torch.argsort(tile, stable=True)  # stable: keeps depth order inside a tile
-        return tile[order], ids[rep[order]]
+        tile_ids = (y0[rep] + local // nx[rep]) * tiles_x + x0[rep] + local % nx[rep]
+        order = torch.argsort(tile_ids, stable=True)  # stable: keeps depth order inside a tile
+        return tile_ids[order], ids[rep[order]]
 
 
-def _pixel_basis(dtype, device) -> Tensor:
-    """(256, 6) ``[u^2, uv, v^2, u, v, 1]`` of a tile's pixel centres relative to the tile centre."""
-    c = torch.arange(TILE, dtype=dtype, device=device) + 0.5 - TILE / 2
+def _pixel_basis(tile: int, dtype, device) -> Tensor:
+    """(P, 6), P = tile^2: ``[u^2, uv, v^2, u, v, 1]`` of a tile's pixel centres relative to the tile centre."""
+    c = torch.arange(tile, dtype=dtype, device=device) + 0.5 - tile / 2
     v, u = torch.meshgrid(c, c, indexing="ij")
     u, v = u.reshape(-1), v.reshape(-1)
     return torch.stack([u * u, u * v, v * v, u, v, torch.ones_like(u)], -1)
 
 
-def _composite_batch(gparams: Tensor, feats: Tensor, idx: Tensor, centres: Tensor, basis: Tensor) -> Tensor:
-    """Composite B tiles. gparams (N+1, 6) ``[mx, my, a, b, c, log o]`` (row N = padding), feats (N+1, 4)
-    ``[r, g, b, 1]``, idx (B, G) depth-ordered Gaussian ids per tile, centres (B, 2) -> (B, 256, 4)."""
-    B, G = idx.shape
-    T = torch.ones(B, basis.shape[0], 1, dtype=gparams.dtype, device=gparams.device)  # carried transmittance
-    out = None
-    for s in range(0, G, _CHUNK_G):
-        sub = idx[:, s : s + _CHUNK_G]
-        mx, my, a, b, c, log_o = gparams[sub].unbind(-1)  # each (B, g)
-        ex, ey = mx - centres[:, :1], my - centres[:, 1:]
-        # 0.5 d^T Q d - log o, d = (u - ex, v - ey), expanded in the pixel basis
-        coef = torch.stack(
-            [0.5 * a, b, 0.5 * c, -(a * ex + b * ey), -(b * ex + c * ey),
-             0.5 * a * ex * ex + b * ex * ey + 0.5 * c * ey * ey - log_o],
-            1,
-        )  # (B, 6, g)
-        alpha = torch.exp(-(basis @ coef)).clamp_max(ALPHA_MAX)  # (B, 256, g)
-        alpha = alpha * (alpha >= ALPHA_MIN)
-        T_incl = T * torch.cumprod(1.0 - alpha, dim=-1)
-        T_excl = torch.cat([T, T_incl[..., :-1]], -1)
-        w = alpha * T_excl * (T_incl > T_MIN)
-        contrib = w @ feats[sub]  # (B, 256, 4)
-        out = contrib if out is None else out + contrib
-        T = T_incl[..., -1:]
-        if s + _CHUNK_G < G and bool((T <= T_MIN).all()):
-            break  # every pixel of every tile in the batch is saturated
-    return out
+def _chunk_state(basis: Tensor, coef: Tensor, T: Tensor, first: bool):
+    """One depth chunk: basis (B, P, 6), coef (B, 6, g), carried T (B, P, 1) -> alpha, 1 - alpha, T_excl, T_incl,
+    weights ``w = alpha T_excl`` (zero once the pixel has stopped), each (B, P, g)."""
+    alpha = torch.bmm(basis, coef.neg()).exp_()  # o exp(-sigma)
+    alpha.clamp_max_(ALPHA_MAX)
+    F.threshold_(alpha, ALPHA_MIN, 0.0)  # alpha < 1/255 is skipped
+    one_minus = torch.rsub(alpha, 1.0)
+    T_incl = torch.cumprod(one_minus, dim=-1)
+    if not first:
+        T_incl.mul_(T)
+    T_excl = torch.cat([T.expand(-1, -1, 1), T_incl[..., :-1]], -1)
+    w = (alpha * T_excl).mul_(T_incl > T_MIN)
+    return alpha, one_minus, T_excl, T_incl, w
+
+
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of B tiles with hand-written backward (recomputes alphas chunk by chunk, so
+    memory stays O(B G) instead of O(B P G)).
+
+    coef (B, 6, G) exponent coefficients in the pixel basis, feats (B, G, 4) ``[rgb, 1]``, basis (P, 6)
+    -> (B, P, 4) ``[sum_i w_i c_i, sum_i w_i]``, ``w_i = alpha_i T_i``.
+    Backward (``S_k`` = what lies behind Gaussian k): ``dL/dalpha_k = T_k (g . c_k) - (g . S_k) / (1 - alpha_k)``,
+    ``g . S_k = g . C - sum_{i<=k} w_i (g . c_i)``; ``dL/dsigma_k = -alpha_k dL/dalpha_k`` where alpha_k is live
+    (not skipped, not clamped, pixel not stopped), else 0.
+    """
+
+    @staticmethod
+    def forward(ctx, coef: Tensor, feats: Tensor, basis: Tensor) -> Tensor:
+        B, _, G = coef.shape
+        basis_b = basis.expand(B, -1, -1)
+        T = torch.ones(B, basis.shape[0], 1, dtype=coef.dtype, device=coef.device)
+        out = torch.zeros(B, basis.shape[0], feats.shape[-1], dtype=coef.dtype, device=coef.device)
+        n_chunks = 0
+        for s in range(0, G, _CHUNK_G):
+            _, _, _, T_incl, w = _chunk_state(basis_b, coef[..., s : s + _CHUNK_G], T, first=s == 0)
+            out.baddbmm_(w, feats[:, s : s + _CHUNK_G])
+            T = T_incl[..., -1:]
+            n_chunks += 1
+            if bool((T <= T_MIN).all()):
+                break  # every pixel of every tile is saturated: the rest is hidden
+        ctx.n_chunks = n_chunks
+        ctx.save_for_backward(coef, feats, basis, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        coef, feats, basis, out = ctx.saved_tensors
+        B, _, G = coef.shape
+        basis_b = basis.expand(B, -1, -1)
+        d_coef, d_feats = torch.zeros_like(coef), torch.zeros_like(feats)
+        T = torch.ones(B, basis.shape[0], 1, dtype=coef.dtype, device=coef.device)
+        g_total = (grad_out * out).sum(-1, keepdim=True)  # g . C, (B, P, 1)
+        prefix = torch.zeros_like(T)  # sum_{i<=k} w_i (g . c_i), carried over chunks
+        for c in range(ctx.n_chunks):
+            sl = slice(c * _CHUNK_G, (c + 1) * _CHUNK_G)
+            alpha, one_minus, _, T_incl, w = _chunk_state(basis_b, coef[..., sl], T, first=c == 0)
+            d_feats[:, sl] = torch.bmm(w.transpose(1, 2), grad_out)
+            wg = torch.bmm(grad_out, feats[:, sl].transpose(1, 2)).mul_(w)  # w_k (g . c_k)
+            behind = torch.cumsum(wg, dim=-1).add_(prefix)
+            prefix = behind[..., -1:]
+            behind = torch.rsub(behind, g_total).mul_(alpha).div_(one_minus)  # alpha_k (g . S_k) / (1 - alpha_k)
+            live = (T_incl > T_MIN).logical_and_(alpha < ALPHA_MAX)
+            alpha_d_alpha = wg.sub_(behind).mul_(live)  # alpha_k dL/dalpha_k
+            d_coef[..., sl] = torch.bmm(basis_b.transpose(1, 2), alpha_d_alpha).neg_()
+            T = T_incl[..., -1:]
+        return d_coef, d_feats, None
+
+
+def _tile_coefficients(gparams: Tensor, idx: Tensor, centres: Tensor) -> Tensor:
+    """Exponent ``0.5 d^T Q d - log o`` of each (tile, Gaussian) pair in the pixel basis, d = (u - ex, v - ey),
+    (ex, ey) the Gaussian mean relative to the tile centre. gparams (N+1, 6) ``[mx, my, a, b, c, log o]``,
+    idx (B, G), centres (B, 2) -> (B, 6, G)."""
+    mx, my, a, b, c, log_o = gparams[idx].unbind(-1)  # each (B, G)
+    ex, ey = mx - centres[:, :1], my - centres[:, 1:]
+    return torch.stack(
+        [0.5 * a, b, 0.5 * c, -(a * ex + b * ey), -(b * ex + c * ey),
+         0.5 * a * ex * ex + b * ex * ey + 0.5 * c * ey * ey - log_o],
+        1,
+    )
 
 
 def _composite_tiles(proj: Projection, opacities: Tensor, colors: Tensor, width: int, height: int) -> Tensor:
-    """Tiled front-to-back compositing -> (H, W, 4) ``[rgb * weights, alpha]`` (no background)."""
-    dt, dev = proj.means2d.dtype, proj.means2d.device
-    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
-    n_tiles, P = tiles_x * tiles_y, TILE * TILE
-    tile_ids, gauss_ids = _tile_intersections(proj, tiles_x, tiles_y)
+    """Tiled front-to-back compositing -> (H, W, 4) ``[sum w c, alpha]`` (no background)."""
+    dt, dev, tile = proj.means2d.dtype, proj.means2d.device, _CPU_TILE
+    tiles_x, tiles_y = math.ceil(width / tile), math.ceil(height / tile)
+    n_tiles, P = tiles_x * tiles_y, tile * tile
+    tile_ids, gauss_ids = _tile_intersections(proj, tile, tiles_x, tiles_y)
     full = torch.zeros(n_tiles, P, 4, dtype=dt, device=dev)
     if len(tile_ids):
         N = proj.means2d.shape[0]
-        pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -_FAR]], dtype=dt, device=dev)
+        pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -_FAR]], dtype=dt, device=dev)  # alpha = 0 everywhere
         gparams = torch.cat(
             [torch.cat([proj.means2d, proj.conics, torch.log(opacities.clamp_min(1e-30))[:, None]], -1), pad], 0
         )
-        ones = torch.ones(N + 1, 1, dtype=dt, device=dev)
-        feats = torch.cat([torch.cat([colors, torch.zeros(1, 3, dtype=dt, device=dev)], 0), ones], -1)
-        basis = _pixel_basis(dt, dev)
+        feats = torch.cat([torch.cat([colors, torch.zeros(1, 3, dtype=dt, device=dev)], 0),
+                           torch.ones(N + 1, 1, dtype=dt, device=dev)], -1)  # (N+1, 4)
+        basis = _pixel_basis(tile, dt, dev)
         counts = torch.bincount(tile_ids, minlength=n_tiles)
         offsets = torch.cumsum(counts, 0) - counts
-        order = torch.argsort(counts, descending=True)
+        order = torch.argsort(counts, descending=True)  # similar counts share a batch: little padding
         order = order[counts[order] > 0]
         counts_sorted = counts[order].tolist()
         outs, done_tiles, i = [], [], 0
@@ -317,13 +371,13 @@ def _composite_tiles(proj: Projection, opacities: Tensor, colors: Tensor, width:
             ar = torch.arange(gmax, device=dev)
             pos = offsets[tb, None] + ar
             idx = torch.where(ar < counts[tb, None], gauss_ids[pos.clamp_max(len(gauss_ids) - 1)], N)
-            centres = torch.stack([tb % tiles_x, tb // tiles_x], -1).to(dt) * TILE + TILE / 2
-            outs.append(_composite_batch(gparams, feats, idx, centres, basis))
+            centres = torch.stack([tb % tiles_x, tb // tiles_x], -1).to(dt) * tile + tile / 2
+            outs.append(_Composite.apply(_tile_coefficients(gparams, idx, centres), feats[idx], basis))
             done_tiles.append(tb)
             i += nb
         full = full.index_copy(0, torch.cat(done_tiles), torch.cat(outs))
-    img = full.reshape(tiles_y, tiles_x, TILE, TILE, 4).permute(0, 2, 1, 3, 4)
-    return img.reshape(tiles_y * TILE, tiles_x * TILE, 4)[:height, :width]
+    img = full.reshape(tiles_y, tiles_x, tile, tile, 4).permute(0, 2, 1, 3, 4)
+    return img.reshape(tiles_y * tile, tiles_x * tile, 4)[:height, :width]
 
 
 # ---- brute-force reference -------------------------------------------------------------------------
