@@ -187,6 +187,7 @@ def rasterize(
     background: Tensor | None = None,  # (3,)
     *,
     info: dict | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Render Gaussians front to back (module docstring; SPEC 6). Differentiable w.r.t. every tensor input.
 
@@ -195,13 +196,18 @@ def rasterize(
     Returns rgb (H, W, 3) and alpha (H, W). CUDA tensors go through gsplat (packed=False, classic), CPU
     tensors through the tiled torch compositor. If ``info`` is a dict it receives ``"means2d"`` (its
     ``.grad.reshape(N, 2)`` after backward is the view-space gradient used for densification), ``"radii"``
-    (N, 2) and ``"depths"`` (N,).
+    (N, 2) and ``"depths"`` (N,). ``backend``: ``"auto"`` (gsplat for CUDA tensors, else torch), ``"torch"``
+    (this module's compositor on any device) or ``"gsplat"`` (CUDA only).
     """
+    if backend not in ("auto", "torch", "gsplat"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
+    if backend == "gsplat" and not (isinstance(means, Tensor) and means.is_cuda):
+        raise ValueError("backend='gsplat' needs CUDA tensors (gsplat rasterises on CUDA only); use backend='torch'")
     _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, height, background)
     means, quats, scales, opacities, colors, viewmat, K, background = _prepare(
         means, quats, scales, opacities, colors, viewmat, K, background
     )
-    if means.is_cuda:
+    if backend == "gsplat" or (backend == "auto" and means.is_cuda):
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width, height, background, info)
     proj = project_gaussians(means, quats, scales, viewmat, K, width, height, opacities=opacities)
     if info is not None:
