@@ -60,16 +60,23 @@ def test_matches_brute_force(N, W, H, seed):
     assert float(alpha_ref.max()) > 0.02  # the scene is visible, so the comparison means something
 
 
+def opaque_scene(dtype=torch.float32):
+    """400 Gaussians filling a 40x30 image, opacities in [0.7, 1] (some exactly 1): most pixels stop early."""
+    g = torch.Generator().manual_seed(5)
+    scene = random_scene(400, 40, 30, seed=5, dtype=dtype)
+    scene[0] = ((torch.rand(400, 3, generator=g) * 2 - 1) * torch.tensor([1.8, 1.4, 0.5]) + torch.tensor([0, 0, 3.0]))
+    scene[2] = torch.rand(400, 3, generator=g) * 0.2 + 0.2
+    scene[3] = (0.7 + 0.3 * torch.rand(400, generator=g)).clamp_max(0.95) / 0.95
+    scene[0], scene[2], scene[3] = scene[0].to(dtype), scene[2].to(dtype), scene[3].to(dtype)
+    return scene
+
+
 def test_deep_tiles_small_batches_match_brute_force(monkeypatch):
     """Hundreds of Gaussians per tile, processed in tiny depth chunks / tile batches (carried transmittance,
     saturation early-out) still agree with the reference on an opaque scene (the T <= 1e-4 stop matters)."""
     monkeypatch.setattr(raster_module, "_CHUNK_G", 7)
-    monkeypatch.setattr(raster_module, "_BATCH_ELEMS", 256 * 7 * 2)
-    g = torch.Generator().manual_seed(5)
-    scene = random_scene(400, 40, 30, seed=5)
-    scene[0] = (torch.rand(400, 3, generator=g) * 2 - 1) * torch.tensor([1.8, 1.4, 0.5]) + torch.tensor([0, 0, 3.0])
-    scene[2] = torch.rand(400, 3, generator=g) * 0.2 + 0.2
-    scene[3] = 0.7 + 0.3 * torch.rand(400, generator=g)
+    monkeypatch.setattr(raster_module, "_BATCH_ELEMS", 64 * 7 * 2)
+    scene = opaque_scene()
     rgb, alpha = rasterize(*scene)
     rgb_ref, alpha_ref = rasterize_reference(*scene)
     assert float((alpha_ref > 0.9998).float().mean()) > 0.5  # most pixels stopped early
@@ -110,6 +117,21 @@ def test_single_gaussian_matches_pinhole_formula():
     torch.testing.assert_close(rgb, alpha[..., None] * torch.tensor([1.0, 0.5, 0.25]), atol=2e-6, rtol=1e-5)
 
 
+def test_opaque_stack_clamps_at_0999_and_stops_below_1e4():
+    """Three coincident opaque Gaussians at a pixel centre: the first gives alpha = 0.999 (gsplat's clamp), the
+    second would bring T to 1e-6 <= 1e-4, so the pixel stops: its colour is the first Gaussian's alone."""
+    K = torch.tensor([[20.0, 0, 8.5], [0, 20.0, 8.5], [0, 0, 1]])
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 2.1], [0.0, 0.0, 2.2]])
+    colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    bg = torch.tensor([0.0, 0.0, 1.0])
+    args = (means, torch.tensor([[1.0, 0, 0, 0]]).repeat(3, 1), torch.full((3, 3), 0.05), torch.ones(3), colors,
+            torch.eye(4), K, 16, 16)
+    for fn in (rasterize, rasterize_reference):
+        rgb, alpha = fn(*args, background=bg)
+        torch.testing.assert_close(alpha[8, 8], torch.tensor(0.999))
+        torch.testing.assert_close(rgb[8, 8], torch.tensor([0.999, 0.0, 0.001]))
+
+
 def test_empty_and_culled_scenes_give_background():
     bg = torch.tensor([0.1, 0.2, 0.3])
     scene = random_scene(0, 24, 16)
@@ -145,12 +167,16 @@ def test_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(f, (*tensors, bg), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_gradients_match_reference():
-    """Same random cotangent through both compositors: every input's gradient agrees."""
-    scene = random_scene(60, 40, 28, seed=3, dtype=torch.float64)
+@pytest.mark.parametrize("kind", ["random", "opaque"])
+def test_gradients_match_reference(kind, monkeypatch):
+    """Same random cotangent through both compositors: every input's gradient agrees (the opaque scene has
+    clamped alphas, o = 1, and stopped pixels, all in several depth chunks)."""
+    monkeypatch.setattr(raster_module, "_CHUNK_G", 16)
+    scene = random_scene(60, 40, 28, seed=3, dtype=torch.float64) if kind == "random" else opaque_scene(torch.float64)
+    W, H = scene[7], scene[8]
     g = torch.Generator().manual_seed(0)
-    cot_rgb, cot_a = torch.randn(28, 40, 3, generator=g, dtype=torch.float64), torch.randn(28, 40, generator=g,
-                                                                                           dtype=torch.float64)
+    cot_rgb = torch.randn(H, W, 3, generator=g, dtype=torch.float64)
+    cot_a = torch.randn(H, W, generator=g, dtype=torch.float64)
     grads = []
     for fn in (rasterize, rasterize_reference):
         inputs = [x.clone().requires_grad_(True) for x in scene[:6]]
