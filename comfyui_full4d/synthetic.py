@@ -1,0 +1,364 @@
+"""Procedural 4D scene rendered by exact ray casting: ground truth for every stage (SPEC 9).
+
+A pixel ray ``X(z) = C + z * R^T K^-1 (u, v, 1)`` (pixel centres ``u = j + 0.5``, ``v = i + 0.5``;
+the ray's camera-space z component is 1, so the ray parameter *is* the z-depth) is intersected
+analytically with every surface; the nearest hit with ``z > eps`` wins. Surfaces:
+
+* planes ``n . X = d`` (the ground ``y = +h`` below the source camera; world up is ``-y``);
+* an enclosing backdrop sphere seen from inside (its far root, so every ray hits something and
+  depth is finite everywhere);
+* moving, rotating, deforming ellipsoids and boxes (``X = c(t) + R(t) diag(s(t)) q`` with ``q`` on
+  the unit sphere / unit cube). Textures are functions of the object-local ``q``, so they move
+  with the objects, and are smooth sinusoid blends (bandlimited at 96 x 160).
+
+Shading is Lambertian (view-independent): ``rgb = albedo * (a + (1 - a) max(0, n . l))``; the
+backdrop is unshaded. World = the source camera's frame (OpenCV, metric), look-at ``(0, 0, D)``
+with ``D = LAYOUT_DEPTH``; the layout makes the median depth of source frame 0 close to ``D``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .cameras import Camera, Rig, intrinsics_from_fov
+from .geometry import Geometry, scene_scale
+from .rig import ring_rig
+
+__all__ = ["SceneSpec", "SyntheticCapture", "make_scene", "cast", "render", "make_capture",
+           "object_states", "ELLIPSOID", "BOX", "LAYOUT_DEPTH"]
+
+ELLIPSOID, BOX = 0, 1
+LAYOUT_DEPTH = 2.0  # metres from the source camera to the layout's look-at point
+_EPS = 1e-4  # nearest accepted hit (metres)
+_LIGHT = (0.35, -1.0, -0.45)  # towards the light (world up is -y)
+_AMBIENT = 0.45
+_RAYS_PER_CHUNK = 1 << 19
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Procedural scene in metric world units (the source camera's OpenCV frame).
+
+    center: (3,) look-at point of the layout.
+    plane_n: (P, 3) unit normals, plane_d: (P,) offsets (plane ``n . X = d``); plane_color (P, 2, 3)
+      albedos blended by ``0.5 + 0.5 sin(2 pi x / w) sin(2 pi z / w)``, plane_wave (P,) wavelength w,
+      faded to the mean colour with distance from ``center`` (plane_fade (P,) e-folding radius).
+    backdrop_radius: radius of the backdrop sphere about ``center`` (``inf`` = none);
+      backdrop_color (2, 3) albedos (horizon / zenith blend, modulated by a soft lon-lat checker).
+    obj_kind: (N,) int64, ``ELLIPSOID`` or ``BOX``.
+    obj_center: (N, 3) rest centre; path ``c(t) = center + amp * sin(2 pi f t + phase)``:
+      obj_amp (N, 3), obj_freq (N,), obj_phase (N, 3).
+    obj_axis: (N, 3) unit spin axis, obj_spin (N,) radians per unit time, obj_angle (N,) at t = 0.
+    obj_size: (N, 3) radii / half extents; ``s(t) = size * (1 + size_amp * sin(2 pi t + size_phase))``:
+      obj_size_amp (N, 3), obj_size_phase (N, 3).
+    obj_color: (N, 2, 3) albedos; obj_tex (N, 3) cycles of the local texture per unit ``q``,
+      obj_tex_phase (N, 3).
+    """
+
+    center: Tensor
+    plane_n: Tensor
+    plane_d: Tensor
+    plane_color: Tensor
+    plane_wave: Tensor
+    plane_fade: Tensor
+    backdrop_radius: float
+    backdrop_color: Tensor
+    obj_kind: Tensor
+    obj_center: Tensor
+    obj_amp: Tensor
+    obj_freq: Tensor
+    obj_phase: Tensor
+    obj_axis: Tensor
+    obj_spin: Tensor
+    obj_angle: Tensor
+    obj_size: Tensor
+    obj_size_amp: Tensor
+    obj_size_phase: Tensor
+    obj_color: Tensor
+    obj_tex: Tensor
+    obj_tex_phase: Tensor
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.obj_kind.shape[0])
+
+
+def make_scene(seed: int = 0) -> SceneSpec:
+    """The default layout (ground, backdrop, 2 ellipsoids incl. a deforming one, 2 spheres, a box),
+    jittered deterministically from ``seed`` (positions, phases, colours, texture frequencies)."""
+    g = torch.Generator().manual_seed(int(seed))
+
+    def u(*shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    D = LAYOUT_DEPTH
+    c = torch.tensor([0.0, 0.0, D], dtype=torch.float64)
+    h = 0.26 * D  # ground below the source camera
+    # kind, rest offset from c (units of D), path amplitude (D), size (D), size_amp, spin (rad)
+    layout = [
+        (ELLIPSOID, (0.00, 0.00, 0.05), (0.08, 0.00, 0.05), (0.24, 0.24, 0.24), 0.00, 2.0),   # sphere
+        (ELLIPSOID, (-0.37, 0.00, -0.05), (0.00, 0.04, 0.00), (0.13, 0.20, 0.13), 0.22, 1.5),  # deforming
+        (BOX, (0.37, 0.06, 0.00), (0.00, 0.00, 0.06), (0.12, 0.12, 0.12), 0.00, 3.0),         # spinning box
+        (ELLIPSOID, (0.08, -0.22, -0.28), (0.20, 0.05, 0.06), (0.07, 0.07, 0.07), 0.00, 4.0),  # small sphere
+        (ELLIPSOID, (-0.05, 0.18, 0.30), (0.00, 0.00, 0.06), (0.20, 0.07, 0.13), 0.10, 1.0),   # flat ellipsoid
+    ]
+    N = len(layout)
+    kind = torch.tensor([k for k, *_ in layout], dtype=torch.int64)
+    rest = torch.tensor([o for _, o, *_ in layout], dtype=torch.float64) * D
+    amp = torch.tensor([a for _, _, a, *_ in layout], dtype=torch.float64) * D
+    size = torch.tensor([s for *_, s, _, _ in layout], dtype=torch.float64) * D
+    size_amp = torch.tensor([[sa] for *_, sa, _ in layout], dtype=torch.float64) * torch.tensor([1.0, -0.8, 0.6])
+    spin = torch.tensor([sp for *_, sp in layout], dtype=torch.float64) * u(N, lo=0.8, hi=1.2)
+    rest = rest + u(N, 3, lo=-0.03, hi=0.03) * D
+    rest[:, 1] = torch.minimum(rest[:, 1], torch.tensor(h) - size.max(dim=1).values * 1.25 - amp[:, 1])
+    axis = torch.nn.functional.normalize(torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64) + u(N, 3, lo=-0.4, hi=0.4), dim=-1)
+    hue = u(N) + torch.arange(N) / N
+    colors = torch.stack([_hue_rgb(hue, 0.75, 0.9), _hue_rgb(hue + 0.5, 0.35, 0.35)], dim=1)
+    return SceneSpec(
+        center=c, plane_n=torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), plane_d=torch.tensor([h], dtype=torch.float64),
+        plane_color=torch.stack([_hue_rgb(u(1), 0.25, 0.65), _hue_rgb(u(1), 0.3, 0.35)], dim=1),
+        plane_wave=torch.tensor([0.6 * D], dtype=torch.float64), plane_fade=torch.tensor([1.1 * D], dtype=torch.float64),
+        backdrop_radius=4.0 * D,
+        backdrop_color=torch.stack([_hue_rgb(u(1), 0.35, 0.55)[0], torch.tensor([0.75, 0.82, 0.92], dtype=torch.float64)]),
+        obj_kind=kind, obj_center=c + rest, obj_amp=amp, obj_freq=u(N, lo=0.7, hi=1.0),
+        obj_phase=u(N, 3, hi=2 * math.pi), obj_axis=axis, obj_spin=spin, obj_angle=u(N, hi=2 * math.pi),
+        obj_size=size, obj_size_amp=size_amp, obj_size_phase=u(N, 3, hi=2 * math.pi), obj_color=colors,
+        obj_tex=u(N, 3, lo=1.0, hi=2.0), obj_tex_phase=u(N, 3, hi=2 * math.pi),
+    )
+
+
+def _hue_rgb(hue: Tensor, sat: float, val: float) -> Tensor:
+    """(N,) hue in turns -> (N, 3) rgb, smooth cosine palette."""
+    k = torch.tensor([0.0, 1.0 / 3.0, 2.0 / 3.0], dtype=torch.float64)
+    base = 0.5 + 0.5 * torch.cos(2 * math.pi * (hue[:, None] - k))
+    return val * ((1 - sat) + sat * base)
+
+
+def _rotation(axis: Tensor, angle: Tensor) -> Tensor:
+    """Rodrigues: axis (..., 3) unit, angle (...) -> (..., 3, 3) local-to-world rotation."""
+    x, y, z = axis.unbind(-1)
+    c, s = torch.cos(angle), torch.sin(angle)
+    C = 1 - c
+    return torch.stack([
+        torch.stack([c + x * x * C, x * y * C - z * s, x * z * C + y * s], -1),
+        torch.stack([y * x * C + z * s, c + y * y * C, y * z * C - x * s], -1),
+        torch.stack([z * x * C - y * s, z * y * C + x * s, c + z * z * C], -1)], -2)
+
+
+def object_states(scene: SceneSpec, times: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Object poses at scene times (T,): centres (T, N, 3), rotations (T, N, 3, 3) local-to-world,
+    sizes (T, N, 3) (radii or half extents). ``X = c + Rot @ (size * q)``."""
+    t = times.to(torch.float64).reshape(-1, 1)
+    tau = 2 * math.pi
+    cen = scene.obj_center + scene.obj_amp * torch.sin(tau * scene.obj_freq[:, None] * t[..., None] + scene.obj_phase)
+    rot = _rotation(scene.obj_axis.expand(t.shape[0], -1, -1), scene.obj_angle + scene.obj_spin * t)
+    size = scene.obj_size * (1 + scene.obj_size_amp * torch.sin(tau * t[..., None] + scene.obj_size_phase))
+    return cen, rot, size
+
+
+def _pixel_rays(camera: Camera, supersample: int) -> tuple[Tensor, Tensor]:
+    """World ray origins (B, 3) and directions (B, S, H, W, 3) with camera-space z = 1.
+
+    S = 1 + supersample^2 subpixel samples: index 0 is the pixel centre (used for depth)."""
+    H, W, n = camera.height, camera.width, supersample
+    offs = [(0.5, 0.5)] + ([((a + 0.5) / n, (b + 0.5) / n) for a in range(n) for b in range(n)] if n > 1 else [])
+    off = torch.tensor(offs, dtype=torch.float64)  # (S, 2) (dx, dy)
+    j = torch.arange(W, dtype=torch.float64)[None, None, :] + off[:, 0, None, None]  # (S, 1, W)
+    i = torch.arange(H, dtype=torch.float64)[None, :, None] + off[:, 1, None, None]  # (S, H, 1)
+    i, j = torch.broadcast_tensors(i, j)
+    pix = torch.stack([j, i, torch.ones_like(i)], dim=-1)  # (S, H, W, 3)
+    K = camera.K.to(torch.float64).reshape(-1, 3, 3)
+    R = camera.R.to(torch.float64).reshape(-1, 3, 3)
+    B = R.shape[0]
+    K = K.expand(B, 3, 3)
+    cam_dirs = torch.einsum("bij,shwj->bshwi", torch.linalg.inv(K), pix)
+    dirs = torch.einsum("bji,bshwj->bshwi", R, cam_dirs)  # R^T x
+    origins = camera.center.to(torch.float64).reshape(-1, 3)
+    return origins, dirs
+
+
+def _shade(albedo: Tensor, normal: Tensor) -> Tensor:
+    l = torch.nn.functional.normalize(torch.tensor(_LIGHT, dtype=albedo.dtype), dim=0)
+    return albedo * (_AMBIENT + (1 - _AMBIENT) * (normal @ l).clamp(min=0))[..., None]
+
+
+def _blend(colors: Tensor, w: Tensor) -> Tensor:
+    """colors (..., 2, 3), w (M,) in [0, 1] -> (M, 3)."""
+    return colors[..., 0, :] * (1 - w[:, None]) + colors[..., 1, :] * w[:, None]
+
+
+def cast(scene: SceneSpec, o: Tensor, d: Tensor, time: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest hit of rays ``o + z d`` (o (3,), d (M, 3)) at one scene time.
+
+    Returns z (M,) (``inf`` where nothing is hit), surface id (M,) int64 (-1 none, 0..P-1
+    planes, P backdrop, P+1+k object k) and shaded rgb (M, 3) in [0, 1] (0 where nothing is hit)."""
+    M = d.shape[0]
+    z = torch.full((M,), math.inf, dtype=torch.float64)
+    sid = torch.full((M,), -1, dtype=torch.int64)
+    rgb = torch.zeros(M, 3, dtype=torch.float64)
+    P = scene.plane_n.shape[0]
+
+    def take(zc: Tensor, idx: int, color_fn) -> None:
+        win = (zc > _EPS) & (zc < z)
+        if bool(win.any()):
+            z[win] = zc[win]
+            sid[win] = idx
+            rgb[win] = color_fn(win, zc[win])
+
+    for p in range(P):  # planes n.X = d
+        n, off = scene.plane_n[p], scene.plane_d[p]
+        denom = d @ n
+        zc = (off - o @ n) / torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12))
+
+        def plane_color(win, zw, n=n, p=p):
+            X = o + zw[:, None] * d[win]
+            rel = X - scene.center
+            # texture coordinates: two axes orthogonal to n
+            a = torch.nn.functional.normalize(torch.linalg.cross(n, torch.tensor([0.0, 0.0, 1.0], dtype=n.dtype) if n[2].abs() < 0.9 else torch.tensor([1.0, 0.0, 0.0], dtype=n.dtype)), dim=0)
+            b = torch.linalg.cross(n, a)
+            k = 2 * math.pi / scene.plane_wave[p]
+            fade = torch.exp(-((rel - (rel @ n)[:, None] * n).norm(dim=-1) / scene.plane_fade[p]) ** 2)
+            w = 0.5 + 0.5 * fade * torch.sin(k * (rel @ a)) * torch.sin(k * (rel @ b))
+            nf = n * torch.where(d[win] @ n > 0, -1.0, 1.0)[:, None]
+            return _shade(_blend(scene.plane_color[p], w), nf)
+        take(zc, p, plane_color)
+
+    if math.isfinite(scene.backdrop_radius):  # sphere about center, far root (seen from inside)
+        oc = o - scene.center
+        a2 = (d * d).sum(-1)
+        bh = d @ oc
+        disc = bh * bh - a2 * (oc @ oc - scene.backdrop_radius ** 2)
+        zc = torch.where(disc >= 0, (-bh + disc.clamp(min=0).sqrt()) / a2, torch.full_like(bh, math.inf))
+
+        def backdrop_color(win, zw):
+            q = (o + zw[:, None] * d[win] - scene.center) / scene.backdrop_radius
+            lon, lat = torch.atan2(q[:, 2], q[:, 0]), torch.asin((-q[:, 1]).clamp(-1, 1))
+            up = (0.5 + 0.5 * torch.sin(lat)).clamp(0, 1)
+            check = 0.5 + 0.5 * torch.sin(6 * lon) * torch.cos(4 * lat)
+            w = (0.6 * up + 0.4 * check).clamp(0, 1)
+            return _blend(scene.backdrop_color, w)
+        take(zc, P, backdrop_color)
+
+    cen, rot, size = object_states(scene, torch.tensor([time], dtype=torch.float64))
+    for k in range(scene.num_objects):
+        c, Rk, s = cen[0, k], rot[0, k], size[0, k]
+        ol = ((o - c) @ Rk) / s  # local unit coordinates (row-vector R^T x)
+        dl = (d @ Rk) / s
+        if int(scene.obj_kind[k]) == ELLIPSOID:
+            a2 = (dl * dl).sum(-1)
+            bh = dl @ ol
+            disc = bh * bh - a2 * (ol @ ol - 1)
+            zc = torch.where(disc >= 0, (-bh - disc.clamp(min=0).sqrt()) / a2, torch.full_like(bh, math.inf))
+        else:
+            inv = 1.0 / torch.where(dl.abs() > 1e-12, dl, torch.full_like(dl, 1e-12))
+            t1, t2 = (-1 - ol) * inv, (1 - ol) * inv
+            tn, tf = torch.minimum(t1, t2).max(-1).values, torch.maximum(t1, t2).min(-1).values
+            zc = torch.where(tf >= tn, tn, torch.full_like(tn, math.inf))
+
+        def obj_color(win, zw, k=k, ol=ol, dl=dl, Rk=Rk, s=s):
+            q = ol + zw[:, None] * dl[win]
+            if int(scene.obj_kind[k]) == ELLIPSOID:
+                nl = q / s
+            else:
+                face = q.abs().argmax(-1)
+                nl = torch.nn.functional.one_hot(face, 3).to(q.dtype) * torch.sign(q) / s
+            normal = torch.nn.functional.normalize(nl @ Rk.T, dim=-1)
+            f, ph = math.pi * scene.obj_tex[k], scene.obj_tex_phase[k]
+            w = 0.5 + 0.3 * torch.sin(f[0] * q[:, 0] + ph[0]) * torch.sin(f[1] * q[:, 1] + ph[1]) \
+                + 0.2 * torch.sin(f[2] * q[:, 2] + ph[2])
+            return _shade(_blend(scene.obj_color[k], w.clamp(0, 1)), normal)
+        take(zc, P + 1 + k, obj_color)
+    return z, sid, rgb.clamp(0, 1)
+
+
+def render(scene: SceneSpec, camera: Camera, times: Tensor, supersample: int = 1) -> tuple[Tensor, Tensor]:
+    """Exact ray-cast images of the scene for a single or batched ``camera`` (batch ``...``) in
+    metric world units, at scene times ``times`` (T,).
+
+    Returns rgb (..., T, H, W, 3) float32 in [0, 1] (mean of ``supersample^2`` subpixel rays) and
+    depth (..., T, H, W) float32 metric z-depth of the pixel-centre ray (``inf`` = no hit)."""
+    if int(supersample) < 1:
+        raise ValueError(f"supersample must be >= 1, got {supersample}")
+    times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+    batch = camera.batch_shape
+    origins, dirs = _pixel_rays(camera, int(supersample))  # (B, 3), (B, S, H, W, 3)
+    B, S, H, W = dirs.shape[:4]
+    rgb_out = torch.empty(B, times.numel(), H, W, 3, dtype=torch.float32)
+    depth_out = torch.empty(B, times.numel(), H, W, dtype=torch.float32)
+    for b in range(B):
+        flat = dirs[b].reshape(-1, 3)
+        for ti, t in enumerate(times.tolist()):
+            parts = [cast(scene, origins[b], chunk, t) for chunk in flat.split(_RAYS_PER_CHUNK)]
+            z = torch.cat([p[0] for p in parts]).reshape(S, H, W)
+            rgb = torch.cat([p[2] for p in parts]).reshape(S, H, W, 3)
+            depth_out[b, ti] = z[0].float()
+            rgb_out[b, ti] = (rgb[1:].mean(0) if S > 1 else rgb[0]).float()
+    return rgb_out.reshape(*batch, times.numel(), H, W, 3), depth_out.reshape(*batch, times.numel(), H, W)
+
+
+@dataclass(frozen=True)
+class SyntheticCapture:
+    """A rendered synthetic capture in the project's conventions.
+
+    views: (V, T, H, W, 3) float32 in [0, 1]; view 0 is the source video.
+    depth: (V, T, H, W) metric z-depth, finite everywhere.
+    rig: Rig in scene units (view 0 = source, identity pose); ``rig.metric(scale)`` rendered it.
+    scale: metres per scene unit (median depth of source frame 0).
+    times: (T,) scene time of each frame in [0, 1]; fps: frames per second.
+    """
+
+    views: Tensor
+    depth: Tensor
+    rig: Rig
+    scale: float
+    times: Tensor
+    fps: float
+
+    @property
+    def source(self) -> Tensor:
+        """(T, H, W, 3) the source video."""
+        return self.views[0]
+
+    @property
+    def source_depth(self) -> Tensor:
+        """(T, H, W) metric z-depth of the source video."""
+        return self.depth[0]
+
+    def geometry(self) -> Geometry:
+        """Ground-truth source geometry (static camera, K of view 0, scale of this capture)."""
+        return Geometry.static(self.source_depth.clone(), self.rig.cameras.K[0].clone())
+
+
+def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, width: int = 160, seed: int = 0,
+                 fov_y_deg: float = 50.0, radius: float = 1.0, elevation_deg: float = 0.0, fps: float = 16.0,
+                 supersample: int = 1) -> SyntheticCapture:
+    """Render ``make_scene(seed)`` from a ring rig (``comfyui_full4d.rig.ring_rig``) about the
+    scene centre ``(0, 0, 1)`` (scene units), scale ``s`` = median depth of source frame 0."""
+    for name, val in (("num_views", num_views), ("num_frames", num_frames), ("height", height), ("width", width)):
+        if int(val) != val or int(val) < (2 if name == "num_views" else 1):
+            lo = 2 if name == "num_views" else 1
+            raise ValueError(f"{name} must be an integer >= {lo}, got {val}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be positive and finite, got {fps}")
+    if not (math.isfinite(radius) and 0 < radius <= 2.5):
+        raise ValueError(f"radius must be in (0, 2.5] scene units (cameras must stay inside the backdrop), got {radius}")
+    if not (-15.0 <= elevation_deg <= 75.0):
+        raise ValueError(f"elevation_deg must be in [-15, 75] (cameras must stay above the ground), got {elevation_deg}")
+    if int(supersample) < 1:
+        raise ValueError(f"supersample must be >= 1, got {supersample}")
+    K = intrinsics_from_fov(fov_y_deg, int(width), int(height))
+    scene = make_scene(seed)
+    times = torch.linspace(0.0, 1.0, int(num_frames)) if num_frames > 1 else torch.zeros(1)
+    source = Camera(K=K, R=torch.eye(3), t=torch.zeros(3), width=int(width), height=int(height))
+    _, d0 = render(scene, source, times[:1])
+    scale = scene_scale(d0[0])
+    rig = ring_rig(int(num_views), K, int(width), int(height), radius, elevation_deg, center=(0.0, 0.0, 1.0))
+    cams = rig.metric(scale)
+    if bool((cams.center[:, 1] > scene.plane_d[0] - 0.05 * scale).any()):
+        raise ValueError(f"elevation_deg={elevation_deg} with radius={radius} puts a camera below the ground; raise elevation_deg")
+    views, depth = render(scene, cams, times, supersample)
+    return SyntheticCapture(views=views, depth=depth, rig=rig, scale=scale, times=times.float(), fps=float(fps))
