@@ -40,8 +40,8 @@ ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
 T_MIN = 1e-4
 EXTEND = 3.33
-_BATCH_ELEMS = 1 << 21  # (pixel, Gaussian) pairs per batch chunk: bounds the working set
-_CHUNK_G = 256  # Gaussians per depth chunk inside a tile batch
+_BATCH_ELEMS = 1 << 17  # (pixel, Gaussian) pairs per chunk: small enough to stay in cache
+_CHUNK_G = 64  # Gaussians per depth chunk inside a tile batch
 _FAR = 1.0e4  # exponent of padding entries (alpha = exp(-1e4) = 0)
 
 
@@ -269,7 +269,7 @@ def _pixel_basis(tile: int, dtype, device) -> Tensor:
 
 def _chunk_state(basis: Tensor, coef: Tensor, T: Tensor, first: bool):
     """One depth chunk: basis (B, P, 6), coef (B, 6, g), carried T (B, P, 1) -> alpha, 1 - alpha, T_excl, T_incl,
-    weights ``w = alpha T_excl`` (zero once the pixel has stopped), each (B, P, g)."""
+    alive (1 until the pixel stops, else 0), weights ``w = alpha T_excl alive``, each (B, P, g)."""
     alpha = torch.bmm(basis, coef.neg()).exp_()  # o exp(-sigma)
     alpha.clamp_max_(ALPHA_MAX)
     F.threshold_(alpha, ALPHA_MIN, 0.0)  # alpha < 1/255 is skipped
@@ -278,8 +278,9 @@ def _chunk_state(basis: Tensor, coef: Tensor, T: Tensor, first: bool):
     if not first:
         T_incl.mul_(T)
     T_excl = torch.cat([T.expand(-1, -1, 1), T_incl[..., :-1]], -1)
-    w = (alpha * T_excl).mul_(T_incl > T_MIN)
-    return alpha, one_minus, T_excl, T_incl, w
+    alive = torch.gt(T_incl, T_MIN, out=torch.empty_like(T_incl))  # float 0/1 mask (a bool mask costs a cast)
+    w = torch.mul(alpha, T_excl).mul_(alive)
+    return alpha, one_minus, T_excl, T_incl, alive, w
 
 
 class _Composite(torch.autograd.Function):
@@ -301,7 +302,7 @@ class _Composite(torch.autograd.Function):
         out = torch.zeros(B, basis.shape[0], feats.shape[-1], dtype=coef.dtype, device=coef.device)
         n_chunks = 0
         for s in range(0, G, _CHUNK_G):
-            _, _, _, T_incl, w = _chunk_state(basis_b, coef[..., s : s + _CHUNK_G], T, first=s == 0)
+            _, _, _, T_incl, _, w = _chunk_state(basis_b, coef[..., s : s + _CHUNK_G], T, first=s == 0)
             out.baddbmm_(w, feats[:, s : s + _CHUNK_G])
             T = T_incl[..., -1:]
             n_chunks += 1
@@ -322,13 +323,13 @@ class _Composite(torch.autograd.Function):
         prefix = torch.zeros_like(T)  # sum_{i<=k} w_i (g . c_i), carried over chunks
         for c in range(ctx.n_chunks):
             sl = slice(c * _CHUNK_G, (c + 1) * _CHUNK_G)
-            alpha, one_minus, _, T_incl, w = _chunk_state(basis_b, coef[..., sl], T, first=c == 0)
+            alpha, one_minus, _, T_incl, alive, w = _chunk_state(basis_b, coef[..., sl], T, first=c == 0)
             d_feats[:, sl] = torch.bmm(w.transpose(1, 2), grad_out)
             wg = torch.bmm(grad_out, feats[:, sl].transpose(1, 2)).mul_(w)  # w_k (g . c_k)
             behind = torch.cumsum(wg, dim=-1).add_(prefix)
             prefix = behind[..., -1:]
             behind = torch.rsub(behind, g_total).mul_(alpha).div_(one_minus)  # alpha_k (g . S_k) / (1 - alpha_k)
-            live = (T_incl > T_MIN).logical_and_(alpha < ALPHA_MAX)
+            live = torch.lt(alpha, ALPHA_MAX, out=torch.empty_like(alpha)).mul_(alive)  # not clamped, not stopped
             alpha_d_alpha = wg.sub_(behind).mul_(live)  # alpha_k dL/dalpha_k
             d_coef[..., sl] = torch.bmm(basis_b.transpose(1, 2), alpha_d_alpha).neg_()
             T = T_incl[..., -1:]
