@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .cameras import Camera, Rig, intrinsics_from_fov
 from .geometry import Geometry, scene_scale
+from .progress import StepFn, report
 from .rig import ring_rig
 
 __all__ = ["SceneSpec", "SyntheticCapture", "make_scene", "cast", "render", "make_capture",
@@ -275,12 +276,14 @@ def cast(scene: SceneSpec, o: Tensor, d: Tensor, time: float) -> tuple[Tensor, T
     return z, sid, rgb.clamp(0, 1)
 
 
-def render(scene: SceneSpec, camera: Camera, times: Tensor, supersample: int = 1) -> tuple[Tensor, Tensor]:
+def render(scene: SceneSpec, camera: Camera, times: Tensor, supersample: int = 1, *,
+           on_step: StepFn | None = None) -> tuple[Tensor, Tensor]:
     """Exact ray-cast images of the scene for a single or batched ``camera`` (batch ``...``) in
     metric world units, at scene times ``times`` (T,).
 
     Returns rgb (..., T, H, W, 3) float32 in [0, 1] (mean of ``supersample^2`` subpixel rays) and
-    depth (..., T, H, W) float32 metric z-depth of the pixel-centre ray (``inf`` = no hit)."""
+    depth (..., T, H, W) float32 metric z-depth of the pixel-centre ray (``inf`` = no hit).
+    ``on_step(done, B * T)`` is called after each rendered image."""
     if int(supersample) < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
@@ -297,6 +300,7 @@ def render(scene: SceneSpec, camera: Camera, times: Tensor, supersample: int = 1
             rgb = torch.cat([p[2] for p in parts]).reshape(S, H, W, 3)
             depth_out[b, ti] = z[0].float()
             rgb_out[b, ti] = (rgb[1:].mean(0) if S > 1 else rgb[0]).float()
+            report(on_step, b * times.numel() + ti + 1, B * times.numel())
     return rgb_out.reshape(*batch, times.numel(), H, W, 3), depth_out.reshape(*batch, times.numel(), H, W)
 
 
@@ -328,6 +332,11 @@ class SyntheticCapture:
         """(T, H, W) metric z-depth of the source video."""
         return self.depth[0]
 
+    @property
+    def view_major(self) -> Tensor:
+        """(V*T, H, W, 3) all T frames of view 0, then view 1, ... (the IMAGE batch layout)."""
+        return self.views.reshape(-1, *self.views.shape[2:])
+
     def geometry(self) -> Geometry:
         """Ground-truth source geometry (static camera, K of view 0, scale of this capture)."""
         return Geometry.static(self.source_depth.clone(), self.rig.cameras.K[0].clone())
@@ -335,9 +344,12 @@ class SyntheticCapture:
 
 def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, width: int = 160, seed: int = 0,
                  fov_y_deg: float = 50.0, radius: float = 1.0, elevation_deg: float = 0.0, fps: float = 16.0,
-                 supersample: int = 1) -> SyntheticCapture:
+                 supersample: int = 1, *, on_step: StepFn | None = None) -> SyntheticCapture:
     """Render ``make_scene(seed)`` from a ring rig (``comfyui_full4d.rig.ring_rig``) about the
-    scene centre ``(0, 0, 1)`` (scene units), scale ``s`` = median depth of source frame 0."""
+    scene centre ``(0, 0, 1)`` (scene units), scale ``s`` = median depth of source frame 0.
+
+    Returns views (V, T, H, W, 3) and depth (V, T, H, W) in a ``SyntheticCapture``; ``times`` are
+    ``linspace(0, 1, T)``. ``on_step(done, V * T)`` is called after each rendered image."""
     for name, val in (("num_views", num_views), ("num_frames", num_frames), ("height", height), ("width", width)):
         if int(val) != val or int(val) < (2 if name == "num_views" else 1):
             lo = 2 if name == "num_views" else 1
@@ -360,5 +372,5 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
     cams = rig.metric(scale)
     if bool((cams.center[:, 1] > scene.plane_d[0] - 0.05 * scale).any()):
         raise ValueError(f"elevation_deg={elevation_deg} with radius={radius} puts a camera below the ground; raise elevation_deg")
-    views, depth = render(scene, cams, times, supersample)
+    views, depth = render(scene, cams, times, supersample, on_step=on_step)
     return SyntheticCapture(views=views, depth=depth, rig=rig, scale=scale, times=times.float(), fps=float(fps))

@@ -215,3 +215,30 @@ def test_texture_is_smooth_at_the_default_size():
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_capture(**{**dict(num_views=2, num_frames=1, height=8, width=8), **kwargs})
+
+
+@pytest.mark.server
+def test_node_outputs_match_the_engine(comfy_host):
+    cls = comfy_host.node("Full4DSyntheticScene")
+    out = cls.execute(seed=2, num_views=3, num_frames=5, width=32, height=24, radius=1.0, elevation=10.0,
+                      fov=50.0).result
+    source, views, rig, geometry, fps = out
+    cap = make_capture(num_views=3, num_frames=5, height=24, width=32, seed=2, elevation_deg=10.0)
+    assert source.shape == (5, 24, 32, 3) and views.shape == (15, 24, 32, 3)
+    torch.testing.assert_close(views[5:10], cap.views[1])  # view-major
+    torch.testing.assert_close(source, views[:5])
+    torch.testing.assert_close(rig.cameras.R, cap.rig.cameras.R)
+    torch.testing.assert_close(geometry.depth, cap.depth[0])
+    assert geometry.scale == pytest.approx(cap.scale) and fps == pytest.approx(16.0)
+
+
+@pytest.mark.server
+def test_node_runs_in_a_host_prompt(comfy_host):
+    prompt = {
+        "1": {"class_type": "Full4DSyntheticScene",
+              "inputs": {"seed": 0, "num_views": 2, "num_frames": 1, "width": 24, "height": 16,
+                         "radius": 1.0, "elevation": 0.0, "fov": 50.0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 1], "filename_prefix": "synthetic_test"}},
+    }
+    out = comfy_host.run(prompt)
+    assert len(out["2"]["images"]) == 2
