@@ -1,0 +1,230 @@
+"""Attach a Full-4D adapter to the host's own Wan2.2 (``comfy.ldm.wan.model.WanModel``) through
+its ``ModelPatcher`` (SPEC 1, 2, 4, 5). The base model object is never modified.
+
+How it hooks into the host (all public ``ModelPatcher`` APIs, on a ``clone()``):
+
+1. ``set_additional_models("full4d", [ModelPatcher(adapter)])``: the adapter (built with
+   ``comfy.ops.manual_cast`` layers) has its own patcher, so the memory manager loads, offloads
+   and lowvram-casts it together with the model (``get_nested_additional_models`` in
+   ``comfy.sampler_helpers.prepare_sampling``); ``clone()`` clones it (sharing the weights).
+2. ``add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "full4d", wrapper)``: around
+   ``WanModel.forward``. It checks the batch is whole scenes of ``V`` views (the host stacks cond
+   and uncond and may batch latents; scene ``j`` = rows ``j*V..j*V+V-1``, never mixed), turns the
+   host's per-frame timesteps ``(B, T)`` (from ``WAN22.process_timestep`` and the denoise mask)
+   or ``(B,)`` into ``(B, 2T)`` with the condition half and all of view 0 at 0 (the host's own
+   expansion puts ``T`` entries over ``2T`` frames with ``time_dim_concat``), builds the fused
+   RoPE (``WanModel.rope_encode`` over ``V*2T`` frames: time index ``v*2T + f``; the per-view
+   branch keeps ``0..2T-1``) and hands a per-call ``Full4DRun`` to the blocks in
+   ``transformer_options["full4d_run"]``.
+3. ``set_model_patch_replace(fn, "dit", "double_block", i)`` per block: runs the block with the
+   host's own submodules (norm1, self_attn, cross_attn, norm2/3, ffn, modulation, ``repeat_e``)
+   plus ``x += gate * cam_v`` after self-attention and ``x += P(TV(u))`` (the fused branch on the
+   block's modulated input ``u``).
+
+The rig (the 12 camera numbers per view) rides in ``model_options["transformer_options"]
+["full4d_rig"]`` (``with_rig``); the sampler sets it per pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+import comfy.ldm.wan.model as wan
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+import comfy.patcher_extension
+from comfy.ldm.flux.math import apply_rope1
+
+from ..adapter import AdapterConfig, Full4DAdapter, load_adapter
+
+KEY = "full4d"
+RIG_KEY = "full4d_rig"
+RUN_KEY = "full4d_run"
+
+__all__ = ["attach_adapter", "adapter_config_for", "get_adapter", "with_rig", "diffusion_transformer_options",
+           "per_frame_timesteps", "KEY"]
+
+
+@dataclass(frozen=True)
+class Full4DRun:
+    """Per-call scene layout handed from the wrapper to the blocks.
+
+    num_views V, frames F = 2T per view, tokens S per frame; freqs: fused RoPE (1, V*F*S, 1, D/2, 2, 2);
+    cams: (V, 12); blocks: the WanModel's blocks being run.
+    """
+
+    num_views: int
+    frames: int
+    tokens: int
+    freqs: Tensor
+    cams: Tensor
+    blocks: Any
+
+
+def _wan(model) -> wan.WanModel:
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not isinstance(dm, wan.WanModel) or type(dm) is not wan.WanModel:
+        raise ValueError(f"model: Full-4D needs the host's Wan2.2 diffusion model (WanModel), got "
+                         f"{type(dm).__name__}; load Wan2.2-TI2V-5B with the diffusion model loader")
+    if any(type(b) is not wan.WanAttentionBlock for b in dm.blocks):
+        raise ValueError("model: Full-4D supports plain WanAttentionBlock blocks only (not VACE/Animate/S2V variants)")
+    if dm.ref_conv is not None or dm.img_emb is not None:
+        raise ValueError("model: Full-4D supports the text/image-to-video Wan2.2 TI2V model, not i2v/reference variants")
+    return dm
+
+
+def adapter_config_for(model, **kw) -> AdapterConfig:
+    """The AdapterConfig matching a host Wan ModelPatcher (dim, heads, blocks)."""
+    dm = _wan(model)
+    return AdapterConfig(dim=dm.dim, num_heads=dm.num_heads, num_blocks=len(dm.blocks), **kw)
+
+
+def _adapter_dtype(model) -> torch.dtype:
+    dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+    return dtype if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def make_adapter(model, path: str | None = None) -> Full4DAdapter:
+    """A zero-init adapter copying the model's self-attention weights, or the file at ``path``.
+
+    Built with the host's ``manual_cast`` ops (weights cast to the activations' dtype/device)."""
+    cfg = adapter_config_for(model)
+    dtype = _adapter_dtype(model)
+    if path is not None:
+        return load_adapter(path, expect=cfg, ops=comfy.ops.manual_cast, dtype=dtype)
+    dm = _wan(model)
+    adapter = Full4DAdapter(cfg, ops=comfy.ops.manual_cast, device="cpu", dtype=dtype)
+    base = [{k: v.detach().to("cpu") for k, v in b.self_attn.state_dict().items()} for b in dm.blocks]
+    return adapter.reset_parameters(base)
+
+
+def attach_adapter(model, adapter: Full4DAdapter):
+    """Clone ``model`` (a host ModelPatcher of WAN22) and attach ``adapter``; the input is untouched."""
+    expect = adapter_config_for(model)
+    cfg = adapter.config
+    if (cfg.dim, cfg.num_heads, cfg.num_blocks) != (expect.dim, expect.num_heads, expect.num_blocks):
+        raise ValueError(f"adapter (dim={cfg.dim}, heads={cfg.num_heads}, blocks={cfg.num_blocks}) does not fit the "
+                         f"model (dim={expect.dim}, heads={expect.num_heads}, blocks={expect.num_blocks})")
+    m = model.clone()
+    adapter.to(model.offload_device)
+    sub = comfy.model_patcher.ModelPatcher(adapter, load_device=model.load_device, offload_device=model.offload_device)
+    m.set_additional_models(KEY, [sub])
+    m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _make_wrapper())
+    for i in range(cfg.num_blocks):
+        m.set_model_patch_replace(_make_block(adapter.blocks[i], i), "dit", "double_block", i)
+    return m
+
+
+def get_adapter(model) -> Full4DAdapter | None:
+    """The adapter attached to a ModelPatcher, or None."""
+    subs = model.get_additional_models_with_key(KEY)
+    return subs[0].model if subs else None
+
+
+def with_rig(model, cams: Tensor):
+    """Clone of a patched model that samples scenes of ``V = len(cams)`` views. cams (V, 12)."""
+    if get_adapter(model) is None:
+        raise ValueError("model: no Full-4D adapter attached; connect it through Full4DAdapterLoader first")
+    if cams.dim() != 2 or cams.shape[1] != 12 or cams.shape[0] < 1:
+        raise ValueError(f"cams must be (V, 12), got {tuple(cams.shape)}")
+    m = model.clone()
+    m.model_options["transformer_options"][RIG_KEY] = {"cams": cams.detach().float().cpu(), "num_views": int(cams.shape[0])}
+    return m
+
+
+def diffusion_transformer_options(model) -> dict:
+    """The ``transformer_options`` the host's sampler hands ``WanModel.forward`` for this patcher
+    (its model options plus its wrappers, merged as ``comfy.sampler_helpers.prepare_model_patcher`` does)."""
+    to = comfy.patcher_extension.copy_nested_dicts(model.model_options["transformer_options"])
+    comfy.patcher_extension.merge_nested_dicts(to.setdefault("wrappers", {}), model.wrappers, copy_dict1=False)
+    return to
+
+
+def per_frame_timesteps(timestep: Tensor, num_views: int, frames: int) -> Tensor:
+    """(B,) or (B, T) or (B, 2T) host timesteps -> (B, 2T): target half as given, condition half 0, view 0 all 0.
+
+    frames: T (latent frames of one half). Rows are views ``b % V`` (SPEC 1, 5)."""
+    B = timestep.shape[0]
+    if timestep.dim() == 1:
+        tgt = timestep[:, None].expand(B, frames)
+    elif timestep.dim() == 2 and timestep.shape[1] == frames:
+        tgt = timestep
+    elif timestep.dim() == 2 and timestep.shape[1] == 2 * frames:
+        tgt = timestep[:, :frames]
+    else:
+        raise ValueError(f"Full-4D: timestep shape {tuple(timestep.shape)} does not fit {frames} latent frames")
+    out = torch.cat([tgt, torch.zeros_like(tgt)], dim=1).clone()
+    out.view(B // num_views, num_views, 2 * frames)[:, 0] = 0
+    return out
+
+
+def _make_wrapper() -> Callable:
+    def full4d_diffusion_model(executor, x, timestep, context, clip_fea=None, time_dim_concat=None,
+                               transformer_options={}, **kwargs):
+        rig = transformer_options.get(RIG_KEY)
+        if rig is None:
+            raise ValueError("this MODEL carries a Full-4D adapter: sample it with Full4DSampler (it needs the rig); "
+                             "for plain Wan sampling use the model before Full4DAdapterLoader")
+        V = rig["num_views"]
+        B, _, T, h, w = x.shape
+        if B % V:
+            raise ValueError(f"Full-4D: the host batch of {B} latents is not whole scenes of {V} views")
+        if time_dim_concat is None or tuple(time_dim_concat.shape) != tuple(x.shape):
+            got = None if time_dim_concat is None else tuple(time_dim_concat.shape)
+            raise ValueError(f"Full-4D: the condition half (time_dim_concat) must have the latent's shape "
+                             f"{tuple(x.shape)}, got {got}")
+        if clip_fea is not None or "reference_latent" in kwargs:
+            raise ValueError("Full-4D: clip vision / reference latents are not supported")
+        dm = executor.class_obj
+        p = dm.patch_size
+        S = ((h + p[1] - 1) // p[1]) * ((w + p[2] - 1) // p[2])
+        freqs = dm.rope_encode(V * 2 * T, h, w, device=x.device, dtype=x.dtype, transformer_options=transformer_options)
+        run = Full4DRun(num_views=V, frames=2 * T, tokens=S, freqs=freqs, cams=rig["cams"].to(x.device),
+                        blocks=dm.blocks)
+        opts = dict(transformer_options)
+        opts[RUN_KEY] = run
+        t2 = per_frame_timesteps(timestep, V, T)
+        return executor(x, t2, context, clip_fea, time_dim_concat, opts, **kwargs)
+
+    return full4d_diffusion_model
+
+
+def _make_block(adapter_block, index: int) -> Callable:
+    def full4d_block(args: dict, extra: dict) -> dict:
+        to = args["transformer_options"]
+        run: Full4DRun | None = to.get(RUN_KEY)
+        if run is None:
+            return extra["original_block"](args)
+        return {"img": _block_forward(run.blocks[index], adapter_block, run, args["img"], args["vec"], args["pe"],
+                                      args["txt"], to)}
+
+    return full4d_block
+
+
+def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tensor, context: Tensor, to: dict) -> Tensor:
+    """``WanAttentionBlock.forward`` with the adapter (module docstring); x (B, F*S, C), e (B, F, 6, C)."""
+    mod = comfy.model_management.cast_to(block.modulation, dtype=x.dtype, device=x.device)
+    e = (mod.unsqueeze(0) + e).unbind(2) if e.ndim == 4 else (mod + e).chunk(6, dim=1)
+    x = x.contiguous()
+    u = torch.addcmul(wan.repeat_e(e[0], x), block.norm1(x), 1 + wan.repeat_e(e[1], x))
+    y = block.self_attn(u, freqs, transformer_options=to)
+    B, L, C = x.shape
+    V = run.num_views
+    if L != run.frames * run.tokens:
+        raise ValueError(f"Full-4D: block sees {L} tokens, expected {run.frames} frames x {run.tokens} tokens")
+    cam = ab.camera_embedding(run.cams.to(x.dtype)).to(x.dtype)  # (V, C)
+    y = y + cam.repeat(B // V, 1)[:, None, :]
+    x = torch.addcmul(x, y, wan.repeat_e(e[2], x))
+    del y
+    scene = u.reshape(B // V, V * L, C)  # rows j*V..j*V+V-1 are one scene, tokens view-major
+    rope = (lambda q: apply_rope1(q, run.freqs))
+    x = x + ab.fused(scene, V, run.frames, rope).reshape(B, L, C).to(x.dtype)
+    x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
+    y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
+    return torch.addcmul(x, y, wan.repeat_e(e[5], x))

@@ -1,0 +1,146 @@
+"""Full-4D patch on the host's real Wan2.2 (tiny WanModel through the host's loader), SPEC 1, 2, 4, 5."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fixtures.wan import load_tiny_wan
+
+V, T, H, W = 3, 2, 4, 6
+
+
+@pytest.fixture(scope="module")
+def base(comfy_host):
+    return load_tiny_wan()
+
+
+def _cams(n: int = V, seed: int = 0) -> torch.Tensor:
+    from comfyui_full4d.adapter import camera_features
+    from comfyui_full4d.cameras import intrinsics_from_fov
+    from comfyui_full4d.rig import ring_rig
+
+    rig = ring_rig(n, intrinsics_from_fov(50, 96, 64), 96, 64, radius=0.8, elevation_deg=10.0)
+    return camera_features(rig.cameras.R, rig.cameras.t)
+
+
+def _patched(base, randomize: dict | None = None, cams=None):
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter, with_rig
+
+    adapter = make_adapter(base)
+    if randomize:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in adapter.named_parameters():
+                if any(s in name for s in randomize):
+                    p.copy_(torch.randn(p.shape, generator=g) * randomize[next(s for s in randomize if s in name)])
+    return with_rig(attach_adapter(base, adapter), _cams() if cams is None else cams)
+
+
+def _inputs(scenes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    B = scenes * V
+    x = torch.randn(B, 48, T, H, W, generator=g)
+    c = torch.randn(B, 48, T, H, W, generator=g)
+    ctx = torch.randn(B, 7, 4096, generator=g)
+    t = torch.rand(B, T, generator=g) * 1000
+    return x, c, ctx, t
+
+
+def _t2(t: torch.Tensor) -> torch.Tensor:
+    """Independent construction of the (B, 2T) timesteps: condition half 0, view 0 rows 0."""
+    out = torch.zeros(t.shape[0], 2 * T)
+    for b in range(t.shape[0]):
+        if b % V != 0:
+            out[b, :T] = t[b]
+    return out
+
+
+def _run(model, x, c, ctx, t, patched_options=True):
+    from comfyui_full4d.host.patch import diffusion_transformer_options
+
+    dm = model.model.diffusion_model
+    opts = diffusion_transformer_options(model) if patched_options else {}
+    with torch.no_grad():
+        return dm(x, t, ctx, time_dim_concat=c, transformer_options=opts)
+
+
+@pytest.mark.parametrize("scenes", [1, 2])
+def test_zero_adapter_is_the_base_model(base, scenes):
+    """SPEC 4 invariant: zero-init adapter == base Wan2.2 for every view (scenes=2: cond+uncond batch)."""
+    x, c, ctx, t = _inputs(scenes)
+    ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    patched = _patched(base)
+    for tt in (_t2(t), t):  # (B, 2T) passed through; (B, T) from the host's denoise mask expanded
+        out = _run(patched, x, c, ctx, tt)
+        assert out.shape == (scenes * V, 48, T, H, W)
+        assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_base_model_untouched_by_patch(base):
+    x, c, ctx, t = _inputs(1)
+    before = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    patched = _patched(base, {"fc2": 0.5, "tv_proj": 0.5})
+    _run(patched, x, c, ctx, t)
+    after = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    assert torch.equal(before, after)
+    assert base.get_additional_models_with_key("full4d") == []
+
+
+def test_nonzero_adapter_changes_every_target_view(base):
+    x, c, ctx, t = _inputs(1)
+    ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    out = _run(_patched(base, {"fc2": 0.5, "tv_proj": 0.5}), x, c, ctx, t)
+    for v in range(1, V):
+        assert (out[v] - ref[v]).abs().max().item() > 1e-3, f"view {v} unchanged"
+
+
+def test_scenes_in_one_batch_do_not_mix(base):
+    """cond and uncond (two scenes stacked by the host) give what each scene gives alone."""
+    patched = _patched(base, {"fc2": 0.5, "tv_proj": 0.5})
+    x, c, ctx, t = _inputs(2)
+    both = _run(patched, x, c, ctx, t)
+    for j in range(2):
+        s = slice(j * V, (j + 1) * V)
+        alone = _run(patched, x[s], c[s], ctx[s], t[s])
+        torch.testing.assert_close(both[s], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_camera_embedding_is_per_view(base):
+    """Only the camera encoder non-zero, fused projector zero: a view's output depends on its camera only."""
+    x, c, ctx, t = _inputs(1)
+    cams = _cams()
+    out = _run(_patched(base, {"fc2": 0.5}, cams), x, c, ctx, t)
+    cams2 = cams.clone()
+    cams2[2, 3] += 0.5  # move camera 2
+    out2 = _run(_patched(base, {"fc2": 0.5}, cams2), x, c, ctx, t)
+    assert torch.equal(out[:2], out2[:2])
+    assert (out[2] - out2[2]).abs().max().item() > 1e-4
+
+
+def test_batch_that_is_not_whole_scenes_is_rejected(base):
+    x, c, ctx, t = _inputs(1)
+    with pytest.raises(ValueError, match="whole scenes"):
+        _run(_patched(base), x[:2], c[:2], ctx[:2], t[:2])
+
+
+def test_unrigged_patched_model_fails_clearly(base):
+    from comfyui_full4d.host.patch import attach_adapter, diffusion_transformer_options, make_adapter
+
+    m = attach_adapter(base, make_adapter(base))
+    x, c, ctx, t = _inputs(1)
+    with pytest.raises(ValueError, match="Full4DSampler"):
+        with torch.no_grad():
+            m.model.diffusion_model(x, t, ctx, time_dim_concat=c, transformer_options=diffusion_transformer_options(m))
+
+
+def test_adapter_for_another_model_size_is_rejected(base, tmp_path):
+    from comfyui_full4d.adapter import AdapterConfig, Full4DAdapter, save_adapter
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter
+
+    other = Full4DAdapter(AdapterConfig(dim=256, num_heads=2, num_blocks=2, cam_hidden=8)).reset_parameters()
+    with pytest.raises(ValueError, match="does not fit"):
+        attach_adapter(base, other)
+    save_adapter(other, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="another model size"):
+        make_adapter(base, str(tmp_path / "other.safetensors"))
