@@ -1,5 +1,79 @@
-"""Full4D nodes: sampler. (Filled in by its owner; keep NODES as the module's export.)"""
+"""Full4D nodes: adapter loader and the multi-view sampler (SPEC 4, 5)."""
 
+import comfy.samplers
 from comfy_api.latest import io
 
-NODES: list[type[io.ComfyNode]] = []
+from comfyui_full4d.host.paths import FULL4D, list_files
+from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
+from comfyui_full4d.host.progress import progress
+from comfyui_full4d.host.sampling import sample_rig
+
+from .types import RIG
+
+
+class Full4DAdapterLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DAdapterLoader", display_name="Full4D Adapter Loader", category="Full4D/diffusion",
+            description="Attach the Full-4D adapter (camera encoders, fused time-view attention) to a Wan2.2-TI2V-5B "
+                        "MODEL. Returns a patched copy; the input MODEL is unchanged.",
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B diffusion model (Load Diffusion Model)."),
+                io.Combo.Input("adapter", options=[NONE_ADAPTER] + list_files(FULL4D), default=NONE_ADAPTER,
+                               tooltip="Adapter weights from models/full4d/. 'none (zero-init)' gives exactly the "
+                                       "base model for every view (no cross-view attention effect)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with the adapter attached.")],
+        )
+
+    @classmethod
+    def execute(cls, model, adapter) -> io.NodeOutput:
+        return io.NodeOutput(load_full4d(model, adapter))
+
+
+class Full4DSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DSampler", display_name="Full4D Multi-View Sampler", category="Full4D/diffusion",
+            description="Generate the target views of the rig jointly: source view clean, each target view "
+                        "conditioned on its projection latent and camera.",
+            inputs=[
+                io.Model.Input("model", tooltip="MODEL from Full4DAdapterLoader."),
+                io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
+                io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, 48, T, h, w)."),
+                io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
+                                                       "view-major batch (V-1, 48, T, h, w)."),
+                RIG.Input("rig", tooltip="The camera rig the projections were rendered into (view 0 = source)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Noise seed (noise is drawn for all views at once)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
+                io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
+                               tooltip="Rectified-flow schedule shift (Wan2.2-TI2V-5B uses 5)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                               tooltip="Host sampler (the paper uses Euler)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                               tooltip="Host scheduler."),
+                io.Int.Input("views_per_pass", default=0, min=0, max=64,
+                             tooltip="Target views sampled together with the source in one pass; 0 = all. "
+                                     "Lower it when memory runs out: views in different passes do not attend "
+                                     "to each other (less cross-view consistency)."),
+                io.Boolean.Input("include_source", default=False,
+                                 tooltip="Also return the source latent as the first view."),
+            ],
+            outputs=[io.Latent.Output(tooltip="Target views, view-major batch (V-1 or V latents).")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, source, projections, rig, seed, steps, cfg, shift, sampler_name,
+                scheduler, views_per_pass, include_source) -> io.NodeOutput:
+        return io.NodeOutput(sample_rig(model, positive, negative, source, projections, rig, seed=seed, steps=steps,
+                                        cfg=cfg, shift=shift, sampler_name=sampler_name, scheduler=scheduler,
+                                        views_per_pass=views_per_pass, include_source=include_source,
+                                        on_step=progress(steps)))
+
+
+NODES: list[type[io.ComfyNode]] = [Full4DAdapterLoader, Full4DSampler]

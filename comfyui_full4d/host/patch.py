@@ -228,3 +228,15 @@ def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tenso
     x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
     y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
     return torch.addcmul(x, y, wan.repeat_e(e[5], x))
+
+
+NONE_ADAPTER = "none (zero-init)"
+
+
+def load_full4d(model, adapter_name: str):
+    """Patched clone of ``model`` with the adapter file ``adapter_name`` from models/full4d/,
+    or a zero-init adapter (exactly the base model per view) for ``NONE_ADAPTER``."""
+    from .paths import FULL4D, full_path
+
+    path = None if adapter_name == NONE_ADAPTER else full_path(FULL4D, adapter_name)
+    return attach_adapter(model, make_adapter(model, path))

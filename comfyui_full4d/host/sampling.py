@@ -1,0 +1,111 @@
+"""Multi-view sampling with the host's own sampler (SPEC 5): ``comfy.sample.sample`` (KSampler,
+the chosen sampler and scheduler, CFG with cond and uncond stacked in one batch), the host's
+denoise mask keeping the source row clean (timestep 0 per frame via ``WAN22.process_timestep``,
+re-imposed after every step by ``KSamplerX0Inpaint``) and ``time_dim_concat`` for the condition
+halves. Progress: the engine ``on_step`` (host bar + interrupt) once per sampling step.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.sample
+import comfy.samplers
+import torch
+from torch import Tensor
+
+from ..progress import StepFn, report
+from ..sampling import activation_bytes, check_latents, pack_pass, view_groups
+from .patch import _wan, get_adapter, with_rig
+
+__all__ = ["sample_full4d", "with_shift", "check_memory"]
+
+
+def with_shift(model, shift: float):
+    """Clone with the rectified-flow schedule shifted by ``shift`` (as the host's ModelSamplingSD3)."""
+    if not shift > 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+
+    class Full4DFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    ms = Full4DFlowSampling(model.model.model_config)
+    ms.set_parameters(shift=float(shift), multiplier=1000)
+    m = model.clone()
+    m.add_object_patch("model_sampling", ms)
+    return m
+
+
+def check_memory(model, views: int, frames: int, h: int, w: int, views_per_pass: int) -> None:
+    """Raise when one pass's activations cannot fit the load device at all."""
+    dm = _wan(model)
+    dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+    need = activation_bytes(views, frames, h, w, dm.dim, dm.ffn_dim, comfy.model_management.dtype_size(dtype))
+    total = comfy.model_management.get_total_memory(model.load_device)
+    if need > 0.9 * total:
+        raise ValueError(f"Full4DSampler: {views} views per pass at {frames} latent frames of {h}x{w} need about "
+                         f"{need / 2**30:.1f} GiB of activations but {model.load_device} has {total / 2**30:.1f} GiB; "
+                         f"lower views_per_pass (now {views_per_pass}), or the number of frames / resolution")
+
+
+def _with_cond(conditioning: list, cond: Tensor) -> list:
+    return [[c[0], {**c[1], "time_dim_concat": cond}] for c in conditioning]
+
+
+def sample_full4d(model, positive: list, negative: list, source: Tensor, projections: Tensor, cams: Tensor, *,
+                  seed: int, steps: int, cfg: float, shift: float, sampler_name: str, scheduler: str,
+                  views_per_pass: int = 0, include_source: bool = False, on_step: StepFn | None = None) -> Tensor:
+    """Denoise the target halves of all target views.
+
+    model: host ModelPatcher with a Full-4D adapter; positive/negative: host CONDITIONING;
+    source (1, C, T, h, w) VAE latent of the source video; projections (V-1, C, T, h, w) VAE
+    latents of the projection renders of views 1..V-1; cams (V, 12) camera numbers (view 0
+    identity). Noise is drawn once for all V views from ``seed`` (independent of the grouping).
+    Returns (V-1, C, T, h, w), or (V, ...) with the source latent first when ``include_source``.
+    """
+    if get_adapter(model) is None:
+        raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
+    V = int(cams.shape[0])
+    check_latents(source, projections, V)
+    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
+        raise ValueError(f"sampler_name {sampler_name!r} is not one of the host's samplers")
+    if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+        raise ValueError(f"scheduler {scheduler!r} is not one of the host's schedulers")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    groups = view_groups(V, views_per_pass)
+    _, _, T, h, w = source.shape
+    check_memory(model, max(len(g) for g in groups), T, h, w, views_per_pass)
+    source, projections = source.float().cpu(), projections.float().cpu()
+    noise_all = comfy.sample.prepare_noise(torch.zeros(V, *source.shape[1:]), int(seed))
+    base = with_shift(model, shift)
+    total = steps * len(groups)
+    out = torch.empty(V, *source.shape[1:])
+    for gi, views in enumerate(groups):
+        sp = pack_pass(source, projections, views)
+        m = with_rig(base, cams[list(views)])
+        done = gi * steps
+
+        def callback(step, x0, x, total_steps, done=done):
+            report(on_step, done + step + 1, total)
+
+        samples = comfy.sample.sample(m, noise_all[list(views)], steps, cfg, sampler_name, scheduler,
+                                      _with_cond(positive, sp.cond), _with_cond(negative, sp.cond), sp.latent,
+                                      denoise=1.0, noise_mask=sp.mask, callback=callback, disable_pbar=True,
+                                      seed=int(seed))
+        out[list(views[1:])] = samples[1:].float().cpu()
+        if gi == 0:
+            out[0] = samples[0].float().cpu()  # the source row, kept clean by the denoise mask
+    return out if include_source else out[1:]
+
+
+def sample_rig(model, positive: list, negative: list, source: dict, projections: dict, rig, **kw) -> dict:
+    """``sample_full4d`` on host LATENT dicts and a ``comfyui_full4d.cameras.Rig``; returns a LATENT dict
+    of the target views (batch = views, view-major; with the source first when ``include_source``)."""
+    from ..adapter import camera_features
+
+    for name, lat in (("source", source), ("projections", projections)):
+        if not isinstance(lat, dict) or not torch.is_tensor(lat.get("samples")):
+            raise ValueError(f"{name}: expected a LATENT (dict with 'samples'), got {type(lat).__name__}")
+    cams = camera_features(rig.cameras.R, rig.cameras.t)
+    return {"samples": sample_full4d(model, positive, negative, source["samples"], projections["samples"], cams, **kw)}

@@ -1,0 +1,154 @@
+"""Full4DSampler / Full4DAdapterLoader with the tiny Wan2.2 in-process through the host's sampler (SPEC 5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fixtures.wan import load_tiny_wan
+
+V, T, H, W, STEPS = 3, 2, 4, 6, 3
+
+
+@pytest.fixture(scope="module")
+def base(comfy_host):
+    return load_tiny_wan()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    from comfyui_full4d.cameras import intrinsics_from_fov
+    from comfyui_full4d.rig import ring_rig
+
+    g = torch.Generator().manual_seed(3)
+    rig = ring_rig(V, intrinsics_from_fov(50, 96, 64), 96, 64)
+    src = {"samples": torch.randn(1, 48, T, H, W, generator=g)}
+    proj = {"samples": torch.randn(V - 1, 48, T, H, W, generator=g)}
+    pos = [[torch.randn(1, 7, 4096, generator=g), {}]]
+    neg = [[torch.randn(1, 7, 4096, generator=g), {}]]
+    return rig, src, proj, pos, neg
+
+
+def _sample(model, scene, **kw):
+    from comfyui_full4d.host.sampling import sample_rig
+
+    rig, src, proj, pos, neg = scene
+    args = dict(seed=7, steps=STEPS, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple")
+    args.update(kw)
+    return sample_rig(model, pos, neg, src, proj, rig, **args)["samples"]
+
+
+def _patched(base, name="none (zero-init)"):
+    from comfyui_full4d.host.patch import load_full4d
+
+    return load_full4d(base, name)
+
+
+def test_sample_shapes_progress_and_clean_source(base, scene):
+    calls = []
+    out = _sample(_patched(base), scene, include_source=True, on_step=lambda d, t: calls.append((d, t)))
+    assert out.shape == (V, 48, T, H, W) and torch.isfinite(out).all()
+    assert calls == [(i + 1, STEPS) for i in range(STEPS)]
+    src = scene[1]["samples"]
+    torch.testing.assert_close(out[0], src[0], rtol=1e-5, atol=1e-5)  # the source row stays clean
+    assert (out[1:] - src).abs().max() > 0.1
+    targets = _sample(_patched(base), scene)
+    assert targets.shape == (V - 1, 48, T, H, W)
+    torch.testing.assert_close(targets, out[1:], rtol=0, atol=0)
+
+
+def test_zero_adapter_views_are_independent(base, scene):
+    """Zero adapter = base model per view: one pass of all views == one pass per view (same noise)."""
+    m = _patched(base)
+    together = _sample(m, scene, views_per_pass=0)
+    apart = _sample(m, scene, views_per_pass=1)
+    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
+
+
+def test_nonzero_adapter_couples_views_and_keeps_source(base, scene, comfy_host):
+    from comfyui_full4d.adapter import save_adapter
+    from comfyui_full4d.host.patch import make_adapter
+
+    adapter = make_adapter(base)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in adapter.named_parameters():
+            if "fc2" in name or "tv_proj" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    folder = comfy_host.models_dir / "full4d"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_adapter(adapter, folder / "random.safetensors")
+    m = _patched(base, "random.safetensors")
+    together = _sample(m, scene, include_source=True)
+    apart = _sample(m, scene, views_per_pass=1, include_source=True)
+    zero = _sample(_patched(base), scene, include_source=True)
+    torch.testing.assert_close(together[0], scene[1]["samples"][0], rtol=1e-5, atol=1e-5)
+    for v in range(1, V):
+        assert (together[v] - zero[v]).abs().max() > 1e-3
+        assert (together[v] - apart[v]).abs().max() > 1e-4
+
+
+def test_interrupt_stops_sampling(base, scene):
+    import comfy.model_management as mm
+    from comfyui_full4d.host.progress import progress
+
+    bar = progress(STEPS)
+    seen = []
+
+    def on_step(done, total):
+        seen.append(done)
+        if done == 1:
+            mm.interrupt_current_processing(True)
+        bar(done, total)
+
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _sample(_patched(base), scene, steps=10, on_step=on_step)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert seen == [1]
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("views", "rig has 3 views"), ("frames", "differs from the source"), ("source_batch", "one video latent"),
+    ("vpp", "views_per_pass"), ("sampler", "sampler_name"),
+])
+def test_bad_inputs_are_clear_errors(base, scene, bad, match):
+    rig, src, proj, pos, neg = scene
+    kw = {}
+    if bad == "views":
+        proj = {"samples": proj["samples"][:1]}
+    elif bad == "frames":
+        proj = {"samples": proj["samples"][:, :, :1]}
+    elif bad == "source_batch":
+        src = {"samples": src["samples"].repeat(2, 1, 1, 1, 1)}
+    elif bad == "vpp":
+        kw["views_per_pass"] = -1
+    elif bad == "sampler":
+        kw["sampler_name"] = "nope"
+    with pytest.raises(ValueError, match=match):
+        _sample(_patched(base), (rig, src, proj, pos, neg), **kw)
+
+
+def test_unpatched_model_is_rejected(base, scene):
+    with pytest.raises(ValueError, match="Full4DAdapterLoader"):
+        _sample(base, scene)
+
+
+def test_memory_estimate_names_the_option(base, scene, monkeypatch):
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "get_total_memory", lambda *a, **k: 1024)
+    with pytest.raises(ValueError, match="views_per_pass"):
+        _sample(_patched(base), scene)
+
+
+def test_nodes(base, scene, comfy_host):
+    rig, src, proj, pos, neg = scene
+    loader, sampler = comfy_host.node("Full4DAdapterLoader"), comfy_host.node("Full4DSampler")
+    patched = loader.execute(model=base, adapter="none (zero-init)").result[0]
+    assert base.get_additional_models_with_key("full4d") == [] and patched is not base
+    out = sampler.execute(model=patched, positive=pos, negative=neg, source=src, projections=proj, rig=rig, seed=7,
+                          steps=2, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple", views_per_pass=0,
+                          include_source=False).result[0]
+    assert out["samples"].shape == (V - 1, 48, T, H, W)
