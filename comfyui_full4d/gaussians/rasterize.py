@@ -283,70 +283,103 @@ def _chunk_state(basis: Tensor, coef: Tensor, T: Tensor, first: bool):
     return alpha, one_minus, T_excl, T_incl, alive, w
 
 
-class _Composite(torch.autograd.Function):
-    """Front-to-back compositing of B tiles with hand-written backward (recomputes alphas chunk by chunk, so
-    memory stays O(B G) instead of O(B P G)).
+def _coefficients(p: Tensor, centres: Tensor) -> Tensor:
+    """Exponent ``0.5 d^T Q d - log o`` of (tile, Gaussian) pairs in the pixel basis, ``d = (u - ex, v - ey)``,
+    ``(ex, ey)`` the mean relative to the tile centre. p (B, g, 6) ``[mx, my, a, b, c, log o]``, centres (B, 2)
+    -> (B, 6, g)."""
+    mx, my, a, b, c, log_o = p.unbind(-1)
+    ex, ey = mx - centres[:, :1], my - centres[:, 1:]
+    qx, qy = a * ex + b * ey, b * ex + c * ey  # Q (ex, ey)
+    return torch.stack([0.5 * a, b, 0.5 * c, -qx, -qy, 0.5 * (ex * qx + ey * qy) - log_o], 1)
 
-    coef (B, 6, G) exponent coefficients in the pixel basis, feats (B, G, 4) ``[rgb, 1]``, basis (P, 6)
-    -> (B, P, 4) ``[sum_i w_i c_i, sum_i w_i]``, ``w_i = alpha_i T_i``.
+
+def _coefficients_vjp(p: Tensor, centres: Tensor, d_coef: Tensor) -> Tensor:
+    """Vector-Jacobian product of ``_coefficients``: d_coef (B, 6, g) -> d_p (B, g, 6)."""
+    mx, my, a, b, c, _ = p.unbind(-1)
+    ex, ey = mx - centres[:, :1], my - centres[:, 1:]
+    d0, d1, d2, d3, d4, d5 = d_coef.unbind(1)
+    d_ex = (a * ex + b * ey) * d5 - a * d3 - b * d4
+    d_ey = (b * ex + c * ey) * d5 - b * d3 - c * d4
+    d_a = 0.5 * d0 - ex * d3 + 0.5 * ex * ex * d5
+    d_b = d1 - ey * d3 - ex * d4 + ex * ey * d5
+    d_c = 0.5 * d2 - ey * d4 + 0.5 * ey * ey * d5
+    return torch.stack([d_ex, d_ey, d_a, d_b, d_c, -d5], -1)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Tiles composited together: tiles (B,) ids, idx (B, G) depth-ordered Gaussian ids (N = padding),
+    centres (B, 2) tile centres in pixels."""
+
+    tiles: Tensor
+    idx: Tensor
+    centres: Tensor
+
+
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of all tiles with a hand-written backward that recomputes alphas chunk by chunk,
+    so memory is O(pairs) indices instead of O(pairs x pixels) activations.
+
+    gparams (N+1, 6) ``[mx, my, a, b, c, log o]`` (row N: padding, alpha = 0), feats (N+1, 4) ``[rgb, 1]``,
+    basis (P, 6) -> (n_tiles, P, 4) ``[sum_i w_i c_i, sum_i w_i]``, ``w_i = alpha_i T_i``.
     Backward (``S_k`` = what lies behind Gaussian k): ``dL/dalpha_k = T_k (g . c_k) - (g . S_k) / (1 - alpha_k)``,
     ``g . S_k = g . C - sum_{i<=k} w_i (g . c_i)``; ``dL/dsigma_k = -alpha_k dL/dalpha_k`` where alpha_k is live
     (not skipped, not clamped, pixel not stopped), else 0.
     """
 
     @staticmethod
-    def forward(ctx, coef: Tensor, feats: Tensor, basis: Tensor) -> Tensor:
-        B, _, G = coef.shape
-        basis_b = basis.expand(B, -1, -1)
-        T = torch.ones(B, basis.shape[0], 1, dtype=coef.dtype, device=coef.device)
-        out = torch.zeros(B, basis.shape[0], feats.shape[-1], dtype=coef.dtype, device=coef.device)
-        n_chunks = 0
-        for s in range(0, G, _CHUNK_G):
-            _, _, _, T_incl, _, w = _chunk_state(basis_b, coef[..., s : s + _CHUNK_G], T, first=s == 0)
-            out.baddbmm_(w, feats[:, s : s + _CHUNK_G])
-            T = T_incl[..., -1:]
-            n_chunks += 1
-            if bool((T <= T_MIN).all()):
-                break  # every pixel of every tile is saturated: the rest is hidden
-        ctx.n_chunks = n_chunks
-        ctx.save_for_backward(coef, feats, basis, out)
+    def forward(ctx, gparams: Tensor, feats: Tensor, basis: Tensor, batches: list, n_tiles: int) -> Tensor:
+        out = torch.zeros(n_tiles, basis.shape[0], feats.shape[-1], dtype=feats.dtype, device=feats.device)
+        ctx.n_chunks = []
+        for bt in batches:
+            B, G = bt.idx.shape
+            basis_b = basis.expand(B, -1, -1)
+            T = torch.ones(B, basis.shape[0], 1, dtype=feats.dtype, device=feats.device)
+            acc = torch.zeros(B, basis.shape[0], feats.shape[-1], dtype=feats.dtype, device=feats.device)
+            n = 0
+            for s in range(0, G, _CHUNK_G):
+                sub = bt.idx[:, s : s + _CHUNK_G]
+                coef = _coefficients(gparams[sub], bt.centres)
+                _, _, _, T_incl, _, w = _chunk_state(basis_b, coef, T, first=s == 0)
+                acc.baddbmm_(w, feats[sub])
+                T = T_incl[..., -1:]
+                n += 1
+                if bool((T <= T_MIN).all()):
+                    break  # every pixel of every tile in the batch is saturated: the rest is hidden
+            ctx.n_chunks.append(n)
+            out.index_copy_(0, bt.tiles, acc)
+        ctx.batches = batches
+        ctx.save_for_backward(gparams, feats, basis, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        coef, feats, basis, out = ctx.saved_tensors
-        B, _, G = coef.shape
-        basis_b = basis.expand(B, -1, -1)
-        d_coef, d_feats = torch.zeros_like(coef), torch.zeros_like(feats)
-        T = torch.ones(B, basis.shape[0], 1, dtype=coef.dtype, device=coef.device)
-        g_total = (grad_out * out).sum(-1, keepdim=True)  # g . C, (B, P, 1)
-        prefix = torch.zeros_like(T)  # sum_{i<=k} w_i (g . c_i), carried over chunks
-        for c in range(ctx.n_chunks):
-            sl = slice(c * _CHUNK_G, (c + 1) * _CHUNK_G)
-            alpha, one_minus, _, T_incl, alive, w = _chunk_state(basis_b, coef[..., sl], T, first=c == 0)
-            d_feats[:, sl] = torch.bmm(w.transpose(1, 2), grad_out)
-            wg = torch.bmm(grad_out, feats[:, sl].transpose(1, 2)).mul_(w)  # w_k (g . c_k)
-            behind = torch.cumsum(wg, dim=-1).add_(prefix)
-            prefix = behind[..., -1:]
-            behind = torch.rsub(behind, g_total).mul_(alpha).div_(one_minus)  # alpha_k (g . S_k) / (1 - alpha_k)
-            live = torch.lt(alpha, ALPHA_MAX, out=torch.empty_like(alpha)).mul_(alive)  # not clamped, not stopped
-            alpha_d_alpha = wg.sub_(behind).mul_(live)  # alpha_k dL/dalpha_k
-            d_coef[..., sl] = torch.bmm(basis_b.transpose(1, 2), alpha_d_alpha).neg_()
-            T = T_incl[..., -1:]
-        return d_coef, d_feats, None
-
-
-def _tile_coefficients(gparams: Tensor, idx: Tensor, centres: Tensor) -> Tensor:
-    """Exponent ``0.5 d^T Q d - log o`` of each (tile, Gaussian) pair in the pixel basis, d = (u - ex, v - ey),
-    (ex, ey) the Gaussian mean relative to the tile centre. gparams (N+1, 6) ``[mx, my, a, b, c, log o]``,
-    idx (B, G), centres (B, 2) -> (B, 6, G)."""
-    mx, my, a, b, c, log_o = gparams[idx].unbind(-1)  # each (B, G)
-    ex, ey = mx - centres[:, :1], my - centres[:, 1:]
-    return torch.stack(
-        [0.5 * a, b, 0.5 * c, -(a * ex + b * ey), -(b * ex + c * ey),
-         0.5 * a * ex * ex + b * ex * ey + 0.5 * c * ey * ey - log_o],
-        1,
-    )
+        gparams, feats, basis, out = ctx.saved_tensors
+        d_gparams, d_feats = torch.zeros_like(gparams), torch.zeros_like(feats)
+        for bt, n_chunks in zip(ctx.batches, ctx.n_chunks):
+            B = bt.idx.shape[0]
+            basis_b = basis.expand(B, -1, -1)
+            g = grad_out.index_select(0, bt.tiles)  # (B, P, 4)
+            g_total = (g * out.index_select(0, bt.tiles)).sum(-1, keepdim=True)  # g . C, (B, P, 1)
+            T = torch.ones(B, basis.shape[0], 1, dtype=feats.dtype, device=feats.device)
+            prefix = torch.zeros_like(T)  # sum_{i<=k} w_i (g . c_i), carried over chunks
+            for c in range(n_chunks):
+                sub = bt.idx[:, c * _CHUNK_G : (c + 1) * _CHUNK_G]
+                p, f = gparams[sub], feats[sub]
+                alpha, one_minus, _, T_incl, alive, w = _chunk_state(basis_b, _coefficients(p, bt.centres), T,
+                                                                     first=c == 0)
+                d_feats.index_add_(0, sub.reshape(-1), torch.bmm(w.transpose(1, 2), g).reshape(-1, f.shape[-1]))
+                wg = torch.bmm(g, f.transpose(1, 2)).mul_(w)  # w_k (g . c_k)
+                behind = torch.cumsum(wg, dim=-1).add_(prefix)
+                prefix = behind[..., -1:]
+                behind = torch.rsub(behind, g_total).mul_(alpha).div_(one_minus)  # alpha_k (g . S_k) / (1 - alpha_k)
+                live = torch.lt(alpha, ALPHA_MAX, out=torch.empty_like(alpha)).mul_(alive)  # not clamped/stopped
+                alpha_d_alpha = wg.sub_(behind).mul_(live)  # alpha_k dL/dalpha_k
+                d_coef = torch.bmm(basis_b.transpose(1, 2), alpha_d_alpha).neg_()  # (B, 6, g)
+                d_p = _coefficients_vjp(p, bt.centres, d_coef)
+                d_gparams.index_add_(0, sub.reshape(-1), d_p.reshape(-1, 6))
+                T = T_incl[..., -1:]
+        return d_gparams, d_feats, None, None, None
 
 
 def _composite_tiles(proj: Projection, opacities: Tensor, colors: Tensor, width: int, height: int) -> Tensor:
@@ -354,23 +387,31 @@ def _composite_tiles(proj: Projection, opacities: Tensor, colors: Tensor, width:
     dt, dev, tile = proj.means2d.dtype, proj.means2d.device, _CPU_TILE
     tiles_x, tiles_y = math.ceil(width / tile), math.ceil(height / tile)
     n_tiles, P = tiles_x * tiles_y, tile * tile
-    tile_ids, gauss_ids = _tile_intersections(proj, tile, tiles_x, tiles_y)
-    full = torch.zeros(n_tiles, P, 4, dtype=dt, device=dev)
-    if len(tile_ids):
-        N = proj.means2d.shape[0]
-        pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -_FAR]], dtype=dt, device=dev)  # alpha = 0 everywhere
-        gparams = torch.cat(
-            [torch.cat([proj.means2d, proj.conics, torch.log(opacities.clamp_min(1e-30))[:, None]], -1), pad], 0
-        )
-        feats = torch.cat([torch.cat([colors, torch.zeros(1, 3, dtype=dt, device=dev)], 0),
-                           torch.ones(N + 1, 1, dtype=dt, device=dev)], -1)  # (N+1, 4)
-        basis = _pixel_basis(tile, dt, dev)
-        counts = torch.bincount(tile_ids, minlength=n_tiles)
+    N = proj.means2d.shape[0]
+    pad = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -_FAR]], dtype=dt, device=dev)  # alpha = 0 everywhere
+    gparams = torch.cat(
+        [torch.cat([proj.means2d, proj.conics, torch.log(opacities.clamp_min(1e-30))[:, None]], -1), pad], 0
+    )
+    feats = torch.cat([torch.cat([colors, torch.zeros(1, 3, dtype=dt, device=dev)], 0),
+                       torch.ones(N + 1, 1, dtype=dt, device=dev)], -1)  # (N+1, 4)
+    full = _Composite.apply(gparams, feats, _pixel_basis(tile, dt, dev), _plan(proj, tile, tiles_x, tiles_y), n_tiles)
+    img = full.reshape(tiles_y, tiles_x, tile, tile, 4).permute(0, 2, 1, 3, 4)
+    return img.reshape(tiles_y * tile, tiles_x * tile, 4)[:height, :width]
+
+
+def _plan(proj: Projection, tile: int, tiles_x: int, tiles_y: int) -> list[_Batch]:
+    """Group non-empty tiles with similar Gaussian counts into batches of about ``_BATCH_ELEMS`` pairs per chunk."""
+    with torch.no_grad():
+        tile_ids, gauss_ids = _tile_intersections(proj, tile, tiles_x, tiles_y)
+        if not len(tile_ids):
+            return []
+        dev, N, P = tile_ids.device, proj.means2d.shape[0], tile * tile
+        counts = torch.bincount(tile_ids, minlength=tiles_x * tiles_y)
         offsets = torch.cumsum(counts, 0) - counts
         order = torch.argsort(counts, descending=True)  # similar counts share a batch: little padding
         order = order[counts[order] > 0]
         counts_sorted = counts[order].tolist()
-        outs, done_tiles, i = [], [], 0
+        batches, i = [], 0
         while i < len(order):
             gmax = counts_sorted[i]
             nb = max(1, min(len(order) - i, _BATCH_ELEMS // (P * min(gmax, _CHUNK_G))))
@@ -378,13 +419,10 @@ def _composite_tiles(proj: Projection, opacities: Tensor, colors: Tensor, width:
             ar = torch.arange(gmax, device=dev)
             pos = offsets[tb, None] + ar
             idx = torch.where(ar < counts[tb, None], gauss_ids[pos.clamp_max(len(gauss_ids) - 1)], N)
-            centres = torch.stack([tb % tiles_x, tb // tiles_x], -1).to(dt) * tile + tile / 2
-            outs.append(_Composite.apply(_tile_coefficients(gparams, idx, centres), feats[idx], basis))
-            done_tiles.append(tb)
+            centres = torch.stack([tb % tiles_x, tb // tiles_x], -1).to(proj.means2d.dtype) * tile + tile / 2
+            batches.append(_Batch(tiles=tb, idx=idx, centres=centres))
             i += nb
-        full = full.index_copy(0, torch.cat(done_tiles), torch.cat(outs))
-    img = full.reshape(tiles_y, tiles_x, tile, tile, 4).permute(0, 2, 1, 3, 4)
-    return img.reshape(tiles_y * tile, tiles_x * tile, 4)[:height, :width]
+        return batches
 
 
 # ---- brute-force reference -------------------------------------------------------------------------
