@@ -175,7 +175,8 @@ class Full4DAdapter(nn.Module):
         self.blocks = nn.ModuleList(AdapterBlock(config, ops, device, dtype) for _ in range(config.num_blocks))
 
     @torch.no_grad()
-    def reset_parameters(self, base_self_attn: Iterable[Mapping[str, Tensor]] | None = None, seed: int = 0) -> "Full4DAdapter":
+    def reset_parameters(self, base_self_attn: Iterable[Mapping[str, Tensor]] | None = None,
+                         seed: int = 0) -> "Full4DAdapter":
         """Zero-init adapter: fc2 = P = 0, fc1 ~ U(+-1/sqrt(12)); tv_attn = copy of the base self-attention
         state dicts (one per block, host key names q/k/v/o/norm_q/norm_k), or random when None (tests)."""
         g = torch.Generator().manual_seed(seed)

@@ -144,3 +144,12 @@ def test_adapter_for_another_model_size_is_rejected(base, tmp_path):
     save_adapter(other, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="another model size"):
         make_adapter(base, str(tmp_path / "other.safetensors"))
+
+
+def test_tiny_vae_fixture_has_wan22_geometry(comfy_host):
+    from fixtures.wan import tiny_wan_vae
+
+    vae = tiny_wan_vae()
+    z = vae.encode(torch.rand(5, 64, 96, 3))
+    assert z.shape == (1, 48, 2, 4, 6)
+    assert vae.decode(z).shape == (1, 5, 64, 96, 3)

@@ -74,7 +74,7 @@ def _wan(model) -> wan.WanModel:
     if any(type(b) is not wan.WanAttentionBlock for b in dm.blocks):
         raise ValueError("model: Full-4D supports plain WanAttentionBlock blocks only (not VACE/Animate/S2V variants)")
     if dm.ref_conv is not None or dm.img_emb is not None:
-        raise ValueError("model: Full-4D supports the text/image-to-video Wan2.2 TI2V model, not i2v/reference variants")
+        raise ValueError("model: Full-4D supports the Wan2.2 TI2V model, not i2v / reference-image variants")
     return dm
 
 
@@ -134,7 +134,8 @@ def with_rig(model, cams: Tensor):
     if cams.dim() != 2 or cams.shape[1] != 12 or cams.shape[0] < 1:
         raise ValueError(f"cams must be (V, 12), got {tuple(cams.shape)}")
     m = model.clone()
-    m.model_options["transformer_options"][RIG_KEY] = {"cams": cams.detach().float().cpu(), "num_views": int(cams.shape[0])}
+    rig = {"cams": cams.detach().float().cpu(), "num_views": int(cams.shape[0])}
+    m.model_options["transformer_options"][RIG_KEY] = rig
     return m
 
 
