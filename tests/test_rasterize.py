@@ -60,6 +60,15 @@ def test_matches_brute_force(N, W, H, seed):
     assert float(alpha_ref.max()) > 0.02  # the scene is visible, so the comparison means something
 
 
+@pytest.mark.parametrize("tile", [5, 16])
+def test_tile_size_does_not_change_the_image(tile, monkeypatch):
+    scene = random_scene(200, 45, 29, seed=6)
+    expected = rasterize(*scene)
+    monkeypatch.setattr(raster_module, "_CPU_TILE", tile)
+    for a, b in zip(rasterize(*scene), expected):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
+
+
 def test_matches_brute_force_needles_and_near_plane():
     """Needle-like Gaussians (one axis 1000x the others), some just beyond the near plane, some with o = 1:
     the tile-centred quadratic expansion stays as accurate as the float32 reference itself."""

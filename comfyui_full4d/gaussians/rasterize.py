@@ -13,12 +13,14 @@ Image formation (gsplat 1.5.3 "classic" mode; every backend and the reference ob
   before the Gaussian that would bring its transmittance to ``<= 1e-4``. ``A = sum_i alpha_i T_i``,
   ``rgb = C + (1 - A) * background``.
 
-CPU path: Gaussians are binned into 16x16 tiles by their opacity-aware bounding boxes (``radius = ceil(e *
+CPU path: Gaussians are binned into 8x8 tiles by their opacity-aware bounding boxes (``radius = ceil(e *
 sqrt(Sigma2d_xx))``, ``e = min(3.33, sqrt(2 ln(255 o)))``: every pixel with ``alpha >= 1/255`` lies inside it, so
-binning changes nothing). Tiles with similar Gaussian counts are batched; for a batch the exponent of every (pixel,
-Gaussian) pair is ONE matmul of a fixed (256, 6) pixel basis ``[u^2, uv, v^2, u, v, 1]`` (tile-centred) with six
-per-(tile, Gaussian) coefficients, and transmittance is a cumulative product carried over depth-ordered chunks
-(a batch stops once every pixel is saturated). Autograd runs through these torch ops.
+the tile size changes nothing). Tiles with similar Gaussian counts are batched; in a batch the exponent of every
+(pixel, Gaussian) pair is ONE matmul of a fixed (64, 6) tile-centred pixel basis ``[u^2, uv, v^2, u, v, 1]`` with
+six per-(tile, Gaussian) coefficients, and transmittance is a cumulative product carried over depth-ordered chunks
+(a batch stops once all its pixels are saturated). A hand-written backward recomputes the alphas chunk by chunk,
+so memory grows with the number of (tile, Gaussian) pairs only. Cost grows with sum over tiles of (pixels x
+Gaussians touching the tile): about 0.1 s forward + backward for 10k Gaussians of ~2 px at 96x160 on one core.
 """
 
 from __future__ import annotations
