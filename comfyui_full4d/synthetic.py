@@ -37,7 +37,7 @@ LAYOUT_DEPTH = 2.0  # metres from the source camera to the layout's look-at poin
 _EPS = 1e-4  # nearest accepted hit (metres)
 _LIGHT = (0.35, -1.0, -0.45)  # towards the light (world up is -y)
 _AMBIENT = 0.45
-_RAYS_PER_CHUNK = 1 << 19
+_RAYS_PER_CHUNK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -161,25 +161,19 @@ def object_states(scene: SceneSpec, times: Tensor) -> tuple[Tensor, Tensor, Tens
     return cen, rot, size
 
 
-def _pixel_rays(camera: Camera, supersample: int) -> tuple[Tensor, Tensor]:
-    """World ray origins (B, 3) and directions (B, S, H, W, 3) with camera-space z = 1.
+def _pixel_rays(K: Tensor, R: Tensor, width: int, height: int, supersample: int) -> Tensor:
+    """World ray directions (S, H, W, 3) of one camera (K, R (3, 3)) with camera-space z = 1.
 
-    S = 1 + supersample^2 subpixel samples: index 0 is the pixel centre (used for depth)."""
-    H, W, n = camera.height, camera.width, supersample
+    S = 1 + supersample^2 (1 when supersample = 1) subpixel samples; index 0 is the pixel centre
+    (used for depth), the others are the centres of an n x n subgrid (averaged for colour)."""
+    n = supersample
     offs = [(0.5, 0.5)] + ([((a + 0.5) / n, (b + 0.5) / n) for a in range(n) for b in range(n)] if n > 1 else [])
     off = torch.tensor(offs, dtype=torch.float64)  # (S, 2) (dx, dy)
-    j = torch.arange(W, dtype=torch.float64)[None, None, :] + off[:, 0, None, None]  # (S, 1, W)
-    i = torch.arange(H, dtype=torch.float64)[None, :, None] + off[:, 1, None, None]  # (S, H, 1)
+    j = torch.arange(width, dtype=torch.float64)[None, None, :] + off[:, 0, None, None]  # (S, 1, W)
+    i = torch.arange(height, dtype=torch.float64)[None, :, None] + off[:, 1, None, None]  # (S, H, 1)
     i, j = torch.broadcast_tensors(i, j)
     pix = torch.stack([j, i, torch.ones_like(i)], dim=-1)  # (S, H, W, 3)
-    K = camera.K.to(torch.float64).reshape(-1, 3, 3)
-    R = camera.R.to(torch.float64).reshape(-1, 3, 3)
-    B = R.shape[0]
-    K = K.expand(B, 3, 3)
-    cam_dirs = torch.einsum("bij,shwj->bshwi", torch.linalg.inv(K), pix)
-    dirs = torch.einsum("bji,bshwj->bshwi", R, cam_dirs)  # R^T x
-    origins = camera.center.to(torch.float64).reshape(-1, 3)
-    return origins, dirs
+    return pix @ (R.to(torch.float64).T @ torch.linalg.inv(K.to(torch.float64))).T  # R^T K^-1 (u, v, 1)
 
 
 def _shade(albedo: Tensor, normal: Tensor) -> Tensor:
@@ -288,20 +282,23 @@ def render(scene: SceneSpec, camera: Camera, times: Tensor, supersample: int = 1
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     batch = camera.batch_shape
-    origins, dirs = _pixel_rays(camera, int(supersample))  # (B, 3), (B, S, H, W, 3)
-    B, S, H, W = dirs.shape[:4]
-    rgb_out = torch.empty(B, times.numel(), H, W, 3, dtype=torch.float32)
-    depth_out = torch.empty(B, times.numel(), H, W, dtype=torch.float32)
+    H, W, T = camera.height, camera.width, times.numel()
+    Ks = torch.broadcast_to(camera.K, (*batch, 3, 3)).reshape(-1, 3, 3)
+    Rs, origins = camera.R.reshape(-1, 3, 3), camera.center.to(torch.float64).reshape(-1, 3)
+    B = Rs.shape[0]
+    rgb_out = torch.empty(B, T, H, W, 3, dtype=torch.float32)
+    depth_out = torch.empty(B, T, H, W, dtype=torch.float32)
     for b in range(B):
-        flat = dirs[b].reshape(-1, 3)
+        dirs = _pixel_rays(Ks[b], Rs[b], W, H, int(supersample))  # (S, H, W, 3)
+        S, flat = dirs.shape[0], dirs.reshape(-1, 3)
         for ti, t in enumerate(times.tolist()):
             parts = [cast(scene, origins[b], chunk, t) for chunk in flat.split(_RAYS_PER_CHUNK)]
             z = torch.cat([p[0] for p in parts]).reshape(S, H, W)
             rgb = torch.cat([p[2] for p in parts]).reshape(S, H, W, 3)
             depth_out[b, ti] = z[0].float()
             rgb_out[b, ti] = (rgb[1:].mean(0) if S > 1 else rgb[0]).float()
-            report(on_step, b * times.numel() + ti + 1, B * times.numel())
-    return rgb_out.reshape(*batch, times.numel(), H, W, 3), depth_out.reshape(*batch, times.numel(), H, W)
+            report(on_step, b * T + ti + 1, B * T)
+    return rgb_out.reshape(*batch, T, H, W, 3), depth_out.reshape(*batch, T, H, W)
 
 
 @dataclass(frozen=True)
