@@ -153,3 +153,47 @@ def test_tiny_vae_fixture_has_wan22_geometry(comfy_host):
     z = vae.encode(torch.rand(5, 64, 96, 3))
     assert z.shape == (1, 48, 2, 4, 6)
     assert vae.decode(z).shape == (1, 5, 64, 96, 3)
+
+
+def test_fused_branch_layout_and_rope_positions(base, monkeypatch):
+    """The fused branch of block 0 gets one scene per row, tokens (view, frame, spatial), and RoPE time
+    index v*2T + f (SPEC 2), built here from the host's 3-axis embedder with explicit ids."""
+    from comfy.ldm.flux.math import apply_rope1
+
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter, with_rig
+
+    adapter = make_adapter(base)
+    model = with_rig(attach_adapter(base, adapter), _cams())
+    dm = base.model.diffusion_model
+    seen = {}
+    sa = dm.blocks[0].self_attn
+    orig_sa, orig_fused = sa.forward, adapter.blocks[0].fused
+
+    def sa_spy(x, freqs, transformer_options={}):
+        seen["u"] = x.detach().clone()
+        return orig_sa(x, freqs, transformer_options=transformer_options)
+
+    def fused_spy(x, V_, F_, rope):
+        seen.update(scene=x.detach().clone(), V=V_, F=F_, rope=rope)
+        return orig_fused(x, V_, F_, rope)
+
+    monkeypatch.setattr(sa, "forward", sa_spy)
+    monkeypatch.setattr(adapter.blocks[0], "fused", fused_spy)
+    x, c, ctx, t = _inputs(2)
+    _run(model, x, c, ctx, t)
+    S = (H // 2) * (W // 2)
+    assert (seen["V"], seen["F"]) == (V, 2 * T)
+    u, scene = seen["u"], seen["scene"]
+    assert scene.shape == (2, V * 2 * T * S, dm.dim)
+    for j in range(2):
+        for v in range(V):
+            for f in range(2 * T):
+                tok = slice((v * 2 * T + f) * S, (v * 2 * T + f + 1) * S)
+                assert torch.equal(scene[j, tok], u[j * V + v, f * S:(f + 1) * S])
+    ids = torch.zeros(V * 2 * T, H // 2, W // 2, 3)
+    ids[..., 0] = torch.arange(V * 2 * T, dtype=torch.float32)[:, None, None]  # v*2T + f
+    ids[..., 1] = torch.arange(H // 2, dtype=torch.float32)[None, :, None]
+    ids[..., 2] = torch.arange(W // 2, dtype=torch.float32)[None, None, :]
+    freqs = dm.rope_embedder(ids.reshape(1, -1, 3)).movedim(1, 2)
+    q = torch.randn(2, V * 2 * T * S, dm.num_heads, dm.dim // dm.num_heads)
+    torch.testing.assert_close(seen["rope"](q), apply_rope1(q, freqs), rtol=0, atol=0)
