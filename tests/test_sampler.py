@@ -152,3 +152,24 @@ def test_nodes(base, scene, comfy_host):
                           steps=2, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple", views_per_pass=0,
                           include_source=False).result[0]
     assert out["samples"].shape == (V - 1, 48, T, H, W)
+
+
+@pytest.mark.parametrize("V,k,expect", [(4, 0, [(0, 1, 2, 3)]), (4, 1, [(0, 1), (0, 2), (0, 3)]),
+                                        (6, 2, [(0, 1, 2), (0, 3, 4), (0, 5)]), (3, 5, [(0, 1, 2)])])
+def test_view_groups_cover_every_target_once(V, k, expect):
+    from comfyui_full4d.sampling import view_groups
+
+    assert view_groups(V, k) == expect
+
+
+def test_pack_pass_layout():
+    from comfyui_full4d.sampling import pack_pass
+
+    src = torch.randn(1, 48, T, H, W)
+    proj = torch.randn(4, 48, T, H, W)
+    sp = pack_pass(src, proj, (0, 2, 4))
+    assert torch.equal(sp.latent[0], src[0]) and not sp.latent[1:].any()
+    assert torch.equal(sp.cond[0], src[0]) and torch.equal(sp.cond[1], proj[1]) and torch.equal(sp.cond[2], proj[3])
+    assert sp.mask.shape == (3, 1, T, H, W) and not sp.mask[0].any() and sp.mask[1:].eq(1).all()
+    with pytest.raises(ValueError, match="source view 0"):
+        pack_pass(src, proj, (1, 2))
