@@ -41,7 +41,7 @@ from torch import Tensor
 from .cameras import Camera
 from .geometry import scene_scale
 
-__all__ = ["SceneInfo", "Clip", "load_scene", "validate_scene", "read_video", "write_video",
+__all__ = ["SceneInfo", "Clip", "load_scene", "find_scenes", "validate_scene", "read_video", "write_video",
            "write_synthetic_scene", "draw_clip", "sample_clip", "projection_renders", "ORTHO_TOL"]
 
 ORTHO_TOL = 1e-3
@@ -165,6 +165,19 @@ def load_scene(root: str | os.PathLike) -> SceneInfo:
     camera = Camera(K=torch.stack(Ks).float(), R=torch.stack(Rs).float(), t=torch.stack(ts).float(), width=w, height=h)
     return SceneInfo(root=root, names=tuple(names), videos=tuple(videos), cameras=camera,
                      num_frames=counts[0], fps=fps)
+
+
+def find_scenes(root: str | os.PathLike) -> list[SceneInfo]:
+    """``root`` itself when it holds cameras.json, else every sub-folder that does (sorted), validated."""
+    root = Path(root)
+    if (root / "cameras.json").is_file():
+        return [load_scene(root)]
+    if not root.is_dir():
+        raise ValueError(f"data folder {root} does not exist")
+    scenes = [load_scene(p) for p in sorted(root.iterdir()) if (p / "cameras.json").is_file()]
+    if not scenes:
+        raise ValueError(f"{root}: no scene folders (sub-folders with a cameras.json) found")
+    return scenes
 
 
 def validate_scene(root: str | os.PathLike) -> SceneInfo:

@@ -14,7 +14,7 @@ from comfyui_full4d.synthetic import make_capture
 
 @pytest.fixture(scope="module")
 def capture():
-    return make_capture(num_views=3, num_frames=9, height=32, width=48, seed=0)
+    return make_capture(num_views=3, num_frames=9, height=32, width=48, seed=0, radius=0.4)
 
 
 @pytest.fixture()
@@ -134,9 +134,9 @@ def test_clip_renders_cached_and_match_ground_truth(scene, capture, projection):
     assert clip.masks[0].all()
     for i in range(1, 3):
         m = clip.masks[i]
-        assert m.float().mean() > 0.3
+        assert m.sum() > 100  # (targets 120 and 240 degrees round the ring: little overlap)
         err = (clip.renders[i] - clip.frames[i]).abs().mean(-1)[m]
-        assert err.median() < 0.1
+        assert err.median() < 0.15
     files = list((scene.root / "cache").glob("clip_*.safetensors"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns

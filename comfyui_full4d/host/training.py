@@ -1,0 +1,170 @@
+"""The host side of adapter training: the host's Wan2.2 loaded in-process and patched by the SAME
+adapter code as inference (``comfyui_full4d.host.patch``), so a trained file is exactly what
+``Full4DAdapterLoader`` runs.
+
+``HostTrainModel.velocity`` calls ``WanModel.forward`` with the transformer options of the
+patched ``ModelPatcher`` (``patch.diffusion_transformer_options``): the Full-4D DIFFUSION_MODEL
+wrapper turns the per-view timesteps into per-frame ones (condition halves and view 0 at 0),
+builds the fused RoPE and the blocks run the adapter. Latents are in the model's space
+(``process_latent_in`` of the VAE latent), timesteps ``model_sampling.timestep(tau)``, the
+condition half goes in as ``time_dim_concat``: what the host's sampler hands the model.
+
+Distributed: ``torchrun --nproc_per_node N -m comfyui_full4d.train ...`` starts N processes;
+``init_distributed`` joins the process group and the adapter trains under
+``DistributedDataParallel`` (gradients all-reduced by DDP; every rank draws its own clip).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+import comfy.sd
+import comfy.utils
+
+from ..adapter import save_adapter
+from . import patch
+
+__all__ = ["HostTrainModel", "init_distributed", "load_train_model", "progress_bar"]
+
+
+class _Step(nn.Module):
+    """Holds the adapter as its only submodule so DDP sees exactly the trainable parameters;
+    ``forward`` runs the patched host model."""
+
+    def __init__(self, adapter: nn.Module, patched, context: Tensor):
+        super().__init__()
+        self.adapter = adapter
+        self._patched = [patched]  # a list: not registered as a submodule (the base stays frozen, unsynced)
+        self.register_buffer("context", context, persistent=False)
+
+    def forward(self, x: Tensor, cond: Tensor, tau: Tensor, cams: Tensor) -> Tensor:
+        m = patch.with_rig(self._patched[0], cams)
+        base = m.model
+        dtype = base.manual_cast_dtype or base.get_dtype()
+        to = patch.diffusion_transformer_options(m)
+        t = base.model_sampling.timestep(tau.float()).float()
+        ctx = self.context.to(x.device, dtype).expand(x.shape[0], -1, -1)
+        return base.diffusion_model(x.to(dtype), t, ctx, time_dim_concat=cond.to(dtype), transformer_options=to)
+
+
+def _checkpointed(fn):
+    """A block patch ``(args, extra) -> {"img"}`` recomputed in backward (activation checkpointing)."""
+
+    def block(args: dict, extra: dict) -> dict:
+        def run(img, vec, pe, txt):
+            return fn({**args, "img": img, "vec": vec, "pe": pe, "txt": txt}, extra)["img"]
+
+        return {"img": checkpoint(run, args["img"], args["vec"], args["pe"], args["txt"], use_reentrant=False)}
+
+    return block
+
+
+class HostTrainModel:
+    """``train.TrainModel`` over a host WAN22 ModelPatcher and a host VAE.
+
+    model: ModelPatcher of Wan2.2 (frozen); vae: ``comfy.sd.VAE``; context: (1, L, 4096) text
+    embedding used for every clip; adapter_path: start from this file instead of zero-init.
+    """
+
+    def __init__(self, model, vae, context: Tensor, *, device: str | torch.device = "cpu",
+                 grad_checkpointing: bool = False, distributed: bool = False, adapter_path: str | None = None):
+        self.device = torch.device(device)
+        self.vae = vae
+        base = model.model
+        base.requires_grad_(False)
+        base.to(self.device)
+        adapter = patch.make_adapter(model, adapter_path).float().to(self.device)
+        adapter.requires_grad_(True)
+        self.adapter = adapter
+        patched = patch.attach_adapter(model, adapter)
+        adapter.to(self.device)  # attach_adapter parks it on the offload device
+        if grad_checkpointing:
+            blocks = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+            for key, fn in list(blocks.items()):
+                patched.set_model_patch_replace(_checkpointed(fn), "dit", key[0], key[1])
+        self.patched = patched
+        self.step_module = _Step(adapter, patched, context.float()).to(self.device)
+        self.runner: nn.Module = self.step_module
+        if distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.runner = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+        self.trainable = adapter
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Tensor:
+        """frames (V, L, H, W, 3) in [0, 1] -> model-space latents (V, C, T, h, w) on the device."""
+        zs = [self.vae.encode(f.to(torch.float32)) for f in frames]  # each (1, C, T, h, w)
+        z = torch.cat(zs, 0).to(self.device)
+        return self.patched.model.process_latent_in(z).float()
+
+    def velocity(self, x: Tensor, cond: Tensor, tau: Tensor, cams: Tensor) -> Tensor:
+        return self.runner(x.to(self.device), cond.to(self.device), tau.to(self.device), cams.to(self.device))
+
+    def save_adapter(self, path: Path) -> None:
+        save_adapter(self.adapter, path)
+
+
+def init_distributed() -> bool:
+    """Join the torchrun process group (``WORLD_SIZE`` > 1); NCCL on CUDA, gloo otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+def _context(text_encoder: str | None, context_file: str | None, prompt: str) -> Tensor:
+    if context_file is not None:
+        from safetensors.torch import load_file
+
+        d = load_file(context_file)
+        if "context" not in d or d["context"].dim() != 3 or d["context"].shape[-1] != 4096:
+            raise ValueError(f"--context {context_file}: needs a key 'context' of shape (1, L, 4096)")
+        return d["context"]
+    if text_encoder is not None:
+        clip = comfy.sd.load_clip(ckpt_paths=[text_encoder], clip_type=comfy.sd.CLIPType.WAN)
+        return clip.encode_from_tokens(clip.tokenize(prompt))
+    return torch.zeros(1, 1, 4096)
+
+
+def load_train_model(model_path: str, vae_path: str, cfg, *, device: str = "cuda", text_encoder: str | None = None,
+                     context_file: str | None = None, distributed: bool = False) -> HostTrainModel:
+    """Load Wan2.2 and its VAE with the host's own loaders and patch them for training."""
+    if distributed and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    model = comfy.sd.load_diffusion_model(model_path, model_options={"dtype": dtype})
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_path))
+    ctx = _context(text_encoder, context_file, cfg.prompt)
+    return HostTrainModel(model, vae, ctx, device=device, grad_checkpointing=cfg.grad_checkpointing,
+                          distributed=distributed)
+
+
+class _Bar:
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+
+    def update_to(self, done: int, total: int) -> None:
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def set_description(self, text: str) -> None:
+        self._bar.set_description(text.split(" ", 2)[-1])
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def progress_bar(total: int) -> _Bar:
+    """A tqdm bar (loss and clips/s in its description); ``update_to`` is a StepFn."""
+    return _Bar(total)

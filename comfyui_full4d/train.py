@@ -1,0 +1,332 @@
+"""Adapter training (paper section 4.2, SPEC 1-5): ``python -m comfyui_full4d.train --help``.
+
+Recipe, per step (one scene clip per rank, all its views in one batch):
+
+1. Sample a clip of ``4k+1`` frames from a random scene: one random view is the source (view 0),
+   the others are targets in random order (``dataset.sample_clip``); projection renders of the
+   source (cached once per clip) condition the targets.
+2. Encode with the VAE: ``z0`` (V, C, T, h, w) per view, ``c`` (V, C, T, h, w) the condition halves
+   (view 0: the source latent itself, targets: the latent of their projection render).
+3. ``tau = shift * u / (1 + (shift - 1) * u)``, ``u ~ U(0, 1)``: one tau per scene, the same
+   shifted schedule as inference (Wan's shift 5), so training sees the noise levels sampling uses.
+4. ``z_tau = (1 - tau) z0 + tau eps`` on target views; view 0 stays clean (timestep 0), condition
+   halves are clean (SPEC 5).
+5. The patched model (host Wan2.2 + the same adapter as inference) predicts ``v``;
+   loss = ``mean || v - (eps - z0) ||^2`` over the target halves of the target views only.
+
+Only the adapter trains by default (camera encoders and projectors zero-initialised, fused
+attention copies initialised from the base self-attention). Steps are reproducible from
+``(seed, step)`` alone (data order and noise), so a resumed run equals an uninterrupted one.
+The host-dependent parts (loading Wan2.2 and its VAE, patching) live in
+``comfyui_full4d.host.training``; this module is plain torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .progress import StepFn, report
+
+__all__ = ["TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss",
+           "save_checkpoint", "load_checkpoint", "train", "main"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters (defaults: the paper's 384x672, 81 frames, 6 views; lr as in common
+    adapter fine-tuning, the paper does not state it)."""
+
+    data: str
+    out: str
+    steps: int = 10_000
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    frames: int = 81
+    views: int = 6
+    height: int = 384
+    width: int = 672
+    shift: float = 5.0
+    bf16: bool = True
+    grad_checkpointing: bool = False
+    save_every: int = 500
+    latent_cache: int = 256
+    seed: int = 0
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ValueError(f"frames must be 4k+1 (81, 49, 17, 5, ...), got {self.frames}")
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"height and width must be multiples of 16 (VAE x16), got {self.height}x{self.width}")
+        if self.views < 2:
+            raise ValueError(f"views must be >= 2 (source + targets), got {self.views}")
+        for name in ("steps", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.shift > 0):
+            raise ValueError(f"lr and shift must be positive, got lr={self.lr}, shift={self.shift}")
+
+
+class _LatentCache:
+    """LRU of VAE latents (the VAE is frozen, so a clip's latents never change): source-view
+    latents keyed by (scene, view, start), render latents by (scene, source, view, start)."""
+
+    def __init__(self, capacity: int):
+        from collections import OrderedDict
+
+        self.capacity, self.items = int(capacity), OrderedDict()
+
+    def get(self, key, make: Callable[[], Tensor]) -> Tensor:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        val = make()
+        if self.capacity > 0:
+            self.items[key] = val
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+        return val
+
+
+def encode_clip(model: "TrainModel", clip, cfg: TrainConfig, cache: _LatentCache, scene_key: str) -> tuple[Tensor, Tensor]:
+    """z0 (V, C, T, h, w) of the clip's views and cond (V, C, T, h, w): view 0 its own latent,
+    targets the latent of their projection render (SPEC 1)."""
+    frames = _resize(clip.frames, cfg.height, cfg.width)
+    renders = _resize(clip.renders, cfg.height, cfg.width)
+    src, start = clip.views[0], clip.start
+    with torch.no_grad():
+        z0 = torch.cat([cache.get((scene_key, v, start), lambda i=i: model.encode(frames[i:i + 1]).float())
+                        for i, v in enumerate(clip.views)])
+        cond = torch.cat([z0[:1]] + [cache.get((scene_key, src, v, start),
+                                               lambda i=i: model.encode(renders[i:i + 1]).float())
+                                     for i, v in enumerate(clip.views) if i > 0])
+    return z0, cond
+
+
+class TrainModel(Protocol):
+    """What the loop needs from the (host) model; ``host.training.HostTrainModel`` implements it."""
+
+    trainable: nn.Module  # the parameters that train (the adapter, wrapped by DDP when distributed)
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """frames (V, L, H, W, 3) in [0, 1] -> latents (V, C, T, h, w)."""
+
+    def velocity(self, x: Tensor, cond: Tensor, tau: Tensor, cams: Tensor) -> Tensor:
+        """x (V, C, T, h, w) target halves (view 0 clean), cond (V, C, T, h, w) condition halves,
+        tau (V,) noise level of each view's target half (0 for view 0), cams (V, 12) -> v (V, C, T, h, w)."""
+
+    def save_adapter(self, path: Path) -> None:
+        """Write the adapter file that ``Full4DAdapterLoader`` reads."""
+
+
+def sample_tau(shift: float, generator: torch.Generator) -> float:
+    """``tau = shift u / (1 + (shift - 1) u)``, ``u ~ U(0, 1)`` (the shifted flow schedule)."""
+    u = float(torch.rand((), generator=generator))
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def noisy_latents(z0: Tensor, eps: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """``z_tau = (1 - tau) z0 + tau eps`` on target views (1..V-1), view 0 clean.
+
+    z0, eps: (V, C, T, h, w). Returns x (V, C, T, h, w) and per-view tau (V,) (0 for view 0).
+    """
+    taus = torch.full((z0.shape[0],), float(tau), dtype=z0.dtype, device=z0.device)
+    taus[0] = 0
+    t = taus.view(-1, *([1] * (z0.dim() - 1)))
+    return (1 - t) * z0 + t * eps, taus
+
+
+def flow_matching_loss(v: Tensor, z0: Tensor, eps: Tensor) -> Tensor:
+    """``mean || v - (eps - z0) ||^2`` over target views 1..V-1 (target halves). v, z0, eps (V, C, T, h, w)."""
+    if v.shape != z0.shape or eps.shape != z0.shape:
+        raise ValueError(f"v {tuple(v.shape)}, z0 {tuple(z0.shape)}, eps {tuple(eps.shape)} must match")
+    return ((v[1:].float() - (eps[1:] - z0[1:]).float()) ** 2).mean()
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+def _atomic_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(ckpt: Path, step: int, trainable: nn.Module, opt: torch.optim.Optimizer,
+                    model: TrainModel, cfg: TrainConfig) -> None:
+    """``ckpt/``: adapter.safetensors (the inference file), trainable.safetensors, optimizer.safetensors,
+    state.json ({"step", "config"}) written last, so a checkpoint with state.json is complete."""
+    ckpt.mkdir(parents=True, exist_ok=True)
+    model.save_adapter(ckpt / "adapter.safetensors")
+    _save_tensors(ckpt / "trainable.safetensors", trainable.state_dict())
+    osd = opt.state_dict()
+    flat = {}
+    for idx, st in osd["state"].items():
+        for k, v in st.items():
+            flat[f"{idx}.{k}"] = v if isinstance(v, Tensor) else torch.tensor(v)
+    _save_tensors(ckpt / "optimizer.safetensors", flat)
+    groups = [{k: v for k, v in g.items()} for g in osd["param_groups"]]
+    _atomic_json(ckpt / "state.json", {"step": step, "config": asdict(cfg), "param_groups": groups})
+
+
+def load_checkpoint(ckpt: Path, trainable: nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Restore trainable weights and optimizer state; returns the step to continue from."""
+    from safetensors.torch import load_file
+
+    state_path = ckpt / "state.json"
+    if not state_path.is_file():
+        raise ValueError(f"{ckpt}: no state.json; not a complete checkpoint")
+    state = json.loads(state_path.read_text())
+    trainable.load_state_dict(load_file(str(ckpt / "trainable.safetensors")))
+    flat = load_file(str(ckpt / "optimizer.safetensors"))
+    per: dict[int, dict[str, Tensor]] = {}
+    for key, v in flat.items():
+        idx, name = key.split(".", 1)
+        per.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": per, "param_groups": state["param_groups"]})
+    return int(state["step"])
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+def _resize(frames: Tensor, height: int, width: int) -> Tensor:
+    """(V, L, H, W, 3) -> (V, L, height, width, 3) (bilinear, antialiased)."""
+    V, L, H, W, _ = frames.shape
+    if (H, W) == (height, width):
+        return frames
+    x = frames.reshape(V * L, H, W, 3).permute(0, 3, 1, 2)
+    x = nn.functional.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(0, 2, 3, 1).reshape(V, L, height, width, 3)
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size) under torchrun, (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, resume: bool = True,
+          on_step: StepFn | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Run ``cfg.steps`` optimisation steps (from the last checkpoint in ``cfg.out`` when resuming).
+
+    scenes: list of ``dataset.SceneInfo``. Writes ``out/checkpoint/`` every ``save_every`` steps
+    and at the end, ``out/adapter.safetensors`` (final) and ``out/log.csv`` (step, loss, tau,
+    seconds, clips/s). Returns {"step", "losses"} of this run.
+    """
+    from . import dataset as ds
+    from .adapter import camera_features
+
+    if not scenes:
+        raise ValueError(f"no scenes found under {cfg.data!r}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _dist()
+    params = [p for p in model.trainable.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = out / "checkpoint"
+    step = load_checkpoint(ckpt, model.trainable, opt) if resume and (ckpt / "state.json").is_file() else 0
+    csv_path = out / "log.csv"
+    new_log = not csv_path.is_file() or step == 0
+    losses = []
+    cache = _LatentCache(cfg.latent_cache)
+    device_type = "cuda" if next(iter(params)).is_cuda else "cpu"
+    with open(csv_path, "w" if new_log else "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_log:
+            writer.writerow(["step", "loss", "tau", "seconds", "clips_per_s"])
+        t_start = time.perf_counter()
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            rng = random.Random(cfg.seed * 1_000_003 + step * 7919 + rank)  # per-(step, rank) stream
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 7919 + rank)
+            scene = scenes[rng.randrange(len(scenes))]
+            clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=depth_fn)
+            z0, cond = encode_clip(model, clip, cfg, cache, str(scene.root))
+            eps = torch.randn(z0.shape, generator=gen).to(z0.device)
+            tau = sample_tau(cfg.shift, gen)
+            x, taus = noisy_latents(z0, eps, tau)
+            cams = camera_features(clip.cameras.R, clip.cameras.t).to(z0.device)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                v = model.velocity(x, cond, taus, cams)
+            loss = flow_matching_loss(v, z0, eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            losses.append(float(loss.detach()))
+            if rank == 0:
+                writer.writerow([step, f"{losses[-1]:.6g}", f"{tau:.4f}", f"{dt:.3f}", f"{world / dt:.3f}"])
+                fh.flush()
+                if log is not None:
+                    log(f"step {step}/{cfg.steps} loss {losses[-1]:.4f} {world / dt:.2f} clips/s")
+                if step % cfg.save_every == 0 or step == cfg.steps:
+                    save_checkpoint(ckpt, step, model.trainable, opt, model, cfg)
+            report(on_step, step, cfg.steps)
+    if rank == 0:
+        model.save_adapter(out / "adapter.safetensors")
+    return {"step": step, "losses": losses, "seconds": time.perf_counter() - t_start}
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """CLI entry point; see ``docs/training.md``."""
+    p = argparse.ArgumentParser(prog="python -m comfyui_full4d.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="a scene folder or a folder of scene folders (docs/training.md)")
+    p.add_argument("--out", required=True, help="output folder: checkpoint/, adapter.safetensors, log.csv")
+    p.add_argument("--model", required=True, help="Wan2.2-TI2V-5B diffusion model .safetensors")
+    p.add_argument("--vae", required=True, help="Wan2.2 VAE .safetensors")
+    p.add_argument("--text-encoder", default=None, help="umT5-XXL .safetensors (omit: use --context or zeros)")
+    p.add_argument("--context", default=None, help="safetensors with key 'context' (1, L, 4096): a pre-encoded prompt")
+    p.add_argument("--no-resume", action="store_true", help="start from step 0 even if out/checkpoint exists")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    for f in fields(TrainConfig):
+        if f.name in ("data", "out"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=f.default,
+                           help=f"true/false (default {f.default})")
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default, help=f"(default {f.default})")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
+    from . import dataset as ds
+    from .host import training as host_training
+
+    distributed = host_training.init_distributed()
+    model = host_training.load_train_model(a.model, a.vae, cfg, device=a.device, text_encoder=a.text_encoder,
+                                           context_file=a.context, distributed=distributed)
+    scenes = ds.find_scenes(cfg.data)
+    bar = host_training.progress_bar(cfg.steps)
+    res = train(cfg, model, scenes, resume=not a.no_resume, on_step=bar.update_to, log=bar.set_description)
+    bar.close()
+    print(f"done: step {res['step']}, adapter at {Path(cfg.out) / 'adapter.safetensors'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Training: the flow-matching recipe against its formulas (fast, no host), and the real loop on
+the host's tiny Wan2.2 (slow): the loss goes down, the saved file loads through the inference
+loader and changes the sampler output, a resumed run continues from the same step and ends with
+the same weights as an uninterrupted run."""
+
+import csv
+import random
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from comfyui_full4d import train as tr
+
+
+def test_noisy_latents_and_loss_follow_the_formulas():
+    g = torch.Generator().manual_seed(0)
+    z0, eps = torch.randn(3, 4, 2, 2, 2, generator=g), torch.randn(3, 4, 2, 2, 2, generator=g)
+    x, taus = tr.noisy_latents(z0, eps, 0.3)
+    assert torch.equal(x[0], z0[0]) and taus.tolist() == pytest.approx([0.0, 0.3, 0.3])
+    torch.testing.assert_close(x[1:], 0.7 * z0[1:] + 0.3 * eps[1:])
+    v = torch.randn(z0.shape, generator=g)
+    manual = sum(((v[i] - (eps[i] - z0[i])) ** 2).sum() for i in (1, 2)) / v[1:].numel()
+    torch.testing.assert_close(tr.flow_matching_loss(v, z0, eps), manual)
+    v2 = v.clone()
+    v2[0] += 100  # the source row is not supervised
+    assert float(tr.flow_matching_loss(v2, z0, eps)) == pytest.approx(float(manual))
+    assert float(tr.flow_matching_loss(eps - z0, z0, eps)) == 0.0  # the exact velocity has zero loss
+
+
+def test_sample_tau_is_the_shifted_schedule():
+    g = torch.Generator().manual_seed(0)
+    plain = torch.tensor([tr.sample_tau(1.0, g) for _ in range(4000)])
+    assert float(plain.mean()) == pytest.approx(0.5, abs=0.02)
+    shifted = torch.tensor([tr.sample_tau(5.0, g) for _ in range(4000)])
+    assert float(shifted.median()) == pytest.approx(5 * 0.5 / (1 + 4 * 0.5), abs=0.02)  # u = 0.5 maps here
+    assert 0.0 <= float(shifted.min()) and float(shifted.max()) <= 1.0
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="4k\\+1"):
+        tr.TrainConfig(data="d", out="o", frames=80)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        tr.TrainConfig(data="d", out="o", height=100)
+    with pytest.raises(ValueError, match="views"):
+        tr.TrainConfig(data="d", out="o", views=1)
+
+
+class _Stub:
+    """Only save_adapter is used by save_checkpoint."""
+
+    def save_adapter(self, path):
+        path.write_bytes(b"x")
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(5, 3)).square().sum().backward()
+        opt.step()
+    cfg = tr.TrainConfig(data="d", out=str(tmp_path))
+    tr.save_checkpoint(tmp_path / "ck", 3, net, opt, _Stub(), cfg)
+    net2 = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    opt2 = torch.optim.AdamW(net2.parameters(), lr=1e-2)
+    assert tr.load_checkpoint(tmp_path / "ck", net2, opt2) == 3
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+    x = torch.randn(5, 3)
+    for o, n in ((opt, net), (opt2, net2)):  # one more identical step from the restored state
+        o.zero_grad()
+        n(x).square().sum().backward()
+        o.step()
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+
+
+# ---- the real loop on the host's tiny Wan2.2 ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(comfy_host, tmp_path_factory):
+    pytest.importorskip("comfyui_full4d.projection")
+    from fixtures.wan import load_tiny_wan, tiny_wan_vae
+
+    from comfyui_full4d import dataset as ds
+    from comfyui_full4d.synthetic import make_capture
+
+    root = tmp_path_factory.mktemp("train_data")
+    cap = make_capture(num_views=3, num_frames=9, height=64, width=64, seed=0)
+    scene = ds.write_synthetic_scene(root / "scene0", cap)
+    ctx = torch.randn(1, 4, 4096, generator=torch.Generator().manual_seed(0))
+    return dict(host=comfy_host, scene=scene, load=load_tiny_wan, vae=tiny_wan_vae(), ctx=ctx, root=root)
+
+
+def _model(tiny, **kw):
+    from comfyui_full4d.host.training import HostTrainModel
+
+    return HostTrainModel(tiny["load"](), tiny["vae"], tiny["ctx"], **kw)
+
+
+def _cfg(tiny, out, steps, **kw):
+    return tr.TrainConfig(data=str(tiny["root"]), out=str(out), steps=steps, lr=3e-3, frames=5, views=3,
+                          height=64, width=64, bf16=False, **kw)
+
+
+def _fixed_loss(model, tiny, cfg, cache, seeds=(101, 202, 303)):
+    """Loss on fixed clips, noise and tau (independent of the training draws)."""
+    from comfyui_full4d import dataset as ds
+    from comfyui_full4d.adapter import camera_features
+
+    total = 0.0
+    with torch.no_grad():
+        for s in seeds:
+            clip = ds.sample_clip(tiny["scene"], 5, random.Random(s))
+            z0, cond = tr.encode_clip(model, clip, cfg, cache, "fixed")
+            eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(s))
+            x, taus = tr.noisy_latents(z0, eps, 0.6)
+            v = model.velocity(x, cond, taus, camera_features(clip.cameras.R, clip.cameras.t))
+            total += float(tr.flow_matching_loss(v, z0, eps))
+    return total / len(seeds)
+
+
+@pytest.mark.slow
+def test_loss_goes_down_and_adapter_loads_in_the_sampler(tiny, tmp_path):
+    from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
+    from comfyui_full4d.host.sampling import sample_full4d
+
+    cfg = _cfg(tiny, tmp_path / "run", 30, save_every=30)
+    model = _model(tiny)
+    cache = tr._LatentCache(64)  # the VAE is frozen: the fixed clips' latents are reused
+    before = _fixed_loss(model, tiny, cfg, cache)
+    res = tr.train(cfg, model, [tiny["scene"]])
+    after = _fixed_loss(model, tiny, cfg, cache)
+    assert res["step"] == 30 and len(res["losses"]) == 30
+    assert after < 0.9 * before, (before, after)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    assert float(rows[-1]["loss"]) == pytest.approx(res["losses"][-1], rel=1e-4)
+
+    # the inference loader (Full4DAdapterLoader's engine function) reads the trained file
+    dest = tiny["host"].models_dir / "full4d"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "run" / "adapter.safetensors", dest / "trained_tiny.safetensors")
+    base = tiny["load"]()
+    g = torch.Generator().manual_seed(5)
+    source, proj = torch.randn(1, 48, 2, 4, 4, generator=g), torch.randn(2, 48, 2, 4, 4, generator=g)
+    cams = torch.tensor([[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
+                         [0.8, 0, 0.6, -0.5, 0, 1, 0, 0, -0.6, 0, 0.8, 0.2],
+                         [0.8, 0, -0.6, 0.5, 0, 1, 0, 0, 0.6, 0, 0.8, 0.2]], dtype=torch.float32)
+    cond = [[tiny["ctx"], {}]]
+    kw = dict(seed=0, steps=2, cfg=1.0, shift=5.0, sampler_name="euler", scheduler="simple")
+    trained = sample_full4d(load_full4d(base, "trained_tiny.safetensors"), cond, cond, source, proj, cams, **kw)
+    zero = sample_full4d(load_full4d(base, NONE_ADAPTER), cond, cond, source, proj, cams, **kw)
+    assert (trained - zero).abs().max() > 1e-3
+    # and the loaded weights are exactly the trained ones
+    loaded = load_full4d(base, "trained_tiny.safetensors")
+    from comfyui_full4d.host.patch import get_adapter
+    for (k, a), b in zip(get_adapter(loaded).state_dict().items(), model.adapter.state_dict().values()):
+        torch.testing.assert_close(a.float(), b.float(), msg=k)
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_same_step(tiny, tmp_path):
+    full = _model(tiny)
+    tr.train(_cfg(tiny, tmp_path / "full", 6, save_every=6), full, [tiny["scene"]])
+    part = _model(tiny)
+    res1 = tr.train(_cfg(tiny, tmp_path / "part", 3, save_every=3), part, [tiny["scene"]])
+    assert res1["step"] == 3
+    resumed = _model(tiny)  # a fresh process: zero-init adapter, state from the checkpoint
+    res2 = tr.train(_cfg(tiny, tmp_path / "part", 6, save_every=3), resumed, [tiny["scene"]])
+    assert res2["step"] == 6 and len(res2["losses"]) == 3  # steps 4..6 only
+    rows = list(csv.DictReader(open(tmp_path / "part" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    for (k, a), b in zip(full.adapter.state_dict().items(), resumed.adapter.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
