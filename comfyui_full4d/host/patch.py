@@ -46,8 +46,8 @@ KEY = "full4d"
 RIG_KEY = "full4d_rig"
 RUN_KEY = "full4d_run"
 
-__all__ = ["attach_adapter", "adapter_config_for", "get_adapter", "with_rig", "diffusion_transformer_options",
-           "per_frame_timesteps", "KEY"]
+__all__ = ["attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
+           "make_adapter", "per_frame_timesteps", "with_rig", "KEY", "NONE_ADAPTER"]
 
 
 @dataclass(frozen=True)
