@@ -104,8 +104,8 @@ def make_scene(seed: int = 0) -> SceneSpec:
         (ELLIPSOID, (0.00, 0.00, 0.05), (0.08, 0.00, 0.05), (0.24, 0.24, 0.24), 0.00, 2.0),   # sphere
         (ELLIPSOID, (-0.37, 0.00, -0.05), (0.00, 0.04, 0.00), (0.13, 0.20, 0.13), 0.22, 1.5),  # deforming
         (BOX, (0.37, 0.06, 0.00), (0.00, 0.00, 0.06), (0.12, 0.12, 0.12), 0.00, 3.0),         # spinning box
-        (ELLIPSOID, (0.08, -0.22, -0.28), (0.20, 0.05, 0.06), (0.07, 0.07, 0.07), 0.00, 4.0),  # small sphere
-        (ELLIPSOID, (-0.05, 0.18, 0.30), (0.00, 0.00, 0.06), (0.20, 0.07, 0.13), 0.10, 1.0),   # flat ellipsoid
+        (ELLIPSOID, (0.08, -0.22, -0.22), (0.15, 0.05, 0.06), (0.07, 0.07, 0.07), 0.00, 4.0),  # small sphere
+        (ELLIPSOID, (-0.05, 0.18, 0.26), (0.00, 0.00, 0.04), (0.20, 0.07, 0.11), 0.10, 1.0),   # flat ellipsoid
     ]
     N = len(layout)
     kind = torch.tensor([k for k, *_ in layout], dtype=torch.int64)
@@ -123,7 +123,7 @@ def make_scene(seed: int = 0) -> SceneSpec:
         center=c, plane_n=torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), plane_d=torch.tensor([h], dtype=torch.float64),
         plane_color=torch.stack([_hue_rgb(u(1), 0.25, 0.65), _hue_rgb(u(1), 0.3, 0.35)], dim=1),
         plane_wave=torch.tensor([0.6 * D], dtype=torch.float64), plane_fade=torch.tensor([1.1 * D], dtype=torch.float64),
-        backdrop_radius=4.0 * D,
+        backdrop_radius=6.0 * D,
         backdrop_color=torch.stack([_hue_rgb(u(1), 0.35, 0.55)[0], torch.tensor([0.75, 0.82, 0.92], dtype=torch.float64)]),
         obj_kind=kind, obj_center=c + rest, obj_amp=amp, obj_freq=u(N, lo=0.7, hi=1.0),
         obj_phase=u(N, 3, hi=2 * math.pi), obj_axis=axis, obj_spin=spin, obj_angle=u(N, hi=2 * math.pi),
@@ -353,8 +353,12 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
             raise ValueError(f"{name} must be an integer >= {lo}, got {val}")
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be positive and finite, got {fps}")
-    if not (math.isfinite(radius) and 0 < radius <= 2.5):
-        raise ValueError(f"radius must be in (0, 2.5] scene units (cameras must stay inside the backdrop), got {radius}")
+    if not (20.0 <= fov_y_deg <= 70.0):
+        raise ValueError(f"fov_y_deg must be in [20, 70] for the synthetic layout (wider views see mostly "
+                         f"backdrop, so the median-depth scale leaves the objects), got {fov_y_deg}")
+    if not (math.isfinite(radius) and 0.9 <= radius <= 2.5):
+        raise ValueError(f"radius must be in [0.9, 2.5] scene units (outside the moving objects, inside the "
+                         f"backdrop), got {radius}")
     if not (-15.0 <= elevation_deg <= 75.0):
         raise ValueError(f"elevation_deg must be in [-15, 75] (cameras must stay above the ground), got {elevation_deg}")
     if int(supersample) < 1:
@@ -368,6 +372,10 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
     rig = ring_rig(int(num_views), K, int(width), int(height), radius, elevation_deg, center=(0.0, 0.0, 1.0))
     cams = rig.metric(scale)
     if bool((cams.center[:, 1] > scene.plane_d[0] - 0.05 * scale).any()):
-        raise ValueError(f"elevation_deg={elevation_deg} with radius={radius} puts a camera below the ground; raise elevation_deg")
+        raise ValueError(f"elevation_deg={elevation_deg} with radius={radius} puts a camera below the ground; "
+                         "raise elevation_deg")
+    if bool(((cams.center.double() - scene.center).norm(dim=-1) > 0.9 * scene.backdrop_radius).any()):
+        raise ValueError(f"radius={radius} with fov_y_deg={fov_y_deg} (scene scale {scale:.2f} m) puts a camera "
+                         "outside the backdrop; lower radius or fov_y_deg")
     views, depth = render(scene, cams, times, supersample, on_step=on_step)
     return SyntheticCapture(views=views, depth=depth, rig=rig, scale=scale, times=times.float(), fps=float(fps))

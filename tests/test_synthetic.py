@@ -230,9 +230,9 @@ def test_textures_are_bandlimited_reprojection_psnr():
 
 @pytest.mark.parametrize("kwargs,name", [
     (dict(num_views=1), "num_views"), (dict(num_frames=0), "num_frames"), (dict(height=0), "height"),
-    (dict(width=-3), "width"), (dict(radius=0.0), "radius"), (dict(radius=9.0), "radius"),
-    (dict(elevation_deg=-60.0), "elevation_deg"), (dict(fps=0.0), "fps"), (dict(supersample=0), "supersample"),
-    (dict(fov_y_deg=190.0), "fov_y_deg"),
+    (dict(width=-3), "width"), (dict(radius=0.0), "radius"), (dict(radius=0.5), "radius"), (dict(radius=9.0), "radius"),
+        (dict(elevation_deg=-60.0), "elevation_deg"), (dict(fps=0.0), "fps"), (dict(supersample=0), "supersample"),
+    (dict(fov_y_deg=190.0), "fov_y_deg"), (dict(fov_y_deg=90.0), "fov_y_deg"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
