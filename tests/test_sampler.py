@@ -173,3 +173,20 @@ def test_pack_pass_layout():
     assert sp.mask.shape == (3, 1, T, H, W) and not sp.mask[0].any() and sp.mask[1:].eq(1).all()
     with pytest.raises(ValueError, match="source view 0"):
         pack_pass(src, proj, (1, 2))
+
+
+def test_host_memory_estimate_counts_condition_half_and_fused_branch(base, scene, monkeypatch):
+    import comfy.sampler_helpers as sh
+
+    from comfyui_full4d.host.patch import MEMORY_FRAMES_FACTOR
+
+    shapes = []
+    orig = sh.estimate_memory
+
+    def spy(model, noise_shape, conds):
+        shapes.append(list(noise_shape))
+        return orig(model, noise_shape, conds)
+
+    monkeypatch.setattr(sh, "estimate_memory", spy)
+    _sample(_patched(base), scene, steps=1)
+    assert shapes == [[V, 48, T * MEMORY_FRAMES_FACTOR, H, W]]

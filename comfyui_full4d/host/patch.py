@@ -21,6 +21,10 @@ How it hooks into the host (all public ``ModelPatcher`` APIs, on a ``clone()``):
    plus ``x += gate * cam_v`` after self-attention and ``x += P(TV(u))`` (the fused branch on the
    block's modulated input ``u``).
 
+4. ``add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, "full4d", ...)``: the host's memory
+   estimate (``estimate_memory`` before ``load_models_gpu``) sees ``MEMORY_FRAMES_FACTOR`` x the
+   latent frames (condition half + fused branch), so it offloads enough before sampling.
+
 The rig (the 12 camera numbers per view) rides in ``model_options["transformer_options"]
 ["full4d_rig"]`` (``with_rig``); the sampler sets it per pass.
 """
@@ -116,6 +120,8 @@ def attach_adapter(model, adapter: Full4DAdapter):
     m.set_additional_models(KEY, [sub])
     m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _make_wrapper())
+    m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, KEY)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, KEY, _prepare_sampling_wrapper)
     for i in range(cfg.num_blocks):
         m.set_model_patch_replace(_make_block(adapter.blocks[i], i), "dit", "double_block", i)
     return m
@@ -194,6 +200,18 @@ def _make_wrapper() -> Callable:
         return executor(x, t2, context, clip_fea, time_dim_concat, opts, **kwargs)
 
     return full4d_diffusion_model
+
+
+MEMORY_FRAMES_FACTOR = 3  # 2: the condition half doubles the tokens; x1.5: the fused branch's activations
+
+
+def _prepare_sampling_wrapper(executor, model, noise_shape, conds, model_options=None, **kwargs):
+    """Let the host size its memory estimate for what the model really runs: ``MEMORY_FRAMES_FACTOR``
+    times the latent frames (``noise_shape`` is only used for ``estimate_memory`` there)."""
+    shape = list(noise_shape)
+    if len(shape) == 5:
+        shape[2] *= MEMORY_FRAMES_FACTOR
+    return executor(model, shape, conds, model_options=model_options, **kwargs)
 
 
 def _make_block(adapter_block, index: int) -> Callable:
