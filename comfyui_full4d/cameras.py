@@ -142,7 +142,7 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> tuple[Tens
     if bool((n < 1e-9).any()):
         raise ValueError("look_at: a camera sits on its look-at point (eye == target)")
     z = fwd / n
-    x = torch.cross(z, (-up).expand_as(z), dim=-1)  # camera x = right; image y points down (world -up)
+    x = torch.cross((-up).expand_as(z), z, dim=-1)  # right = down x forward (OpenCV: x = y × z)
     xn = x.norm(dim=-1, keepdim=True)
     if bool((xn < 1e-9).any()):
         raise ValueError("look_at: the view direction is parallel to the up vector")
