@@ -40,8 +40,36 @@ from torch import Tensor, nn
 
 from .progress import StepFn, report
 
-__all__ = ["TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss",
+__all__ = ["Ablation", "TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss",
            "save_checkpoint", "load_checkpoint", "train", "main"]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Paper Tab. 4 switches; all on is the full model.
+
+    fused_attention: the fused time-view branch (off: no cross-view attention, camera encoders
+    only); projection: projection conditioning (off: target condition halves are zero latents in
+    model space); intra_time / cross_half: rules 2 and 3 of the SPEC 2 mask.
+    """
+
+    fused_attention: bool = True
+    projection: bool = True
+    intra_time: bool = True
+    cross_half: bool = True
+
+    NAMES = ("full", "no_fused_attention", "no_projection", "no_intra_time", "no_cross_half")
+
+    @classmethod
+    def named(cls, name: str) -> "Ablation":
+        """"full" or "no_<switch>" (one switch off)."""
+        if name not in cls.NAMES:
+            raise ValueError(f"ablation must be one of {cls.NAMES}, got {name!r}")
+        return cls() if name == "full" else cls(**{name[3:]: False})
+
+    @property
+    def attention_changed(self) -> bool:
+        return not (self.fused_attention and self.intra_time and self.cross_half)
 
 
 @dataclass(frozen=True)
@@ -66,8 +94,10 @@ class TrainConfig:
     latent_cache: int = 256
     seed: int = 0
     prompt: str = ""
+    ablation: str = "full"
 
     def __post_init__(self) -> None:
+        Ablation.named(self.ablation)
         if self.frames < 1 or (self.frames - 1) % 4:
             raise ValueError(f"frames must be 4k+1 (81, 49, 17, 5, ...), got {self.frames}")
         if self.height % 16 or self.width % 16:
@@ -264,6 +294,8 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
             scene = scenes[rng.randrange(len(scenes))]
             clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=depth_fn)
             z0, cond = encode_clip(model, clip, cfg, cache, str(scene.root))
+            if not Ablation.named(cfg.ablation).projection:
+                cond = torch.cat([cond[:1], torch.zeros_like(cond[1:])])
             eps = torch.randn(z0.shape, generator=gen).to(z0.device)
             tau = sample_tau(cfg.shift, gen)
             x, taus = noisy_latents(z0, eps, tau)

@@ -176,3 +176,72 @@ def test_resume_continues_from_the_same_step(tiny, tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     for (k, a), b in zip(full.adapter.state_dict().items(), resumed.adapter.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_ablation_names():
+    assert tr.Ablation.named("full") == tr.Ablation()
+    assert tr.Ablation.named("no_cross_half") == tr.Ablation(cross_half=False)
+    assert not tr.Ablation.named("no_projection").attention_changed
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        tr.Ablation.named("no_cameras")
+    with pytest.raises(ValueError, match="ablation"):
+        tr.TrainConfig(data="d", out="o", ablation="bogus")
+
+
+def _randomised(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.adapter.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.slow
+def test_ablations_and_checkpointing_on_the_host(tiny):
+    from comfyui_full4d.adapter import AdapterConfig, Full4DAdapter
+    from comfyui_full4d.host import training as ht
+
+    # the switchable fused branch with every switch on is the adapter's own branch
+    blk = Full4DAdapter(AdapterConfig(dim=32, num_heads=2, num_blocks=1)).reset_parameters(seed=1).blocks[0]
+    with torch.no_grad():
+        blk.tv_proj.weight.normal_()
+        x = torch.randn(2, 3 * 4 * 2, 32)
+        torch.testing.assert_close(ht._AblatedBlock(blk, tr.Ablation()).fused(x, 3, 4), blk.fused(x, 3, 4))
+        off = ht._AblatedBlock(blk, tr.Ablation(intra_time=False)).fused(x, 3, 4)
+        assert (off - blk.fused(x, 3, 4)).abs().max() > 1e-4
+
+    g = torch.Generator().manual_seed(3)
+    x, cond = torch.randn(3, 48, 2, 4, 4, generator=g), torch.randn(3, 48, 2, 4, 4, generator=g)
+    tau, cams = torch.tensor([0.0, 0.5, 0.5]), torch.randn(3, 12, generator=g) * 0.3
+    cams[0] = torch.tensor([1.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0])
+    outs = {}
+    with torch.no_grad():
+        for name in tr.Ablation.NAMES:
+            m = _randomised(_model(tiny, ablation=tr.Ablation.named(name)))
+            outs[name] = m.velocity(x, cond, tau, cams)
+        # fused attention off == the same adapter with its projectors zeroed (the unablated code path)
+        m = _randomised(_model(tiny))
+        for b in m.adapter.blocks:
+            b.tv_proj.weight.zero_(), b.tv_proj.bias.zero_()
+        torch.testing.assert_close(outs["no_fused_attention"], m.velocity(x, cond, tau, cams))
+    assert torch.equal(outs["no_projection"], outs["full"])  # projection off acts on the data, not the blocks
+    for name in ("no_fused_attention", "no_intra_time", "no_cross_half"):
+        assert (outs[name] - outs["full"]).abs().max() > 1e-5, name
+
+    # gradient checkpointing gives the same gradients
+    grads = []
+    for ck in (False, True):
+        m = _randomised(_model(tiny, grad_checkpointing=ck))
+        v = m.velocity(x, cond, tau, cams)
+        v[1:].square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.adapter.parameters()]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        tr.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--ablation" in out and "--grad-checkpointing" in out and "--frames" in out

@@ -27,9 +27,51 @@ import comfy.sd
 import comfy.utils
 
 from ..adapter import save_adapter
+from ..attention import fused_tv_attention
 from . import patch
 
-__all__ = ["HostTrainModel", "init_distributed", "load_train_model", "progress_bar"]
+__all__ = ["HostTrainModel", "ablated", "init_distributed", "load_train_model", "progress_bar"]
+
+
+class _AblatedBlock:
+    """Stands in for an ``AdapterBlock`` in ``patch``'s block function with Tab. 4 switches: the
+    same parameters, the fused branch off (zero) or run under a mask without rule 2 / 3."""
+
+    def __init__(self, block, ablation):
+        self.block, self.ablation = block, ablation
+
+    def camera_embedding(self, cams: Tensor) -> Tensor:
+        return self.block.camera_embedding(cams)
+
+    def fused(self, x: Tensor, num_views: int, frames_per_view: int, rope=None) -> Tensor:
+        """x (B, N, C) -> (B, N, C): ``P(TV(x))`` under the switched mask (TVAttention.forward's steps)."""
+        if not self.ablation.fused_attention:
+            return torch.zeros_like(x)
+        tv = self.block.tv_attn
+        B, N, C = x.shape
+        H = tv.num_heads
+        q = tv.norm_q(tv.q(x)).view(B, N, H, C // H)
+        k = tv.norm_k(tv.k(x)).view(B, N, H, C // H)
+        if rope is not None:
+            q, k = rope(q), rope(k)
+        v = tv.v(x).view(B, N, H, C // H)
+        o = fused_tv_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), num_views, frames_per_view,
+                               intra_time=self.ablation.intra_time, cross_half=self.ablation.cross_half)
+        return self.block.tv_proj(tv.o(o.transpose(1, 2).reshape(B, N, C)))
+
+
+def ablated(model, ablation):
+    """Clone of a patched ModelPatcher whose blocks run the Tab. 4 ablation (``train.Ablation``);
+    the full model is returned unchanged. Used for training and sampling the same variant."""
+    if not ablation.attention_changed:
+        return model
+    adapter = patch.get_adapter(model)
+    if adapter is None:
+        raise ValueError("model: no Full-4D adapter attached")
+    m = model.clone()
+    for i, blk in enumerate(adapter.blocks):
+        m.set_model_patch_replace(patch._make_block(_AblatedBlock(blk, ablation), i), "dit", "double_block", i)
+    return m
 
 
 class _Step(nn.Module):
@@ -72,7 +114,8 @@ class HostTrainModel:
     """
 
     def __init__(self, model, vae, context: Tensor, *, device: str | torch.device = "cpu",
-                 grad_checkpointing: bool = False, distributed: bool = False, adapter_path: str | None = None):
+                 grad_checkpointing: bool = False, distributed: bool = False, adapter_path: str | None = None,
+                 ablation=None):
         self.device = torch.device(device)
         self.vae = vae
         base = model.model
@@ -83,6 +126,8 @@ class HostTrainModel:
         self.adapter = adapter
         patched = patch.attach_adapter(model, adapter)
         adapter.to(self.device)  # attach_adapter parks it on the offload device
+        if ablation is not None:
+            patched = ablated(patched, ablation)
         if grad_checkpointing:
             blocks = patched.model_options["transformer_options"]["patches_replace"]["dit"]
             for key, fn in list(blocks.items()):
@@ -143,8 +188,10 @@ def load_train_model(model_path: str, vae_path: str, cfg, *, device: str = "cuda
     model = comfy.sd.load_diffusion_model(model_path, model_options={"dtype": dtype})
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_path))
     ctx = _context(text_encoder, context_file, cfg.prompt)
+    from ..train import Ablation
+
     return HostTrainModel(model, vae, ctx, device=device, grad_checkpointing=cfg.grad_checkpointing,
-                          distributed=distributed)
+                          distributed=distributed, ablation=Ablation.named(cfg.ablation))
 
 
 class _Bar:
