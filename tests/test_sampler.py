@@ -190,3 +190,25 @@ def test_host_memory_estimate_counts_condition_half_and_fused_branch(base, scene
     monkeypatch.setattr(sh, "estimate_memory", spy)
     _sample(_patched(base), scene, steps=1)
     assert shapes == [[V, 48, T * MEMORY_FRAMES_FACTOR, H, W]]
+
+
+def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scene):
+    """z0_hat = z_tau - tau * v with v from the base WanModel (condition half and view 0 at timestep 0)."""
+    from comfyui_full4d.adapter import camera_features
+    from comfyui_full4d.host.sampling import predict_x0
+
+    rig, src, proj, pos, _ = scene
+    cams = camera_features(rig.cameras.R, rig.cameras.t)
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(V - 1, 48, T, H, W, generator=g)
+    tau = 0.6
+    out = predict_x0(_patched(base), pos, src["samples"], proj["samples"], cams, z, tau)
+    bm = base.model
+    x = bm.process_latent_in(torch.cat([src["samples"], z]))
+    cond = bm.process_latent_in(torch.cat([src["samples"], proj["samples"]]))
+    t = torch.zeros(V, 2 * T)
+    t[1:, :T] = tau * 1000
+    with torch.no_grad():
+        v = bm.diffusion_model(x, t, pos[0][0].expand(V, -1, -1), time_dim_concat=cond)
+    ref = bm.process_latent_out(x - tau * v)[1:]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -18,7 +18,7 @@ from ..progress import StepFn, report
 from ..sampling import activation_bytes, check_latents, pack_pass, view_groups
 from .patch import _wan, get_adapter, with_rig
 
-__all__ = ["sample_full4d", "with_shift", "check_memory"]
+__all__ = ["sample_full4d", "sample_rig", "predict_x0", "with_shift", "check_memory"]
 
 
 def with_shift(model, shift: float):
@@ -109,3 +109,38 @@ def sample_rig(model, positive: list, negative: list, source: dict, projections:
             raise ValueError(f"{name}: expected a LATENT (dict with 'samples'), got {type(lat).__name__}")
     cams = camera_features(rig.cameras.R, rig.cameras.t)
     return {"samples": sample_full4d(model, positive, negative, source["samples"], projections["samples"], cams, **kw)}
+
+
+def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams: Tensor, z_tau: Tensor,
+               tau: float) -> Tensor:
+    """One model call of the multi-view model (SPEC 8): ``z0_hat = z_tau - tau * v`` per target view.
+
+    model: patched ModelPatcher; positive: host CONDITIONING (its first entry's text tensor is used,
+    no CFG); source (1, C, T, h, w); projections (P-1, C, T, h, w) and cams (P, 12) of the views in
+    this call (view 0 first); z_tau (P-1, C, T, h, w) the noised target latents; tau in (0, 1].
+    All latents in the VAE's space (as VAEEncode returns them). Returns z0_hat (P-1, C, T, h, w),
+    no gradient (the FMD target is ``stopgrad(z0_hat)``).
+    """
+    if get_adapter(model) is None:
+        raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
+    P = int(cams.shape[0])
+    check_latents(source, projections, P)
+    if tuple(z_tau.shape) != tuple(projections.shape):
+        raise ValueError(f"z_tau must have the projections' shape {tuple(projections.shape)}, got {tuple(z_tau.shape)}")
+    if not 0.0 < float(tau) <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], got {tau}")
+    from .patch import diffusion_transformer_options
+
+    m = with_rig(model, cams)
+    comfy.model_management.load_models_gpu([m] + m.get_nested_additional_models())
+    bm = m.model
+    dev = m.load_device
+    sp = pack_pass(source.float(), projections.float(), tuple(range(P)))
+    x = bm.process_latent_in(torch.cat([source.float(), z_tau.float()]).to(dev))
+    cond = bm.process_latent_in(sp.cond.to(dev))
+    ctx = positive[0][0].to(dev).expand(P, -1, -1)
+    sigma = torch.full((P,), float(tau), device=dev)
+    with torch.no_grad():
+        x0 = bm.apply_model(x, sigma, c_crossattn=ctx, time_dim_concat=cond, denoise_mask=sp.mask.to(dev),
+                            transformer_options=diffusion_transformer_options(m))
+    return bm.process_latent_out(x0[1:].float()).cpu()
