@@ -40,7 +40,8 @@ from torch import Tensor
 from .cameras import Camera
 
 __all__ = ["PSNR_CAP", "psnr", "ssim", "feature_matches", "reprojection_error",
-           "photometric_reprojection_error", "temporal_flicker", "table_image", "format_table"]
+           "photometric_reprojection_error", "temporal_flicker", "table_image", "format_table",
+           "evaluate_views", "evaluation_report"]
 
 PSNR_CAP = 100.0
 
@@ -264,3 +265,62 @@ def table_image(rows: list[dict], columns: list[str] | None = None, digits: int 
     import numpy as np
 
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+
+def evaluate_views(source: Tensor, views: Tensor, ground_truth: Tensor | None = None, renders: Tensor | None = None,
+                   masks: Tensor | None = None, *, match_ratio: float = 0.75) -> dict[str, float]:
+    """All metrics that the inputs allow, for generated target views.
+
+    source (T, H, W, 3) input video; views (V', T, H, W, 3) generated target views;
+    ground_truth (V', T, H, W, 3) true target views or None (then no PSNR / SSIM);
+    renders (V', T, H, W, 3) + masks (V', T, H, W) projection of the source (SPEC 3) or None.
+    Returns {"psnr", "ssim", "matches", "reproj_l1", "flicker", "flicker_excess"} (those available).
+    """
+    if views.dim() != 5 or views.shape[1:] != source.shape:
+        raise ValueError(f"views must be (V', T, H, W, 3) with (T, H, W, 3) = source {tuple(source.shape)}, "
+                         f"got {tuple(views.shape)}")
+    out: dict[str, float] = {}
+    if ground_truth is not None:
+        if ground_truth.shape != views.shape:
+            raise ValueError(f"ground_truth {tuple(ground_truth.shape)} must match views {tuple(views.shape)}")
+        out["psnr"] = psnr(views, ground_truth)
+        if min(views.shape[2], views.shape[3]) >= 11:
+            out["ssim"] = ssim(views, ground_truth)
+    try:
+        out["matches"] = feature_matches(source, views, match_ratio)
+    except ImportError:
+        pass
+    if renders is not None and masks is not None:
+        out["reproj_l1"] = photometric_reprojection_error(views, renders, masks)
+    if views.shape[1] >= 3:
+        out["flicker"] = temporal_flicker(views)
+        if ground_truth is not None:
+            out["flicker_excess"] = temporal_flicker(views, ground_truth)
+    return out
+
+
+def _by_view(name: str, x: Tensor | None, num_frames: int) -> Tensor | None:
+    """View-major batch (V'*T, ...) -> (V', T, ...)."""
+    if x is None:
+        return None
+    if x.shape[0] % num_frames:
+        raise ValueError(f"{name}: batch of {x.shape[0]} frames is not a whole number of views of "
+                         f"{num_frames} frames (the source length)")
+    return x.reshape(x.shape[0] // num_frames, num_frames, *x.shape[1:])
+
+
+def evaluation_report(source: Tensor, views: Tensor, ground_truth: Tensor | None = None,
+                      renders: Tensor | None = None, masks: Tensor | None = None,
+                      label: str = "output") -> tuple[Tensor, str]:
+    """``evaluate_views`` on view-major batches, as a table IMAGE (1, H, W, 3) and a JSON string.
+
+    source (T, H, W, 3); views, ground_truth, renders (V'*T, H, W, 3); masks (V'*T, H, W).
+    (The Full4DEvaluate node.)
+    """
+    import json
+
+    T = source.shape[0]
+    res = evaluate_views(source, _by_view("views", views, T), _by_view("ground_truth", ground_truth, T),
+                         _by_view("renders", renders, T), _by_view("masks", masks, T))
+    row = {"run": label, **res}
+    return table_image([row]), json.dumps(row, indent=1)

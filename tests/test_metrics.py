@@ -157,3 +157,44 @@ def test_table_image_and_json_roundtrip():
     wider = metrics.table_image(rows + [{"method": "a much longer method name here", "PSNR": 1.0}])
     assert wider.shape[2] > img.shape[2] and wider.shape[1] > img.shape[1]
     assert json.loads(json.dumps(rows)) == rows
+
+
+def _video(T=4, seed=0):
+    return torch.stack([_textured(48, 64, seed + t) for t in range(T)])
+
+
+def test_evaluate_views_and_report():
+    import json
+    src = _video(seed=0)
+    gt = torch.stack([_video(seed=10), _video(seed=20)])
+    noisy = (gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    masks = torch.ones(gt.shape[:-1], dtype=torch.bool)
+    res = metrics.evaluate_views(src, noisy, gt, renders=gt, masks=masks)
+    assert res["psnr"] == pytest.approx(metrics.psnr(noisy, gt))
+    assert res["ssim"] == pytest.approx(metrics.ssim(noisy, gt))
+    assert res["reproj_l1"] == pytest.approx(float((noisy - gt).abs().mean()), rel=1e-5)
+    assert res["flicker_excess"] > 0  # added per-frame noise is flicker the ground truth does not have
+    same = metrics.evaluate_views(src, gt, gt)
+    assert same["psnr"] == metrics.PSNR_CAP and same["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert same["flicker_excess"] == pytest.approx(0.0, abs=1e-7)
+    assert "psnr" not in metrics.evaluate_views(src, gt)
+    img, text = metrics.evaluation_report(src, noisy.reshape(-1, 48, 64, 3), gt.reshape(-1, 48, 64, 3), label="x")
+    assert img.shape[0] == 1 and json.loads(text)["psnr"] == pytest.approx(res["psnr"])
+    with pytest.raises(ValueError, match="whole number of views"):
+        metrics.evaluation_report(src, noisy.reshape(-1, 48, 64, 3)[:5])
+
+
+def test_evaluate_node(comfy_host):
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "nodes" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("full4d_nodes_evaluate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cls = mod.NODES[0]
+    schema = cls.define_schema()
+    assert schema.node_id == "Full4DEvaluate" and all(i.tooltip for i in schema.inputs)
+    src, gt = _video(seed=0), _video(seed=10)
+    out = cls.execute(source=src, views=gt, label="gt", ground_truth=gt).result
+    assert out[0].dim() == 4 and json.loads(out[1])["psnr"] == metrics.PSNR_CAP
