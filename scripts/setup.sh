@@ -10,7 +10,7 @@ PY="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 CACHE="$ROOT/.cache"
 HOST="$CACHE/comfyui"
-STAMP="$VENV/.full4d-setup-v1"
+STAMP="$VENV/.full4d-setup-v2"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
@@ -34,6 +34,18 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -n
   "${PIP[@]}" --no-deps "depth-anything-3==0.1.1"
   "${PIP[@]}" omegaconf addict
   touch "$STAMP"
+fi
+
+# Debian's Chromium for the browser tests (tests/test_browser.py skips with a reason without it).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian chromium for the browser tests"
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null \
+      || echo "[setup] warning: could not install chromium; browser tests will be skipped"
+  else
+    echo "[setup] note: no chromium and not root; browser tests will be skipped"
+  fi
 fi
 
 if [ ! -f "$HOST/main.py" ]; then
