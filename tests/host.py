@@ -263,8 +263,8 @@ class Server:
     def run_ws(self, prompt: dict, timeout: float = 300.0, on_message=None) -> tuple[str, list[dict]]:
         """Queue ``prompt`` and follow it on the websocket until ``executing`` with node None.
 
-        Returns (prompt_id, messages). Raises PromptFailed on a validation error or an
-        ``execution_error`` message.
+        Returns (prompt_id, messages). Raises PromptFailed on a validation error, an
+        ``execution_error`` or an ``execution_interrupted`` message.
         """
         import websocket  # websocket-client
 
@@ -290,6 +290,8 @@ class Server:
                     continue
                 if msg["type"] == "execution_error":
                     raise PromptFailed(f"execution error: {data.get('exception_message')}", messages)
+                if msg["type"] == "execution_interrupted":
+                    raise PromptFailed(f"interrupted at node {data.get('node_id')}", messages)
                 if msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == pid:
                     return pid, messages
             raise TimeoutError(f"prompt {pid} did not finish in {timeout}s")
