@@ -115,7 +115,8 @@ def make_scene(seed: int = 0) -> SceneSpec:
     size_amp = torch.tensor([[sa] for *_, sa, _ in layout], dtype=torch.float64) * torch.tensor([1.0, -0.8, 0.6])
     spin = torch.tensor([sp for *_, sp in layout], dtype=torch.float64) * u(N, lo=0.8, hi=1.2)
     rest = rest + u(N, 3, lo=-0.03, hi=0.03) * D
-    rest[:, 1] = torch.minimum(rest[:, 1], torch.tensor(h) - size.max(dim=1).values * 1.25 - amp[:, 1])
+    reach = torch.where(kind == BOX, size.norm(dim=1), size.amax(dim=1)) * (1 + size_amp.abs().amax(dim=1))
+    rest[:, 1] = torch.minimum(rest[:, 1], torch.tensor(h) - reach - amp[:, 1])  # above the ground
     axis = torch.nn.functional.normalize(torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64) + u(N, 3, lo=-0.4, hi=0.4), dim=-1)
     hue = u(N) + torch.arange(N) / N
     colors = torch.stack([_hue_rgb(hue, 0.75, 0.9), _hue_rgb(hue + 0.5, 0.35, 0.35)], dim=1)
@@ -186,87 +187,103 @@ def _blend(colors: Tensor, w: Tensor) -> Tensor:
     return colors[..., 0, :] * (1 - w[:, None]) + colors[..., 1, :] * w[:, None]
 
 
+def _sphere_roots(o: Tensor, d: Tensor, radius2: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Roots of ``|o + z d|^2 = radius2`` for o (3,), d (M, 3): near, far (M,) (``inf`` if missed)."""
+    a = (d * d).sum(-1)
+    b = d @ o
+    disc = b * b - a * (o @ o - radius2)
+    root = disc.clamp(min=0).sqrt()
+    miss = torch.full_like(b, math.inf)
+    return torch.where(disc >= 0, (-b - root) / a, miss), torch.where(disc >= 0, (-b + root) / a, miss)
+
+
+def _box_entry(o: Tensor, d: Tensor) -> Tensor:
+    """Slab test against the cube ``[-1, 1]^3``: entry z (M,) (``inf`` if missed)."""
+    inv = 1.0 / torch.where(d.abs() > 1e-12, d, torch.full_like(d, 1e-12))
+    t1, t2 = (-1 - o) * inv, (1 - o) * inv
+    near, far = torch.minimum(t1, t2).amax(-1), torch.maximum(t1, t2).amin(-1)
+    return torch.where(far >= near, near, torch.full_like(near, math.inf))
+
+
+def _plane_axes(n: Tensor) -> tuple[Tensor, Tensor]:
+    """Two unit axes spanning the plane with normal n (3,)."""
+    helper = torch.tensor([0.0, 0.0, 1.0] if float(n[2].abs()) < 0.9 else [1.0, 0.0, 0.0], dtype=n.dtype)
+    a = torch.nn.functional.normalize(torch.linalg.cross(n, helper), dim=0)
+    return a, torch.linalg.cross(n, a)
+
+
+def _plane_rgb(scene: SceneSpec, p: int, X: Tensor, d: Tensor) -> Tensor:
+    """Soft checker ``sin(k x) sin(k y)`` in plane coordinates about ``center``, faded with distance."""
+    n, rel = scene.plane_n[p], X - scene.center
+    a, b = _plane_axes(n)
+    k = 2 * math.pi / scene.plane_wave[p]
+    fade = torch.exp(-((rel - (rel @ n)[:, None] * n).norm(dim=-1) / scene.plane_fade[p]) ** 2)
+    w = 0.5 + 0.5 * fade * torch.sin(k * (rel @ a)) * torch.sin(k * (rel @ b))
+    facing = n * torch.where(d @ n > 0, -1.0, 1.0)[:, None]  # lit side faces the viewer
+    return _shade(_blend(scene.plane_color[p], w), facing)
+
+
+def _backdrop_rgb(scene: SceneSpec, X: Tensor) -> Tensor:
+    """Unshaded dome: horizon-to-zenith blend plus a soft longitude-latitude checker."""
+    q = (X - scene.center) / scene.backdrop_radius
+    lon, lat = torch.atan2(q[:, 2], q[:, 0]), torch.asin((-q[:, 1]).clamp(-1, 1))
+    check = 0.5 + 0.5 * torch.sin(6 * lon) * torch.cos(4 * lat)
+    return _blend(scene.backdrop_color, (0.3 + 0.3 * torch.sin(lat) + 0.4 * check).clamp(0, 1))
+
+
+def _object_rgb(scene: SceneSpec, k: int, q: Tensor, rot: Tensor, size: Tensor) -> Tensor:
+    """Object k at local unit coordinates q (M, 3): texture of q, Lambertian with the world normal."""
+    if int(scene.obj_kind[k]) == ELLIPSOID:
+        n_local = q / size  # gradient of |X_local / size|^2
+    else:
+        n_local = torch.nn.functional.one_hot(q.abs().argmax(-1), 3).to(q.dtype) * torch.sign(q) / size
+    normal = torch.nn.functional.normalize(n_local @ rot.T, dim=-1)
+    f, ph = math.pi * scene.obj_tex[k], scene.obj_tex_phase[k]
+    w = 0.5 + 0.3 * torch.sin(f[0] * q[:, 0] + ph[0]) * torch.sin(f[1] * q[:, 1] + ph[1]) \
+        + 0.2 * torch.sin(f[2] * q[:, 2] + ph[2])
+    return _shade(_blend(scene.obj_color[k], w.clamp(0, 1)), normal)
+
+
 def cast(scene: SceneSpec, o: Tensor, d: Tensor, time: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Nearest hit of rays ``o + z d`` (o (3,), d (M, 3)) at one scene time.
+    """Nearest hit of rays ``o + z d`` (o (3,), d (M, 3), float64) at one scene time.
 
-    Returns z (M,) (``inf`` where nothing is hit), surface id (M,) int64 (-1 none, 0..P-1
-    planes, P backdrop, P+1+k object k) and shaded rgb (M, 3) in [0, 1] (0 where nothing is hit)."""
-    M = d.shape[0]
-    z = torch.full((M,), math.inf, dtype=torch.float64)
-    sid = torch.full((M,), -1, dtype=torch.int64)
-    rgb = torch.zeros(M, 3, dtype=torch.float64)
-    P = scene.plane_n.shape[0]
-
-    def take(zc: Tensor, idx: int, color_fn) -> None:
-        win = (zc > _EPS) & (zc < z)
-        if bool(win.any()):
-            z[win] = zc[win]
-            sid[win] = idx
-            rgb[win] = color_fn(win, zc[win])
-
+    Every surface's ray parameter is solved analytically, the smallest ``z > eps`` wins, and only the
+    winners are textured. Returns z (M,) (``inf`` where nothing is hit), surface id (M,) int64 (-1 none,
+    0..P-1 planes, P backdrop, P+1+k object k) and rgb (M, 3) in [0, 1] (0 where nothing is hit)."""
+    P, N = scene.plane_n.shape[0], scene.num_objects
+    cands = []
     for p in range(P):  # planes n.X = d
-        n, off = scene.plane_n[p], scene.plane_d[p]
+        n = scene.plane_n[p]
         denom = d @ n
-        zc = (off - o @ n) / torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12))
-
-        def plane_color(win, zw, n=n, p=p):
-            X = o + zw[:, None] * d[win]
-            rel = X - scene.center
-            # texture coordinates: two axes orthogonal to n
-            a = torch.nn.functional.normalize(torch.linalg.cross(n, torch.tensor([0.0, 0.0, 1.0], dtype=n.dtype) if n[2].abs() < 0.9 else torch.tensor([1.0, 0.0, 0.0], dtype=n.dtype)), dim=0)
-            b = torch.linalg.cross(n, a)
-            k = 2 * math.pi / scene.plane_wave[p]
-            fade = torch.exp(-((rel - (rel @ n)[:, None] * n).norm(dim=-1) / scene.plane_fade[p]) ** 2)
-            w = 0.5 + 0.5 * fade * torch.sin(k * (rel @ a)) * torch.sin(k * (rel @ b))
-            nf = n * torch.where(d[win] @ n > 0, -1.0, 1.0)[:, None]
-            return _shade(_blend(scene.plane_color[p], w), nf)
-        take(zc, p, plane_color)
-
-    if math.isfinite(scene.backdrop_radius):  # sphere about center, far root (seen from inside)
-        oc = o - scene.center
-        a2 = (d * d).sum(-1)
-        bh = d @ oc
-        disc = bh * bh - a2 * (oc @ oc - scene.backdrop_radius ** 2)
-        zc = torch.where(disc >= 0, (-bh + disc.clamp(min=0).sqrt()) / a2, torch.full_like(bh, math.inf))
-
-        def backdrop_color(win, zw):
-            q = (o + zw[:, None] * d[win] - scene.center) / scene.backdrop_radius
-            lon, lat = torch.atan2(q[:, 2], q[:, 0]), torch.asin((-q[:, 1]).clamp(-1, 1))
-            up = (0.5 + 0.5 * torch.sin(lat)).clamp(0, 1)
-            check = 0.5 + 0.5 * torch.sin(6 * lon) * torch.cos(4 * lat)
-            w = (0.6 * up + 0.4 * check).clamp(0, 1)
-            return _blend(scene.backdrop_color, w)
-        take(zc, P, backdrop_color)
-
+        cands.append((scene.plane_d[p] - o @ n) / torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12)))
+    if math.isfinite(scene.backdrop_radius):  # far root: seen from inside
+        cands.append(_sphere_roots(o - scene.center, d, scene.backdrop_radius ** 2)[1])
+    else:
+        cands.append(torch.full_like(d[:, 0], math.inf))
     cen, rot, size = object_states(scene, torch.tensor([time], dtype=torch.float64))
-    for k in range(scene.num_objects):
-        c, Rk, s = cen[0, k], rot[0, k], size[0, k]
-        ol = ((o - c) @ Rk) / s  # local unit coordinates (row-vector R^T x)
-        dl = (d @ Rk) / s
-        if int(scene.obj_kind[k]) == ELLIPSOID:
-            a2 = (dl * dl).sum(-1)
-            bh = dl @ ol
-            disc = bh * bh - a2 * (ol @ ol - 1)
-            zc = torch.where(disc >= 0, (-bh - disc.clamp(min=0).sqrt()) / a2, torch.full_like(bh, math.inf))
+    local = []
+    for k in range(N):  # X = c + rot (size * q)  =>  q = rot^T (X - c) / size (row vectors: x @ rot)
+        ol, dl = ((o - cen[0, k]) @ rot[0, k]) / size[0, k], (d @ rot[0, k]) / size[0, k]
+        local.append((ol, dl))
+        cands.append(_sphere_roots(ol, dl, 1.0)[0] if int(scene.obj_kind[k]) == ELLIPSOID else _box_entry(ol, dl))
+    zs = torch.stack(cands)  # (P + 1 + N, M)
+    zs = torch.where(zs > _EPS, zs, torch.full_like(zs, math.inf))
+    z, sid = zs.min(dim=0)
+    sid = torch.where(torch.isfinite(z), sid, torch.full_like(sid, -1))
+    rgb = torch.zeros(d.shape[0], 3, dtype=torch.float64)
+    for surf in sid.unique().tolist():
+        if surf < 0:
+            continue
+        m = sid == surf
+        X = o + z[m, None] * d[m]
+        if surf < P:
+            rgb[m] = _plane_rgb(scene, surf, X, d[m])
+        elif surf == P:
+            rgb[m] = _backdrop_rgb(scene, X)
         else:
-            inv = 1.0 / torch.where(dl.abs() > 1e-12, dl, torch.full_like(dl, 1e-12))
-            t1, t2 = (-1 - ol) * inv, (1 - ol) * inv
-            tn, tf = torch.minimum(t1, t2).max(-1).values, torch.maximum(t1, t2).min(-1).values
-            zc = torch.where(tf >= tn, tn, torch.full_like(tn, math.inf))
-
-        def obj_color(win, zw, k=k, ol=ol, dl=dl, Rk=Rk, s=s):
-            q = ol + zw[:, None] * dl[win]
-            if int(scene.obj_kind[k]) == ELLIPSOID:
-                nl = q / s
-            else:
-                face = q.abs().argmax(-1)
-                nl = torch.nn.functional.one_hot(face, 3).to(q.dtype) * torch.sign(q) / s
-            normal = torch.nn.functional.normalize(nl @ Rk.T, dim=-1)
-            f, ph = math.pi * scene.obj_tex[k], scene.obj_tex_phase[k]
-            w = 0.5 + 0.3 * torch.sin(f[0] * q[:, 0] + ph[0]) * torch.sin(f[1] * q[:, 1] + ph[1]) \
-                + 0.2 * torch.sin(f[2] * q[:, 2] + ph[2])
-            return _shade(_blend(scene.obj_color[k], w.clamp(0, 1)), normal)
-        take(zc, P + 1 + k, obj_color)
+            k = surf - P - 1
+            ol, dl = local[k]
+            rgb[m] = _object_rgb(scene, k, ol + z[m, None] * dl[m], rot[0, k], size[0, k])
     return z, sid, rgb.clamp(0, 1)
 
 

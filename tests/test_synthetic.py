@@ -166,6 +166,17 @@ def test_ring_views_render_their_rig_cameras(capture):
     torch.testing.assert_close(depth[0], capture.depth[2, 1], rtol=1e-6, atol=0)
 
 
+def test_every_view_is_upright_ground_below_backdrop_above(capture):
+    # world up is -y: the bottom image row of each ring camera sees the ground plane y = +h
+    cams = capture.rig.metric(capture.scale)
+    h = float(make_scene(0).plane_d[0])
+    for v in range(3):
+        for i, on_ground in ((23, True), (0, False)):
+            ray = torch.linalg.inv(cams.K[v].double()) @ torch.tensor([20.0, i + 0.5, 1.0], dtype=F64)
+            X = (ray * float(capture.depth[v, 0, i, 20]) - cams.t[v].double()) @ cams.R[v].double()
+            assert (abs(float(X[1]) - h) < 1e-4) == on_ground
+
+
 def test_objects_move_and_the_background_does_not(capture):
     for v in range(3):
         assert float((capture.views[v, 0] - capture.views[v, -1]).abs().mean()) > 1e-3
