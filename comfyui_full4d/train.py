@@ -258,10 +258,11 @@ def _dist() -> tuple[int, int]:
 
 
 def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, resume: bool = True,
-          on_step: StepFn | None = None, log: Callable[[str], None] | None = None) -> dict:
+          on_step: StepFn | None = None, log: Callable[[str], None] | None = None,
+          cache: _LatentCache | None = None) -> dict:
     """Run ``cfg.steps`` optimisation steps (from the last checkpoint in ``cfg.out`` when resuming).
 
-    scenes: list of ``dataset.SceneInfo``. Writes ``out/checkpoint/`` every ``save_every`` steps
+    scenes: list of ``dataset.SceneInfo``. cache: share VAE latents between runs with the same VAE. Writes ``out/checkpoint/`` every ``save_every`` steps
     and at the end, ``out/adapter.safetensors`` (final) and ``out/log.csv`` (step, loss, tau,
     seconds, clips/s). Returns {"step", "losses"} of this run.
     """
@@ -280,7 +281,7 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
     csv_path = out / "log.csv"
     new_log = not csv_path.is_file() or step == 0
     losses = []
-    cache = _LatentCache(cfg.latent_cache)
+    cache = _LatentCache(cfg.latent_cache) if cache is None else cache
     device_type = "cuda" if next(iter(params)).is_cuda else "cpu"
     with open(csv_path, "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)

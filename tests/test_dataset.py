@@ -14,7 +14,7 @@ from comfyui_full4d.synthetic import make_capture
 
 @pytest.fixture(scope="module")
 def capture():
-    return make_capture(num_views=3, num_frames=9, height=32, width=48, seed=0, radius=0.4)
+    return make_capture(num_views=3, num_frames=9, height=32, width=48, seed=0)
 
 
 @pytest.fixture()

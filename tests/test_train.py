@@ -228,6 +228,12 @@ def test_ablations_and_checkpointing_on_the_host(tiny):
     for name in ("no_fused_attention", "no_intra_time", "no_cross_half"):
         assert (outs[name] - outs["full"]).abs().max() > 1e-5, name
 
+    # a zero-init adapter gets gradients in its zero layers (the inference patch may skip zero branches)
+    fresh = _model(tiny)
+    fresh.velocity(x, cond, tau, cams)[1:].square().mean().backward()
+    for b in fresh.adapter.blocks:
+        assert b.tv_proj.weight.grad.abs().max() > 0 and b.cam.fc2.weight.grad.abs().max() > 0
+
     # gradient checkpointing gives the same gradients
     grads = []
     for ck in (False, True):

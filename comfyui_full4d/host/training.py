@@ -39,6 +39,7 @@ class _AblatedBlock:
 
     def __init__(self, block, ablation):
         self.block, self.ablation = block, ablation
+        self.cam, self.tv_proj = block.cam, block.tv_proj
 
     def camera_embedding(self, cams: Tensor) -> Tensor:
         return self.block.camera_embedding(cams)
@@ -70,7 +71,8 @@ def ablated(model, ablation):
         raise ValueError("model: no Full-4D adapter attached")
     m = model.clone()
     for i, blk in enumerate(adapter.blocks):
-        m.set_model_patch_replace(patch._make_block(_AblatedBlock(blk, ablation), i), "dit", "double_block", i)
+        # skip_zero=False: a zero projector must still pass gradients (training starts at zero)
+        m.set_model_patch_replace(patch._make_block(_AblatedBlock(blk, ablation), i, False), "dit", "double_block", i)
     return m
 
 
@@ -124,7 +126,7 @@ class HostTrainModel:
         adapter = patch.make_adapter(model, adapter_path).float().to(self.device)
         adapter.requires_grad_(True)
         self.adapter = adapter
-        patched = patch.attach_adapter(model, adapter)
+        patched = patch.attach_adapter(model, adapter, skip_zero_branches=False)  # zero-init must get gradients
         adapter.to(self.device)  # attach_adapter parks it on the offload device
         if ablation is not None:
             patched = ablated(patched, ablation)
