@@ -117,20 +117,24 @@ def make_scene(seed: int = 0) -> SceneSpec:
     rest = rest + u(N, 3, lo=-0.03, hi=0.03) * D
     reach = torch.where(kind == BOX, size.norm(dim=1), size.amax(dim=1)) * (1 + size_amp.abs().amax(dim=1))
     rest[:, 1] = torch.minimum(rest[:, 1], torch.tensor(h) - reach - amp[:, 1])  # above the ground
-    axis = torch.nn.functional.normalize(torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64) + u(N, 3, lo=-0.4, hi=0.4), dim=-1)
+    axis = torch.nn.functional.normalize(_f64([0.0, -1.0, 0.0]) + u(N, 3, lo=-0.4, hi=0.4), dim=-1)  # ~vertical
     hue = u(N) + torch.arange(N) / N
     colors = torch.stack([_hue_rgb(hue, 0.75, 0.9), _hue_rgb(hue + 0.5, 0.35, 0.35)], dim=1)
     return SceneSpec(
-        center=c, plane_n=torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), plane_d=torch.tensor([h], dtype=torch.float64),
+        center=c, plane_n=_f64([[0.0, 1.0, 0.0]]), plane_d=_f64([h]),
         plane_color=torch.stack([_hue_rgb(u(1), 0.25, 0.65), _hue_rgb(u(1), 0.3, 0.35)], dim=1),
-        plane_wave=torch.tensor([0.6 * D], dtype=torch.float64), plane_fade=torch.tensor([1.1 * D], dtype=torch.float64),
+        plane_wave=_f64([0.6 * D]), plane_fade=_f64([1.1 * D]),
         backdrop_radius=6.0 * D,
-        backdrop_color=torch.stack([_hue_rgb(u(1), 0.35, 0.55)[0], torch.tensor([0.75, 0.82, 0.92], dtype=torch.float64)]),
+        backdrop_color=torch.stack([_hue_rgb(u(1), 0.35, 0.55)[0], _f64([0.75, 0.82, 0.92])]),
         obj_kind=kind, obj_center=c + rest, obj_amp=amp, obj_freq=u(N, lo=0.7, hi=1.0),
         obj_phase=u(N, 3, hi=2 * math.pi), obj_axis=axis, obj_spin=spin, obj_angle=u(N, hi=2 * math.pi),
         obj_size=size, obj_size_amp=size_amp, obj_size_phase=u(N, 3, hi=2 * math.pi), obj_color=colors,
         obj_tex=u(N, 3, lo=1.0, hi=2.0), obj_tex_phase=u(N, 3, hi=2 * math.pi),
     )
+
+
+def _f64(x) -> Tensor:
+    return torch.tensor(x, dtype=torch.float64)
 
 
 def _hue_rgb(hue: Tensor, sat: float, val: float) -> Tensor:
@@ -255,7 +259,8 @@ def cast(scene: SceneSpec, o: Tensor, d: Tensor, time: float) -> tuple[Tensor, T
     for p in range(P):  # planes n.X = d
         n = scene.plane_n[p]
         denom = d @ n
-        cands.append((scene.plane_d[p] - o @ n) / torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12)))
+        denom = torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12))
+        cands.append((scene.plane_d[p] - o @ n) / denom)
     if math.isfinite(scene.backdrop_radius):  # far root: seen from inside
         cands.append(_sphere_roots(o - scene.center, d, scene.backdrop_radius ** 2)[1])
     else:
@@ -347,6 +352,11 @@ class SyntheticCapture:
         return self.depth[0]
 
     @property
+    def metric_cameras(self) -> Camera:
+        """The rig's cameras (V,) in metres (``rig.metric(scale)``): the cameras that rendered ``views``."""
+        return self.rig.metric(self.scale)
+
+    @property
     def view_major(self) -> Tensor:
         """(V*T, H, W, 3) all T frames of view 0, then view 1, ... (the IMAGE batch layout)."""
         return self.views.reshape(-1, *self.views.shape[2:])
@@ -377,7 +387,7 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
         raise ValueError(f"radius must be in [0.9, 2.5] scene units (outside the moving objects, inside the "
                          f"backdrop), got {radius}")
     if not (-15.0 <= elevation_deg <= 75.0):
-        raise ValueError(f"elevation_deg must be in [-15, 75] (cameras must stay above the ground), got {elevation_deg}")
+        raise ValueError(f"elevation_deg must be in [-15, 75] (cameras above the ground), got {elevation_deg}")
     if int(supersample) < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     K = intrinsics_from_fov(fov_y_deg, int(width), int(height))
@@ -387,7 +397,7 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
     _, d0 = render(scene, source, times[:1])
     scale = scene_scale(d0[0])
     rig = ring_rig(int(num_views), K, int(width), int(height), radius, elevation_deg, center=(0.0, 0.0, 1.0))
-    cams = rig.metric(scale)
+    cams = rig.metric(scale)  # = SyntheticCapture.metric_cameras
     if bool((cams.center[:, 1] > scene.plane_d[0] - 0.05 * scale).any()):
         raise ValueError(f"elevation_deg={elevation_deg} with radius={radius} puts a camera below the ground; "
                          "raise elevation_deg")
