@@ -84,6 +84,18 @@ def test_matches_brute_force_needles_and_near_plane():
     assert psnr(rgb, rgb_ref) >= 60 and psnr(alpha, alpha_ref) >= 60
 
 
+def test_enormous_gaussian_at_the_near_plane_matches_brute_force():
+    """A Gaussian just past the near plane whose screen footprint (~1e9 px) dwarfs the image: radii and tile
+    ranges must not overflow their integer types."""
+    K = torch.tensor([[1e5, 0, 8.0], [0, 1e5, 8.0], [0, 0, 1]])
+    args = (torch.tensor([[0.5, 0.0, 0.0101]]), torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[1e3, 1e3, 1e-3]]),
+            torch.tensor([0.5]), torch.tensor([[1.0, 0.0, 0.0]]), torch.eye(4), K, 16, 16)
+    rgb, alpha = rasterize(*args)
+    rgb_ref, alpha_ref = rasterize_reference(*args)
+    assert float(alpha_ref.min()) > 0.4
+    assert psnr(rgb, rgb_ref) >= 40 and psnr(alpha, alpha_ref) >= 40
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat rasterises on CUDA only")
 def test_gsplat_backend_matches_torch_backend_on_cuda():
     scene = [x.cuda() if torch.is_tensor(x) else x for x in random_scene(500, 96, 64, seed=8)]

@@ -122,7 +122,7 @@ def project_gaussians(
             valid &= o >= ALPHA_MIN
             extend = torch.minimum(extend, torch.sqrt(2.0 * torch.log(o.clamp_min(ALPHA_MIN) / ALPHA_MIN)))
         diag = torch.stack([cov2d[:, 0, 0], cov2d[:, 1, 1]], -1).clamp_min(0)
-        radii = torch.ceil(extend[:, None] * diag.sqrt())
+        radii = torch.ceil(extend[:, None] * diag.sqrt()).clamp_max(2.0**30)  # stays an int32
         m = means2d.detach()
         inside = (
             (m[:, 0] + radii[:, 0] > 0) & (m[:, 0] - radii[:, 0] < width)
@@ -249,10 +249,10 @@ def _tile_intersections(proj: Projection, tile: int, tiles_x: int, tiles_y: int)
         ids = ids[torch.argsort(proj.depths.detach()[ids], stable=True)]
         m = proj.means2d.detach()[ids] / tile
         r = proj.radii[ids].to(m.dtype) / tile
-        lo = torch.floor(m - r).long()
-        hi = torch.ceil(m + r).long()
-        x0, x1 = lo[:, 0].clamp(0, tiles_x), hi[:, 0].clamp(0, tiles_x)
-        y0, y1 = lo[:, 1].clamp(0, tiles_y), hi[:, 1].clamp(0, tiles_y)
+        limit = torch.tensor([tiles_x, tiles_y], dtype=m.dtype, device=m.device)
+        lo = torch.floor(m - r).clamp(min=0).minimum(limit).long()  # clamp before the cast: huge boxes stay exact
+        hi = torch.ceil(m + r).clamp(min=0).minimum(limit).long()
+        (x0, y0), (x1, y1) = lo.unbind(-1), hi.unbind(-1)
         nx, n = x1 - x0, (x1 - x0) * (y1 - y0)
         rep = torch.repeat_interleave(torch.arange(len(ids), device=m.device), n)
         local = torch.arange(len(rep), device=m.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
