@@ -49,15 +49,15 @@ def view_groups(num_views: int, views_per_pass: int) -> list[tuple[int, ...]]:
 def check_latents(source: Tensor, projections: Tensor, num_views: int) -> None:
     """source (1, C, T, h, w); projections (V-1, C, T, h, w) matching the rig's V views."""
     if source.dim() != 5 or source.shape[0] != 1:
-        raise ValueError(f"source latent must be one video latent (1, C, T, h, w), got {tuple(source.shape)}; "
+        raise ValueError(f"source: latent must be one video latent (1, C, T, h, w), got {tuple(source.shape)}; "
                          f"VAE-encode the source video as one batch")
     if projections.dim() != 5:
-        raise ValueError(f"projection latent must be (V-1, C, T, h, w), got {tuple(projections.shape)}")
+        raise ValueError(f"projections: latent must be (V-1, C, T, h, w), got {tuple(projections.shape)}")
     if projections.shape[0] != num_views - 1:
-        raise ValueError(f"projection latent has {projections.shape[0]} views but the rig has {num_views} views "
+        raise ValueError(f"projections: latent has {projections.shape[0]} views but the rig has {num_views} views "
                          f"({num_views - 1} targets); project into the same rig you sample with")
     if projections.shape[1:] != source.shape[1:]:
-        raise ValueError(f"projection latent (C, T, h, w) = {tuple(projections.shape[1:])} differs from the source "
+        raise ValueError(f"projections: latent (C, T, h, w) = {tuple(projections.shape[1:])} differs from the source "
                          f"latent's {tuple(source.shape[1:])}; encode both at the same frames and resolution")
 
 
