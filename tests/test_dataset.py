@@ -158,3 +158,14 @@ def test_missing_depth_needs_depth_fn(scene, projection):
     clip = dataset.sample_clip(scene, 5, random.Random(0), depth_fn=const_depth)
     assert calls == [(5, 32, 48, 3)] and clip.scale == pytest.approx(2.0)
     shutil.rmtree(scene.root / "cache")
+
+
+def test_cli_synthetic_and_validate(tmp_path, capsys):
+    assert dataset.main(["synthetic", str(tmp_path / "ds"), "--scenes", "2", "--views", "2", "--frames", "5",
+                         "--height", "32", "--width", "48"]) == 0
+    assert dataset.main(["validate", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok: ") == 2 and "2 cameras, 5 frames, 48x32" in out
+    assert [s.root.name for s in dataset.find_scenes(tmp_path / "ds")] == ["scene0000", "scene0001"]
+    with pytest.raises(ValueError, match="no scene folders"):
+        dataset.find_scenes(tmp_path)
