@@ -251,3 +251,25 @@ def test_cli_help(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--ablation" in out and "--grad-checkpointing" in out and "--frames" in out
+
+
+@pytest.mark.slow
+def test_cli_runs_with_bf16_autocast(tiny, tmp_path, monkeypatch, capsys):
+    from comfyui_full4d.host import training as ht
+
+    seen = {}
+
+    def fake_load(model_path, vae_path, cfg, **kw):  # the host's full-size loaders cannot load the tiny files
+        seen.update(model=model_path, vae=vae_path, cfg=cfg, **kw)
+        return _model(tiny, grad_checkpointing=cfg.grad_checkpointing)
+
+    monkeypatch.setattr(ht, "load_train_model", fake_load)
+    argv = ["--data", str(tiny["root"]), "--out", str(tmp_path / "cli"), "--model", "m.safetensors", "--vae",
+            "v.safetensors", "--steps", "2", "--frames", "5", "--views", "3", "--height", "64", "--width", "64",
+            "--bf16", "true", "--grad-checkpointing", "true", "--device", "cpu", "--lr", "1e-3"]
+    assert tr.main(argv) == 0
+    assert seen["model"] == "m.safetensors" and seen["cfg"].bf16 and seen["cfg"].grad_checkpointing
+    assert (tmp_path / "cli" / "adapter.safetensors").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "cli" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2] and all(float(r["loss"]) > 0 for r in rows)
+    assert "done: step 2" in capsys.readouterr().out
