@@ -280,6 +280,13 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
     step = load_checkpoint(ckpt, model.trainable, opt) if resume and (ckpt / "state.json").is_file() else 0
     csv_path = out / "log.csv"
     new_log = not csv_path.is_file() or step == 0
+    if not new_log and rank == 0:  # drop rows logged after the checkpoint (a run cut off between saves)
+        with open(csv_path, newline="") as fh:
+            kept = [r for i, r in enumerate(csv.reader(fh)) if i == 0 or (r and int(r[0]) <= step)]
+        tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+        os.replace(tmp, csv_path)
     losses = []
     cache = _LatentCache(cfg.latent_cache) if cache is None else cache
     device_type = "cuda" if next(iter(params)).is_cuda else "cpu"

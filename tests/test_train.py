@@ -169,6 +169,8 @@ def test_resume_continues_from_the_same_step(tiny, tmp_path):
     part = _model(tiny)
     res1 = tr.train(_cfg(tiny, tmp_path / "part", 3, save_every=3), part, [tiny["scene"]])
     assert res1["step"] == 3
+    with open(tmp_path / "part" / "log.csv", "a") as fh:  # a row logged after the checkpoint, then a crash
+        fh.write("4,9.9,0.5,0.1,1.0\n")
     resumed = _model(tiny)  # a fresh process: zero-init adapter, state from the checkpoint
     res2 = tr.train(_cfg(tiny, tmp_path / "part", 6, save_every=3), resumed, [tiny["scene"]])
     assert res2["step"] == 6 and len(res2["losses"]) == 3  # steps 4..6 only
