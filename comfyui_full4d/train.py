@@ -92,6 +92,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     save_every: int = 500
     latent_cache: int = 256
+    lora_rank: int = 0
     seed: int = 0
     prompt: str = ""
     ablation: str = "full"

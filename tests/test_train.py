@@ -275,3 +275,37 @@ def test_cli_runs_with_bf16_autocast(tiny, tmp_path, monkeypatch, capsys):
     rows = list(csv.DictReader(open(tmp_path / "cli" / "log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2] and all(float(r["loss"]) > 0 for r in rows)
     assert "done: step 2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_lora_option_saves_a_host_lora(tiny, tmp_path):
+    import comfy.sd
+    import comfy.utils
+
+    cfg = _cfg(tiny, tmp_path / "lora", 3, save_every=3, lora_rank=4)
+    model = _model(tiny, lora_rank=4)
+    assert len(model.loras) == 4 * 2  # q, k, v, o of both blocks
+    tr.train(cfg, model, [tiny["scene"]])
+    lora_file = tmp_path / "lora" / "adapter_lora.safetensors"
+    assert lora_file.is_file() and (tmp_path / "lora" / "checkpoint" / "adapter_lora.safetensors").is_file()
+    assert any(float(m.up.detach().abs().max()) > 0 for m in model.loras.values())  # the LoRA trained
+    # the host's own LoRA loader applies it; with the trained adapter the output matches training's
+    base = tiny["load"]()
+    lora_sd = comfy.utils.load_torch_file(str(lora_file), safe_load=True)
+    patched, _ = comfy.sd.load_lora_for_models(base, None, lora_sd, 1.0, 0)
+    patched.patch_model()
+    reloaded = _model_from(tiny, patched, adapter_path=str(tmp_path / "lora" / "adapter.safetensors"))
+    g = torch.Generator().manual_seed(4)
+    x, cond = torch.randn(3, 48, 2, 4, 4, generator=g), torch.randn(3, 48, 2, 4, 4, generator=g)
+    tau, cams = torch.tensor([0.0, 0.4, 0.4]), torch.randn(3, 12, generator=g) * 0.3
+    with torch.no_grad():
+        a, b = model.velocity(x, cond, tau, cams), reloaded.velocity(x, cond, tau, cams)
+        plain = _model(tiny, adapter_path=str(tmp_path / "lora" / "adapter.safetensors")).velocity(x, cond, tau, cams)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert (a - plain).abs().max() > 1e-4  # the LoRA matters
+
+
+def _model_from(tiny, patcher, **kw):
+    from comfyui_full4d.host.training import HostTrainModel
+
+    return HostTrainModel(patcher, tiny["vae"], tiny["ctx"], **kw)

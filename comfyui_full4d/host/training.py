@@ -30,7 +30,52 @@ from ..adapter import save_adapter
 from ..attention import fused_tv_attention
 from . import patch
 
-__all__ = ["HostTrainModel", "ablated", "init_distributed", "load_train_model", "progress_bar"]
+__all__ = ["HostTrainModel", "LoRALinear", "ablated", "init_distributed", "load_train_model", "progress_bar"]
+
+
+class LoRALinear(nn.Module):
+    """``y = base(x) + (alpha / r) * up(down(x))`` around a frozen host Linear; ``up`` zero at init,
+    ``down`` ~ U(+-1/sqrt(in)). Saved in the host's LoRA format (``<key>.lora_up.weight``,
+    ``<key>.lora_down.weight``, ``<key>.alpha``), so ``LoraLoaderModelOnly`` applies it at inference."""
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, seed: int):
+        super().__init__()
+        self.base = base
+        self.rank, self.alpha = int(rank), float(alpha)
+        g = torch.Generator().manual_seed(seed)
+        w = base.weight
+        bound = 1 / base.in_features ** 0.5
+        self.down = nn.Parameter((torch.rand(self.rank, base.in_features, generator=g) * 2 - 1).mul(bound).to(w.device))
+        self.up = nn.Parameter(torch.zeros(base.out_features, self.rank, device=w.device))
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        delta = (x.to(self.down.dtype) @ self.down.T) @ self.up.T
+        return self.base(x, *args, **kwargs) + (self.alpha / self.rank) * delta.to(x.dtype)
+
+
+def _add_lora(dm: nn.Module, rank: int, alpha: float) -> dict[str, LoRALinear]:
+    """Wrap q, k, v, o of every block's self-attention; returns {model key: LoRALinear}."""
+    out = {}
+    for i, block in enumerate(dm.blocks):
+        for name in ("q", "k", "v", "o"):
+            lora = LoRALinear(getattr(block.self_attn, name), rank, alpha, seed=1000 * i + ord(name))
+            setattr(block.self_attn, name, lora)
+            out[f"diffusion_model.blocks.{i}.self_attn.{name}"] = lora
+    return out
+
+
+def save_lora(loras: dict[str, LoRALinear], path: Path) -> None:
+    """Write the LoRA in the host's format, atomically."""
+    from safetensors.torch import save_file
+
+    sd = {}
+    for key, m in loras.items():
+        sd[f"{key}.lora_up.weight"] = m.up.detach().float().cpu().contiguous()
+        sd[f"{key}.lora_down.weight"] = m.down.detach().float().cpu().contiguous()
+        sd[f"{key}.alpha"] = torch.tensor(m.alpha)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    save_file(sd, str(tmp), metadata={"format": "full4d-lora", "rank": str(next(iter(loras.values())).rank)})
+    os.replace(tmp, path)
 
 
 class _AblatedBlock:
@@ -80,9 +125,10 @@ class _Step(nn.Module):
     """Holds the adapter as its only submodule so DDP sees exactly the trainable parameters;
     ``forward`` runs the patched host model."""
 
-    def __init__(self, adapter: nn.Module, patched, context: Tensor):
+    def __init__(self, adapter: nn.Module, patched, context: Tensor, lora: nn.Module | None = None):
         super().__init__()
         self.adapter = adapter
+        self.lora = lora
         self._patched = [patched]  # a list: not registered as a submodule (the base stays frozen, unsynced)
         self.register_buffer("context", context, persistent=False)
 
@@ -117,7 +163,7 @@ class HostTrainModel:
 
     def __init__(self, model, vae, context: Tensor, *, device: str | torch.device = "cpu",
                  grad_checkpointing: bool = False, distributed: bool = False, adapter_path: str | None = None,
-                 ablation=None):
+                 ablation=None, lora_rank: int = 0, lora_alpha: float | None = None):
         self.device = torch.device(device)
         self.vae = vae
         base = model.model
@@ -135,12 +181,16 @@ class HostTrainModel:
             for key, fn in list(blocks.items()):
                 patched.set_model_patch_replace(_checkpointed(fn), "dit", key[0], key[1])
         self.patched = patched
-        self.step_module = _Step(adapter, patched, context.float()).to(self.device)
+        self.loras: dict[str, LoRALinear] = {}
+        if lora_rank > 0:  # after make_adapter: the fused copies start from the plain base weights
+            self.loras = _add_lora(base.diffusion_model, lora_rank, lora_alpha or float(lora_rank))
+        lora = nn.ModuleList(self.loras.values()) if self.loras else None
+        self.step_module = _Step(adapter, patched, context.float(), lora).to(self.device)
         self.runner: nn.Module = self.step_module
         if distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.runner = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
-        self.trainable = adapter
+        self.trainable = adapter if lora is None else nn.ModuleDict({"adapter": adapter, "lora": lora})
 
     @torch.no_grad()
     def encode(self, frames: Tensor) -> Tensor:
@@ -153,7 +203,10 @@ class HostTrainModel:
         return self.runner(x.to(self.device), cond.to(self.device), tau.to(self.device), cams.to(self.device))
 
     def save_adapter(self, path: Path) -> None:
+        """The adapter file; with LoRA also ``<stem>_lora.safetensors`` (host LoRA format) beside it."""
         save_adapter(self.adapter, path)
+        if self.loras:
+            save_lora(self.loras, Path(path).with_name(Path(path).stem + "_lora.safetensors"))
 
 
 def init_distributed() -> bool:
@@ -193,7 +246,7 @@ def load_train_model(model_path: str, vae_path: str, cfg, *, device: str = "cuda
     from ..train import Ablation
 
     return HostTrainModel(model, vae, ctx, device=device, grad_checkpointing=cfg.grad_checkpointing,
-                          distributed=distributed, ablation=Ablation.named(cfg.ablation))
+                          distributed=distributed, ablation=Ablation.named(cfg.ablation), lora_rank=cfg.lora_rank)
 
 
 class _Bar:
