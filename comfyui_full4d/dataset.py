@@ -186,19 +186,43 @@ def validate_scene(root: str | os.PathLike) -> SceneInfo:
 
 
 def read_video(path: str | os.PathLike, start: int = 0, count: int | None = None) -> Tensor:
-    """Frames ``start .. start+count-1`` of a video -> (count, H, W, 3) float32 in [0, 1]."""
+    """Frames ``start .. start+count-1`` of a video -> (count, H, W, 3) float32 in [0, 1].
+
+    Seeks to the keyframe before ``start`` when the stream has timestamps and a frame rate (frame
+    index = round(pts * time_base * fps)); otherwise, or if the seek lands past ``start``, it
+    decodes from the beginning."""
     import av
 
-    out = []
-    with av.open(str(path)) as c:
-        for i, frame in enumerate(c.decode(video=0)):
-            if i >= start:
-                out.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
-            if count is not None and len(out) >= count:
-                break
-    if count is not None and len(out) < count:
+    def decode(seek: bool) -> list[Tensor] | None:
+        out = []
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            rate = s.average_rate or s.guessed_rate
+            use_pts = seek and start > 0 and rate is not None and s.time_base is not None
+            if use_pts:
+                c.seek(int(start / float(rate) / float(s.time_base)) + (s.start_time or 0), stream=s, backward=True)
+            for i, frame in enumerate(c.decode(s)):
+                idx = i
+                if use_pts:
+                    if frame.pts is None:
+                        return None
+                    idx = round((frame.pts - (s.start_time or 0)) * float(s.time_base) * float(rate))
+                    if not out and idx > start:
+                        return None  # the seek overshot: decode from the start instead
+                if idx >= start:
+                    out.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+                if count is not None and len(out) >= count:
+                    break
+        return out
+
+    frames = decode(seek=True)
+    if frames is None:
+        frames = decode(seek=False)
+    if count is not None and len(frames) < count:
         raise ValueError(f"{path}: asked for frames {start}..{start + count - 1} but the video ends earlier")
-    return torch.stack(out).float() / 255.0
+    if not frames:
+        raise ValueError(f"{path}: no frames from index {start}")
+    return torch.stack(frames).float() / 255.0
 
 
 def write_video(path: str | os.PathLike, frames: Tensor, fps: float = 16.0) -> None:
@@ -211,7 +235,7 @@ def write_video(path: str | os.PathLike, frames: Tensor, fps: float = 16.0) -> N
     with av.open(str(tmp), "w") as c:
         s = c.add_stream("libx264rgb", rate=round(fps))
         s.width, s.height, s.pix_fmt = u8.shape[2], u8.shape[1], "rgb24"
-        s.options = {"crf": "0", "preset": "ultrafast"}
+        s.options = {"crf": "0", "preset": "ultrafast", "g": "16"}  # keyframe every 16: cheap seeks
         for f in u8:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)

@@ -169,3 +169,15 @@ def test_cli_synthetic_and_validate(tmp_path, capsys):
     assert [s.root.name for s in dataset.find_scenes(tmp_path / "ds")] == ["scene0000", "scene0001"]
     with pytest.raises(ValueError, match="no scene folders"):
         dataset.find_scenes(tmp_path)
+
+
+def test_read_video_seeks_to_the_right_frames(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(40, 16, 32, 3, generator=g)
+    dataset.write_video(tmp_path / "v.mp4", frames, fps=16)
+    full = dataset.read_video(tmp_path / "v.mp4")
+    assert full.shape == (40, 16, 32, 3)
+    for start in (0, 5, 16, 17, 33, 35):
+        torch.testing.assert_close(dataset.read_video(tmp_path / "v.mp4", start, 5), full[start:start + 5])
+    with pytest.raises(ValueError, match="ends earlier"):
+        dataset.read_video(tmp_path / "v.mp4", 38, 5)
