@@ -1,0 +1,258 @@
+"""Source video in and out: streaming decode, Wan's frame-count rule, resize + centre crop (SPEC 3).
+
+Frame count: Wan2.2's VAE compresses time 4x after the first frame, so a clip must hold
+``4k + 1`` frames (1, 5, 9, ..., 81). With ``snap=True`` the requested count is snapped
+**down** to the nearest ``4k + 1`` (a warning says so); ``num_frames=0`` takes every frame
+available from ``start`` with ``stride`` (then snapped).
+
+Size: frames are resized to cover the target and centre-cropped to it. The target must be a
+multiple of 32 in both dims (Wan's VAE x patch). Default: 384x672 (H x W) for landscape or
+square sources, 672x384 for portrait ones (chosen from the decoded frame's aspect).
+
+Decoding is streaming (PyAV): frames are decoded from the start, every ``stride``-th frame from
+``start`` is resized at once and kept, and decoding stops after ``num_frames`` frames, so the
+file is never held whole. ``load_video`` accepts a path or a binary file object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .progress import StepFn, report
+
+__all__ = ["DEFAULT_SIZE", "snap_frame_count", "default_size", "resize_center_crop", "load_video",
+           "prepare_frames", "save_video"]
+
+DEFAULT_SIZE = (384, 672)  # (H, W) landscape; portrait is (672, 384)
+SIZE_MULTIPLE = 32
+Source = Union[str, os.PathLike, BinaryIO]
+
+
+def snap_frame_count(n: int) -> int:
+    """Largest ``4k + 1 <= n`` (Wan's temporal rule); ``n >= 1``."""
+    if n < 1:
+        raise ValueError(f"num_frames must be >= 1, got {n}")
+    return 4 * ((n - 1) // 4) + 1
+
+
+def default_size(src_h: int, src_w: int) -> tuple[int, int]:
+    """(H, W) target: 384x672 for landscape/square sources, 672x384 for portrait."""
+    return DEFAULT_SIZE if src_w >= src_h else DEFAULT_SIZE[::-1]
+
+
+def _check_size(size: Optional[tuple[int, int]]) -> None:
+    if size is None:
+        return
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0 or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        raise ValueError(f"size must be (height, width) positive multiples of {SIZE_MULTIPLE}, got {tuple(size)}; "
+                         f"e.g. {DEFAULT_SIZE}")
+
+
+def _check_selection(num_frames: int, start: int, stride: int) -> None:
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0 (0 = all available frames), got {num_frames}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+
+
+def resize_center_crop(frames: Tensor, size: tuple[int, int]) -> Tensor:
+    """Scale ``frames`` to cover ``size`` (aspect kept) then centre-crop to it.
+
+    frames: (T, H, W, 3) float32. Returns (T, h, w, 3) with (h, w) = size. Down-scaling is antialiased.
+    """
+    h, w = size
+    T, H, W, _ = frames.shape
+    if (H, W) == (h, w):
+        return frames
+    s = max(h / H, w / W)
+    sh, sw = max(h, round(H * s)), max(w, round(W * s))
+    x = frames.permute(0, 3, 1, 2)
+    if (sh, sw) != (H, W):
+        x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=s < 1)
+    top, left = (sh - h) // 2, (sw - w) // 2
+    x = x[:, :, top:top + h, left:left + w]
+    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
+
+
+def _target_count(num_frames: int, snap: bool) -> int:
+    if num_frames == 0 or not snap:
+        return num_frames
+    n = snap_frame_count(num_frames)
+    if n != num_frames:
+        warnings.warn(f"num_frames={num_frames} snapped down to {n} (Wan needs 4k+1 frames)", stacklevel=3)
+    return n
+
+
+def _too_few(name: str, total: int, start: int, stride: int, want: int, snap: bool) -> ValueError:
+    if total < 2:
+        return ValueError(f"video {name} has {total} frame(s); Full-4D needs a video of at least 2 frames")
+    if start >= total:
+        return ValueError(f"start={start} is beyond the end of video {name} ({total} frames); "
+                          f"set start <= {total - 2}")
+    avail = len(range(start, total, stride))
+    fit = snap_frame_count(avail) if snap else avail
+    return ValueError(f"video {name} has {total} frames; from start={start} with stride={stride} only {avail} "
+                      f"can be taken but num_frames={want} was asked; set num_frames <= {fit} "
+                      f"(or a smaller start / stride)")
+
+
+def _finish(kept: list[Tensor], name: str, total: int, start: int, stride: int, want: int, snap: bool) -> Tensor:
+    """Stack kept frames; apply the errors and the 0 = all rule (T snapped to 4k+1)."""
+    if total < 2 or start >= total or (want and len(kept) < want):
+        raise _too_few(name, total, start, stride, want, snap)
+    if not want:
+        n = snap_frame_count(len(kept)) if snap else len(kept)
+        if n != len(kept):
+            warnings.warn(f"{len(kept)} available frames of {name} snapped down to {n} (Wan needs 4k+1)", stacklevel=3)
+        kept = kept[:n]
+    return torch.stack(kept)
+
+
+def prepare_frames(frames: Tensor, fps: float, num_frames: int = 81, start: int = 0, stride: int = 1,
+                   size: Optional[tuple[int, int]] = None, snap: bool = True, *,
+                   name: str = "<frames>", on_step: StepFn | None = None) -> tuple[Tensor, float]:
+    """The same selection and resize as ``load_video`` for frames already in memory.
+
+    frames: (N, H, W, 3) float in [0, 1] (or uint8). Returns ((T, h, w, 3) float32, fps / stride).
+    """
+    _check_selection(num_frames, start, stride)
+    _check_size(size)
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames of {name} must be (N, H, W, 3), got {tuple(frames.shape)}")
+    want = _target_count(num_frames, snap)
+    total = frames.shape[0]
+    idx = list(range(start, total, stride))[: want or None]
+    size = size or default_size(frames.shape[1], frames.shape[2])
+    kept = []
+    for i, j in enumerate(idx):
+        f = frames[j]
+        f = f.float() / 255.0 if f.dtype == torch.uint8 else f.float()
+        kept.append(resize_center_crop(f[None], size)[0])
+        report(on_step, i + 1, want or len(idx))
+    return _finish(kept, name, total, start, stride, want, snap), float(fps) / stride
+
+
+def _open(source: Source, name: str):
+    import av
+
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.is_file():
+            raise ValueError(f"video {name}: no such file")
+        if p.stat().st_size == 0:
+            raise ValueError(f"video {name} is empty (0 bytes)")
+    try:
+        container = av.open(source if not isinstance(source, os.PathLike) else str(source), mode="r")
+    except av.FFmpegError as e:
+        raise ValueError(f"video {name} is not a readable video file (corrupt or not a video container): {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"video {name} has no video stream")
+    return container
+
+
+def _frame_tensor(frame) -> Tensor:
+    """av.VideoFrame -> (H, W, 3) float32 in [0, 1], display rotation applied."""
+    x = torch.from_numpy(frame.to_ndarray(format="rgb24")).float() / 255.0
+    rot = int(getattr(frame, "rotation", 0) or 0) % 360
+    if rot:  # rotation is counter-clockwise degrees to display the frame upright
+        x = torch.rot90(x, k=rot // 90, dims=(0, 1))
+    return x
+
+
+def load_video(source: Source, num_frames: int = 81, start: int = 0, stride: int = 1,
+               size: Optional[tuple[int, int]] = None, snap: bool = True, *,
+               on_step: StepFn | None = None) -> tuple[Tensor, float]:
+    """Decode ``num_frames`` frames ``start, start + stride, ...`` of a video, streaming.
+
+    source: a path or a binary file object. size: (H, W) multiples of 32, or None (default from
+    the source aspect). Returns frames (T, H, W, 3) float32 in [0, 1] and their fps (source fps /
+    stride). ``on_step(done, total)`` is called once per kept frame. Decoding stops after the last
+    needed frame. Raises ValueError for missing / empty / corrupt files and too-short videos.
+    """
+    import av
+
+    name = repr(str(source)) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+    _check_selection(num_frames, start, stride)
+    _check_size(size)
+    want = _target_count(num_frames, snap)
+    container = _open(source, name)
+    kept: list[Tensor] = []
+    total = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        try:
+            for frame in container.decode(stream):
+                i = total
+                total += 1
+                if i >= start and (i - start) % stride == 0 and (not want or len(kept) < want):
+                    x = _frame_tensor(frame)
+                    size = size or default_size(x.shape[0], x.shape[1])
+                    kept.append(resize_center_crop(x[None], size)[0])
+                    report(on_step, len(kept), want or len(kept))
+                if want and len(kept) == want and total >= 2:
+                    break
+        except av.FFmpegError as e:
+            if not kept:
+                raise ValueError(f"video {name} could not be decoded (truncated or corrupt): {e}") from None
+            warnings.warn(f"video {name}: decoding stopped after {total} frames ({e})", stacklevel=2)
+    finally:
+        container.close()
+    if fps <= 0:
+        warnings.warn(f"video {name} has no frame rate; assuming 24 fps", stacklevel=2)
+        fps = 24.0
+    return _finish(kept, name, total, start, stride, want, snap), fps / stride
+
+
+def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike], fps: float, *, crf: int = 12) -> Path:
+    """Write frames as H.264 / yuv420p MP4, atomically (temp file in the same folder + os.replace).
+
+    frames: (T, H, W, 3) float in [0, 1] or uint8; H and W must be even (yuv420p). Returns the path.
+    """
+    import av
+
+    x = torch.as_tensor(frames)
+    if x.dim() != 4 or x.shape[-1] != 3 or x.shape[0] < 1:
+        raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got {tuple(x.shape)}")
+    T, H, W, _ = x.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {H}x{W}; crop or resize the frames")
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if x.dtype != torch.uint8:
+        x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = x.cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000))
+            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+            stream.options = {"crf": str(int(crf))}
+            for f in arr:
+                for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    out.mux(pkt)
+            for pkt in stream.encode():
+                out.mux(pkt)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,190 @@
+"""Video loading: round trip through H.264, Wan's 4k+1 rule, stride/start/crop, streaming, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+
+from comfyui_full4d.video import (default_size, load_video, prepare_frames, resize_center_crop, save_video,
+                                  snap_frame_count)
+from media import CLIPS, sample_video, synthetic_frames, synthetic_video
+
+
+class CountingReader(io.RawIOBase):
+    """A file object that counts the bytes the decoder reads."""
+
+    def __init__(self, path):
+        self.f = open(path, "rb")
+        self.bytes_read = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, *args):
+        return self.f.seek(*args)
+
+    def tell(self):
+        return self.f.tell()
+
+    def readinto(self, b):
+        data = self.f.read(len(b))
+        b[: len(data)] = data
+        self.bytes_read += len(data)
+        return len(data)
+
+    def close(self):
+        self.f.close()
+        super().close()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """17 synthetic frames (64x96) saved as H.264 at 12 fps, and the frames themselves."""
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    frames = synthetic_frames(17, 64, 96, seed=1)
+    save_video(frames, path, 12.0)
+    return path, frames
+
+
+def test_snap_rule():
+    assert [snap_frame_count(n) for n in range(1, 11)] == [1, 1, 1, 1, 5, 5, 5, 5, 9, 9]
+    assert snap_frame_count(81) == 81 and snap_frame_count(84) == 81
+    with pytest.raises(ValueError, match="num_frames"):
+        snap_frame_count(0)
+
+
+def test_round_trip_close_to_original(clip):
+    path, frames = clip
+    out, fps = load_video(path, num_frames=17, size=(64, 96))
+    assert out.shape == (17, 64, 96, 3) and out.dtype == torch.float32 and fps == pytest.approx(12.0)
+    err = (out - frames).abs()
+    assert float(err.mean()) < 0.02 and float(err.max()) < 0.15  # H.264 + yuv420p chroma subsampling
+    # frames are in the right order: each decoded frame is closest to its own original
+    d = ((out[:, None] - frames[None]) ** 2).mean(dim=(2, 3, 4))
+    assert torch.equal(d.argmin(dim=1), torch.arange(17))
+
+
+def test_snapping_warns_and_counts(clip):
+    path, frames = clip
+    with pytest.warns(UserWarning, match="snapped down to 9"):
+        out, _ = load_video(path, num_frames=11, size=(64, 96))
+    assert out.shape[0] == 9
+    out, _ = load_video(path, num_frames=11, size=(64, 96), snap=False)
+    assert out.shape[0] == 11
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 = all: 17 frames are already 4k+1, no warning
+        out, _ = load_video(path, num_frames=0, size=(64, 96))
+    torch.testing.assert_close(out, load_video(path, num_frames=17, size=(64, 96))[0], rtol=0, atol=0)
+    with pytest.warns(UserWarning, match="14 available frames.*snapped down to 13"):
+        out, _ = load_video(path, num_frames=0, start=3, size=(64, 96))
+    assert out.shape[0] == 13
+
+
+def test_stride_and_start_pick_the_right_frames(clip):
+    path, frames = clip
+    full, _ = load_video(path, num_frames=17, size=(64, 96))
+    out, fps = load_video(path, num_frames=5, start=2, stride=3, size=(64, 96))
+    assert fps == pytest.approx(4.0)  # 12 fps / stride 3
+    torch.testing.assert_close(out, full[2:15:3], rtol=0, atol=0)
+    # the in-memory path selects identically
+    mem, fps2 = prepare_frames(full, 12.0, num_frames=5, start=2, stride=3, size=(64, 96))
+    torch.testing.assert_close(mem, out, rtol=0, atol=0)
+    assert fps2 == fps
+
+
+def test_resize_center_crop_matches_manual_crop():
+    frames = synthetic_frames(2, 64, 128, seed=3)
+    # same scale (no resize): a pure centre crop
+    out = resize_center_crop(frames, (64, 96))
+    torch.testing.assert_close(out, frames[:, :, 16:112])
+    # 2x down then crop of an affine ramp: any normalised symmetric filter keeps an affine image affine, so
+    # output pixel (i, j) holds the ramp at its centre in source pixels, ((j + 16) * 2 + 1, i * 2 + 1)
+    H, W = 64, 128
+    ramp = torch.stack(torch.meshgrid((torch.arange(H) + 0.5) / H, (torch.arange(W) + 0.5) / W, indexing="ij")[::-1]
+                       + (torch.full((H, W), 0.5),), dim=-1)[None]
+    out = resize_center_crop(ramp, (32, 32))
+    i, j = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    ref = torch.stack([((j + 16) * 2 + 1) / W, (i * 2 + 1) / H, torch.full_like(i, 0.5)], dim=-1)
+    torch.testing.assert_close(out[0, 1:-1], ref[1:-1], rtol=0, atol=1e-5)  # rows 0 / 31 touch the border
+
+
+def test_default_size_from_aspect(tmp_path):
+    assert default_size(272, 640) == (384, 672) and default_size(640, 272) == (672, 384)
+    assert default_size(100, 100) == (384, 672)
+    portrait = synthetic_video(tmp_path / "portrait.mp4", T=5, H=96, W=64)
+    out, _ = load_video(portrait, num_frames=5)
+    assert out.shape == (5, 672, 384, 3)
+    out, _ = load_video(portrait, num_frames=5, size=(64, 32))
+    assert out.shape == (5, 64, 32, 3)
+
+
+def test_real_clips_load():
+    for name, (h, w, n, fps) in CLIPS.items():
+        out, got_fps = load_video(sample_video(name), num_frames=9)
+        assert out.shape == (9, 384, 672, 3)
+        assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0 and float(out.std()) > 0.05
+        if fps is not None:
+            assert got_fps == pytest.approx(fps)
+    out, _ = load_video(sample_video("bikes.mp4"), num_frames=5, size=(256, 608))
+    assert out.shape == (5, 256, 608, 3)
+
+
+def test_streaming_stops_early():
+    """Loading 5 frames of the 250-frame clip reads a small part of the file; loading all reads it all."""
+    path = sample_video("bikes.mp4")
+    size = path.stat().st_size
+    r = CountingReader(path)
+    out, _ = load_video(r, num_frames=5, size=(96, 224))
+    assert out.shape[0] == 5 and r.bytes_read < 0.3 * size
+    r = CountingReader(path)
+    with pytest.warns(UserWarning, match="10 available frames"):
+        out, _ = load_video(r, num_frames=0, stride=25, size=(96, 224))
+    assert out.shape[0] == 9 and r.bytes_read >= size  # 250 frames / 25 = 10 -> snapped to 9
+
+
+def test_progress_once_per_frame(clip):
+    calls = []
+    load_video(clip[0], num_frames=5, size=(64, 96), on_step=lambda d, t: calls.append((d, t)))
+    assert calls == [(i, 5) for i in range(1, 6)]
+
+
+def test_save_video_is_atomic_and_checks_input(tmp_path):
+    with pytest.raises(ValueError, match="even"):
+        save_video(torch.zeros(2, 63, 64, 3), tmp_path / "odd.mp4", 10)
+    with pytest.raises(ValueError, match="fps"):
+        save_video(torch.zeros(2, 64, 64, 3), tmp_path / "x.mp4", 0)
+    save_video(torch.zeros(2, 64, 64, 3), tmp_path / "ok.mp4", 10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.mp4"]  # no temp file left
+
+
+def test_bad_inputs(tmp_path, clip):
+    path = clip[0]
+    with pytest.raises(ValueError, match="no such file"):
+        load_video(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        load_video(tmp_path / "empty.mp4")
+    (tmp_path / "text.mp4").write_text("this is not a video\n" * 50)
+    with pytest.raises(ValueError, match="text.mp4.*not a readable video"):
+        load_video(tmp_path / "text.mp4")
+    data = path.read_bytes()
+    (tmp_path / "trunc.mp4").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="trunc.mp4"):
+        load_video(tmp_path / "trunc.mp4", num_frames=17, size=(64, 96))
+    one = save_video(synthetic_frames(1, 64, 96), tmp_path / "one.mp4", 10)
+    with pytest.raises(ValueError, match="1 frame.*at least 2"):
+        load_video(one, num_frames=1)
+    with pytest.raises(ValueError, match=r"has 17 frames.*start=2 with stride=2 only 8 can be taken.*set num_frames <= 5"):
+        load_video(path, num_frames=9, start=2, stride=2, size=(64, 96))
+    with pytest.raises(ValueError, match="start=40 is beyond the end.*17 frames"):
+        load_video(path, num_frames=5, start=40, size=(64, 96))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        load_video(path, size=(60, 96))
+    with pytest.raises(ValueError, match="stride"):
+        load_video(path, stride=0)
