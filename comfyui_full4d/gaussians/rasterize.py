@@ -209,7 +209,7 @@ def rasterize(
     means, quats, scales, opacities, colors, viewmat, K, background = _prepare(
         means, quats, scales, opacities, colors, viewmat, K, background
     )
-    if backend == "gsplat" or (backend == "auto" and means.is_cuda):
+    if means.shape[0] and (backend == "gsplat" or (backend == "auto" and means.is_cuda)):  # gsplat needs N > 0
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width, height, background, info)
     proj = project_gaussians(means, quats, scales, viewmat, K, width, height, opacities=opacities)
     if info is not None:
@@ -227,10 +227,14 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width
     """gsplat 1.5.3 ``rasterization`` with this module's conventions (one camera)."""
     from gsplat import rasterization  # lazy: CUDA-only dependency
 
+    dtype = means.dtype  # gsplat's kernels take float32
+    means, quats, scales, opacities, colors, viewmat, K = (
+        x.float().contiguous() for x in (means, quats, scales, opacities, colors, viewmat, K)
+    )
     render, alphas, meta = rasterization(
         means, quats, scales, opacities, colors, viewmat[None], K[None], width, height,
         near_plane=NEAR_PLANE, eps2d=EPS2D, sh_degree=None, packed=False, tile_size=TILE,
-        backgrounds=None if background is None else background[None], render_mode="RGB",
+        backgrounds=None if background is None else background.float()[None], render_mode="RGB",
         rasterize_mode="classic", camera_model="pinhole",
     )
     if info is not None:
@@ -238,7 +242,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmat, K, width
         if means2d.requires_grad:
             means2d.retain_grad()
         info.update(means2d=means2d, radii=meta["radii"].reshape(-1, 2), depths=meta["depths"].reshape(-1).detach())
-    return render[0], alphas[0, ..., 0]
+    return render[0].to(dtype), alphas[0, ..., 0].to(dtype)
 
 
 # ---- CPU tiled compositor --------------------------------------------------------------------------
