@@ -65,7 +65,9 @@ def _fn(name: str):
     return lambda *a: rasterize(*a, backend=backend)
 
 
-def _cpu_worker(name, N, W, H, backward, repeat, queue) -> None:
+def _cpu_worker(name, N, W, H, backward, repeat, threads, queue) -> None:
+    if threads:
+        torch.set_num_threads(threads)
     scene = make_scene(N, W, H)
     fn = _fn(name)
     base = _rss_mb()
@@ -74,10 +76,12 @@ def _cpu_worker(name, N, W, H, backward, repeat, queue) -> None:
     queue.put((t, max(peak, 0.0)))
 
 
-def measure_cpu(name: str, N: int, W: int, H: int, backward: bool, repeat: int) -> tuple[float, float]:
+def measure_cpu(
+    name: str, N: int, W: int, H: int, backward: bool, repeat: int, threads: int = 0
+) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_cpu_worker, args=(name, N, W, H, backward, repeat, queue))
+    proc = ctx.Process(target=_cpu_worker, args=(name, N, W, H, backward, repeat, threads, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -116,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="10k/50k/120k Gaussians at 384x672")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--max-ref-seconds", type=float, default=None, help="skip reference runs estimated slower")
     args = ap.parse_args()
     if args.full:
@@ -125,11 +130,13 @@ def main() -> None:
         cases = [(1_000, 80, 48, False), (1_000, 80, 48, True), (10_000, 160, 96, False), (10_000, 160, 96, True),
                  (50_000, 336, 192, False), (50_000, 336, 192, True)]
         max_ref = 30.0 if args.max_ref_seconds is None else args.max_ref_seconds
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n")
     print("| device | Gaussians | H x W | pass | ours (s) | ours peak MiB | baseline | baseline (s) "
           "| baseline peak MiB | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    rows = [("cpu", "reference", measure_cpu)]
+    rows = [("cpu", "reference", lambda *a: measure_cpu(*a, threads=args.threads))]
     if torch.cuda.is_available():
         rows.append(("cuda", "gsplat", measure_cuda))
     for device, base_name, measure in rows:
