@@ -66,5 +66,5 @@ class Geometry:
         """A fixed source camera (the paper's setting): identity pose for every frame."""
         T = depth.shape[0]
         w2c = torch.eye(4, dtype=torch.float32).expand(T, 4, 4).clone()
-        valid = None if conf is None else conf > 0
+        valid = None if conf is None else conf[0] > 0
         return cls(depth=depth, K=K, w2c=w2c, scale=scene_scale(depth[0], valid), conf=conf)
