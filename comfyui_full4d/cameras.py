@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-__all__ = ["Camera", "Rig", "intrinsics_from_fov", "look_at"]
+__all__ = ["Camera", "Rig", "intrinsics_from_fov", "look_at", "THREEJS_TO_WORLD", "camera_from_load3d",
+           "camera_to_load3d", "opengl_c2w_to_w2c", "w2c_to_opengl_c2w", "relative_to"]
 
 
 def _check_shape(name: str, x: Tensor, tail: tuple[int, ...]) -> None:
@@ -182,3 +183,84 @@ class Rig:
         if not (scale > 0 and math.isfinite(scale)):
             raise ValueError(f"scene scale must be positive and finite, got {scale}")
         return replace(self.cameras, t=self.cameras.t * scale)
+
+
+# ---- conversions at the edge --------------------------------------------------------------
+
+# three.js world (x right, y up, z towards the viewer) -> ours (x right, y down, z forward).
+THREEJS_TO_WORLD = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+# OpenGL / Blender camera axes (x right, y up, z backwards) <-> OpenCV camera axes; its own inverse.
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+def _vec3(info: dict, key: str) -> Tensor:
+    v = info.get(key) if isinstance(info, dict) else None
+    if not isinstance(v, dict) or not all(isinstance(v.get(a), (int, float)) for a in "xyz"):
+        raise ValueError(f"LOAD3D_CAMERA['{key}'] must be a dict with numeric x, y, z, got {v!r}")
+    out = torch.tensor([float(v["x"]), float(v["y"]), float(v["z"])], dtype=torch.float64)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"LOAD3D_CAMERA['{key}'] holds NaN/inf: {v!r}")
+    return out
+
+
+def camera_from_load3d(info: dict, K: Tensor, width: int, height: int) -> Camera:
+    """A Camera from the host's ``LOAD3D_CAMERA`` dict (``{position, target, zoom, cameraType}``).
+
+    The dict is in the three.js world of the 3D viewer (y up, a camera looks down its -z), so
+    ``X_ours = diag(1, -1, -1) X_three`` (``THREEJS_TO_WORLD``): x stays, y and z flip; the
+    viewer's up (+y) becomes our up (-y). Positions are taken as scene units. The camera sits at
+    ``position`` and looks at ``target`` with no roll (``look_at``). The dict carries no field of
+    view, so ``K`` (3, 3) (normally the source intrinsics, shared by the rig) gives it; ``zoom``
+    (three.js: fov narrowed by the factor zoom) multiplies fx and fy. Only ``cameraType``
+    ``"perspective"`` is accepted.
+    """
+    kind = info.get("cameraType", "perspective") if isinstance(info, dict) else None
+    if kind != "perspective":
+        raise ValueError(f"LOAD3D_CAMERA cameraType must be 'perspective' (a pinhole camera), got {kind!r}; "
+                         "switch the 3D viewer to a perspective camera")
+    zoom = float(info.get("zoom", 1) or 1)
+    if not (zoom > 0 and math.isfinite(zoom)):
+        raise ValueError(f"LOAD3D_CAMERA zoom must be positive, got {info.get('zoom')!r}")
+    eye = THREEJS_TO_WORLD @ _vec3(info, "position")
+    target = THREEJS_TO_WORLD @ _vec3(info, "target")
+    if float((eye - target).norm()) < 1e-9:
+        raise ValueError(f"LOAD3D_CAMERA position equals target ({info['position']}); move the camera")
+    R, t = look_at(eye, target)
+    Kz = K.double().clone()
+    Kz[0, 0] *= zoom
+    Kz[1, 1] *= zoom
+    Kz[0, 1] *= zoom
+    return Camera(K=Kz.to(K.dtype), R=R.to(K.dtype), t=t.to(K.dtype), width=int(width), height=int(height))
+
+
+def camera_to_load3d(camera: Camera, target: Tensor | None = None) -> dict:
+    """The ``LOAD3D_CAMERA`` dict of a single Camera (inverse of ``camera_from_load3d`` for
+    cameras without roll). target: (3,) look-at point in our world, default one unit ahead."""
+    C = camera.center.double()
+    if target is None:
+        target = C + camera.R[2].double()
+    p, q = THREEJS_TO_WORLD @ C, THREEJS_TO_WORLD @ torch.as_tensor(target, dtype=torch.float64)
+    as_dict = lambda v: {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}  # noqa: E731
+    return {"position": as_dict(p), "target": as_dict(q), "zoom": 1, "cameraType": "perspective"}
+
+
+def opengl_c2w_to_w2c(c2w: Tensor) -> Tensor:
+    """OpenGL/Blender camera-to-world (..., 4, 4) -> our OpenCV world-to-camera (..., 4, 4).
+
+    Same world frame; the camera axes flip y and z: ``w2c = inv(c2w @ diag(1, -1, -1, 1))``."""
+    _check_shape("c2w", c2w, (4, 4))
+    return torch.linalg.inv(c2w.double() @ _GL_TO_CV).to(c2w.dtype)
+
+
+def w2c_to_opengl_c2w(w2c: Tensor) -> Tensor:
+    """Inverse of ``opengl_c2w_to_w2c``: (..., 4, 4) -> (..., 4, 4)."""
+    _check_shape("w2c", w2c, (4, 4))
+    return (torch.linalg.inv(w2c.double()) @ _GL_TO_CV).to(w2c.dtype)
+
+
+def relative_to(w2c: Tensor, ref_w2c: Tensor) -> Tensor:
+    """Poses relative to a reference camera (SPEC 3): ``w2c @ inv(ref_w2c)``, so the reference
+    becomes the identity and the world is its camera frame. w2c (..., 4, 4), ref_w2c (4, 4)."""
+    _check_shape("w2c", w2c, (4, 4))
+    _check_shape("ref_w2c", ref_w2c, (4, 4))
+    return (w2c.double() @ torch.linalg.inv(ref_w2c.double())).to(w2c.dtype)
