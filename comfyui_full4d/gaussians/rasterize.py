@@ -155,11 +155,9 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, he
             raise ValueError(f"{name} is on {x.device} but means is on {means.device}; move all inputs to one device")
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains non-finite values (nan/inf); fix the upstream computation")
-    if N and (float(opacities.detach().min()) < 0 or float(opacities.detach().max()) > 1):
-        raise ValueError(
-            f"opacities must lie in [0, 1], got range [{float(opacities.detach().min()):.4g}, {float(opacities.detach().max()):.4g}];"
-            " apply a sigmoid to opacity logits"
-        )
+    lo, hi = (float(opacities.detach().min()), float(opacities.detach().max())) if N else (0.0, 1.0)
+    if lo < 0 or hi > 1:
+        raise ValueError(f"opacities must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]; apply a sigmoid to logits")
     for name, v in (("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
