@@ -1,5 +1,71 @@
-"""Full4D nodes: depth. (Filled in by its owner; keep NODES as the module's export.)"""
+"""Full4D nodes: Depth Anything 3 loader and depth/camera estimation (SPEC 3)."""
 
 from comfy_api.latest import io
 
-NODES: list[type[io.ComfyNode]] = []
+from comfyui_full4d.depth import depth_preview, estimate_depth
+from comfyui_full4d.host.depth import da3_folders, load_da3_model
+from comfyui_full4d.host.progress import progress
+
+from .types import DA3_MODEL, GEOMETRY
+
+
+class Full4DDA3Loader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DDA3Loader", display_name="Full4D Depth Anything 3 Loader", category="Full4D/depth",
+            description="Load a Depth Anything 3 model from models/depth_anything_3/<name>/ "
+                        "(model.safetensors + config.json).",
+            inputs=[
+                io.Combo.Input("model", options=da3_folders(),
+                               tooltip="Folder in models/depth_anything_3/ holding model.safetensors and "
+                                       "config.json (e.g. da3-small, da3-large)."),
+            ],
+            outputs=[DA3_MODEL.Output(display_name="da3_model", tooltip="The loaded DA3 network.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model):
+        if model not in da3_folders():
+            return (f"DA3 model {model!r} not found: put model.safetensors and config.json in "
+                    f"models/depth_anything_3/{model or '<name>'}/ (available: {da3_folders() or 'none'})")
+        return True
+
+    @classmethod
+    def execute(cls, model) -> io.NodeOutput:
+        return io.NodeOutput(load_da3_model(model))
+
+
+class Full4DDA3Depth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DDA3Depth", display_name="Full4D DA3 Depth", category="Full4D/depth",
+            description="Per-frame depth and the source camera of the video with Depth Anything 3; "
+                        "world = source camera at frame 0, scale = median depth of frame 0.",
+            inputs=[
+                DA3_MODEL.Input("da3_model", tooltip="From Full4D Depth Anything 3 Loader."),
+                io.Image.Input("images", tooltip="Source video frames (T, H, W, 3)."),
+                io.Boolean.Input("static_camera", default=True,
+                                 tooltip="Fixed source camera (the paper's setting): identity pose for every "
+                                         "frame. Off: DA3's per-frame poses relative to frame 0."),
+                io.Int.Input("batch", default=8, min=2, max=256,
+                             tooltip="Frames per DA3 pass (frame 0 rides along in later passes to keep one "
+                                     "scale and world). Lower it when memory runs out."),
+                io.Int.Input("process_res", default=504, min=14, max=2016, step=14,
+                             tooltip="DA3 working resolution (longest side, rounded to the 14-pixel patch)."),
+            ],
+            outputs=[
+                GEOMETRY.Output(display_name="geometry", tooltip="Depth, confidence, intrinsics and poses."),
+                io.Image.Output(display_name="depth_preview", tooltip="Colour-mapped inverse depth (near = bright)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, da3_model, images, static_camera, batch, process_res) -> io.NodeOutput:
+        geometry = estimate_depth(da3_model, images, batch=batch, static_camera=static_camera,
+                                  process_res=process_res, on_step=progress(images.shape[0]))
+        return io.NodeOutput(geometry, depth_preview(geometry))
+
+
+NODES: list[type[io.ComfyNode]] = [Full4DDA3Loader, Full4DDA3Depth]

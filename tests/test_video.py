@@ -188,3 +188,57 @@ def test_bad_inputs(tmp_path, clip):
         load_video(path, size=(60, 96))
     with pytest.raises(ValueError, match="stride"):
         load_video(path, stride=0)
+
+
+# ---- node (in-process host) ---------------------------------------------------------------------
+
+
+def test_load_video_node(comfy_host, clip):
+    import shutil
+
+    from comfy_api.latest import InputImpl
+
+    path, _ = clip
+    shutil.copy(path, comfy_host.input_dir / "full4d_clip.mp4")
+    cls = comfy_host.node("Full4DLoadVideo")
+    ref, fps = load_video(path, num_frames=5, start=1, stride=2, size=(64, 96))
+    images, got_fps, count = cls.execute(file="full4d_clip.mp4", num_frames=5, start=1, stride=2, width=96,
+                                         height=64).result
+    torch.testing.assert_close(images, ref, rtol=0, atol=0)
+    assert got_fps == pytest.approx(fps) and count == 5
+    # a core VIDEO takes precedence over the file: streamed from a file, or from in-memory components
+    other = synthetic_video(comfy_host.input_dir / "full4d_other.mp4", T=9, H=64, W=96, seed=5)
+    images, _, _ = cls.execute(file="full4d_clip.mp4", num_frames=5, start=0, stride=1, width=96, height=64,
+                               video=InputImpl.VideoFromFile(str(other))).result
+    torch.testing.assert_close(images, load_video(other, 5, size=(64, 96))[0], rtol=0, atol=0)
+    comps = InputImpl.VideoFromFile(str(other)).get_components()
+    images, got_fps, count = cls.execute(file="", num_frames=5, start=2, stride=1, width=0, height=0,
+                                         video=InputImpl.VideoFromComponents(comps)).result
+    assert images.shape == (5, 384, 672, 3) and count == 5 and got_fps == pytest.approx(12.0)
+    torch.testing.assert_close(images, load_video(other, 5, start=2)[0], rtol=0, atol=1e-6)
+    # checks
+    assert cls.validate_inputs(file="full4d_clip.mp4", width=96, height=64) is True
+    assert "multiples of 32" in cls.validate_inputs(file="full4d_clip.mp4", width=96, height=0)
+    assert "Invalid video file" in cls.validate_inputs(file="nope.mp4", width=0, height=0)
+    with pytest.raises(ValueError, match="no video"):
+        cls.execute(file="", num_frames=5, start=0, stride=1, width=0, height=0)
+    inputs = {i.id: i for i in cls.define_schema().inputs}
+    assert inputs["file"].upload == "video_upload" and inputs["video"].optional
+
+
+@pytest.mark.server
+def test_load_video_node_in_a_prompt(comfy_host, clip):
+    import shutil
+
+    shutil.copy(clip[0], comfy_host.input_dir / "full4d_prompt.mp4")
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "full4d_prompt.mp4"}},
+        "2": {"class_type": "Full4DLoadVideo", "inputs": {"file": "full4d_prompt.mp4", "video": ["1", 0],
+                                                           "num_frames": 9, "start": 0, "stride": 2,
+                                                           "width": 64, "height": 32}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "full4d_video"}},
+    }
+    out = comfy_host.run(prompt)
+    assert len(out["3"]["images"]) == 9
+    images, fps, count = comfy_host.outputs("2")
+    assert images[0].shape == (9, 32, 64, 3) and fps[0] == pytest.approx(6.0) and count[0] == 9
