@@ -217,3 +217,46 @@ def test_bad_frames(net):
         estimate_depth(m, torch.zeros(2, 64, 96))
     with pytest.raises(ValueError, match="batch must be >= 2"):
         estimate_depth(m, torch.zeros(3, 64, 96, 3), batch=1)
+
+
+# ---- nodes (in-process host) --------------------------------------------------------------------
+
+
+def test_da3_nodes(comfy_host, net):
+    install_da3(comfy_host.models_dir)
+    loader, depth = comfy_host.node("Full4DDA3Loader"), comfy_host.node("Full4DDA3Depth")
+    assert loader.validate_inputs(model="da3-small") is True
+    msg = loader.validate_inputs(model="da3-huge")
+    assert "models/depth_anything_3/da3-huge/" in msg and "model.safetensors" in msg and "da3-small" in msg
+    (model,) = loader.execute(model="da3-small").result
+    assert model.name == "da3-small"
+    frames = _frames(3, 64, 96, seed=6)
+    geo, preview = depth.execute(da3_model=model, images=frames, static_camera=True, batch=2,
+                                 process_res=RES).result
+    ref = estimate_depth(DA3Model(net, process_res=RES), frames, batch=2, static_camera=True)
+    torch.testing.assert_close(geo.depth, ref.depth, rtol=0, atol=0)
+    assert torch.equal(geo.w2c, ref.w2c) and geo.scale == ref.scale
+    torch.testing.assert_close(preview, depth_preview(ref), rtol=0, atol=0)
+    assert preview.shape == (3, 64, 96, 3)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_da3_nodes_in_a_prompt(comfy_host):
+    """Full4DLoadVideo -> DA3 loader + depth -> SaveImage of the preview, through the host's executor."""
+    from media import synthetic_video
+
+    install_da3(comfy_host.models_dir)
+    synthetic_video(comfy_host.input_dir / "full4d_depth.mp4", T=5, H=64, W=96)
+    prompt = {
+        "1": {"class_type": "Full4DLoadVideo", "inputs": {"file": "full4d_depth.mp4", "num_frames": 5, "start": 0,
+                                                           "stride": 1, "width": 96, "height": 64}},
+        "2": {"class_type": "Full4DDA3Loader", "inputs": {"model": "da3-small"}},
+        "3": {"class_type": "Full4DDA3Depth", "inputs": {"da3_model": ["2", 0], "images": ["1", 0],
+                                                          "static_camera": False, "batch": 3, "process_res": RES}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 1], "filename_prefix": "full4d_depth"}},
+    }
+    out = comfy_host.run(prompt)
+    assert len(out["4"]["images"]) == 5
+    (geo,), _ = comfy_host.outputs("3")
+    assert geo.depth.shape == (5, 64, 96) and torch.equal(geo.w2c[0], torch.eye(4)) and geo.scale > 0
