@@ -302,16 +302,18 @@ def _relative(cams: Camera, order: list[int], scale: float) -> Camera:
 
 def projection_renders(frames: Tensor, depth: Tensor, cameras: Camera, scale: float) -> tuple[Tensor, Tensor]:
     """Point-cloud projection (SPEC 3) of source frames (L, H, W, 3) with metric depth (L, H, W)
-    into relative cameras (V,) (scene units; view 0 the source) -> renders (V, L, H, W, 3), masks
-    (V, L, H, W) bool; view 0 is the source itself."""
-    from .projection import project_to_cameras  # the same projection the inference graph uses
+    into relative cameras (V,) in scene units (view 0 the source), through the inference graph's
+    own ``projection.project_rig`` -> renders (V, L, H, W, 3), masks (V, L, H, W) bool; view 0 is
+    the source itself."""
+    from .cameras import Rig
+    from .geometry import Geometry
+    from .projection import project_rig
 
-    K0 = cameras.K[0]
-    metric = cameras.viewmat.clone()
-    metric[:, :3, 3] *= scale
-    renders, masks = project_to_cameras(frames, depth, K0, torch.eye(4), cameras.K[1:], metric[1:])
-    renders = torch.cat([frames[None], renders.to(frames.dtype)], 0)
-    masks = torch.cat([torch.ones_like(masks[:1], dtype=torch.bool), masks.bool()], 0)
+    L = frames.shape[0]
+    geo = Geometry(depth=depth.float(), K=cameras.K[0].float(), w2c=torch.eye(4).expand(L, 4, 4).clone(),
+                   scale=float(scale))
+    renders, masks = project_rig(frames.float(), geo, Rig(cameras=cameras))
+    renders[0], masks[0] = frames.to(renders.dtype), True  # SPEC 3: the source view's render is the source
     return renders, masks
 
 
