@@ -27,7 +27,7 @@ from .cameras import Rig
 from .geometry import Geometry
 from .progress import StepFn, report
 
-__all__ = ["project_to_cameras", "project_to_cameras_reference", "project_rig"]
+__all__ = ["project_to_cameras", "project_to_cameras_reference", "project_rig", "project_rig_batch", "contact_sheet"]
 
 _EMPTY = torch.iinfo(torch.int64).max
 _CHUNK_ELEMS = 1 << 22  # hits (view x frame x point x footprint) per chunk: bounds peak memory
@@ -267,3 +267,29 @@ def project_rig(images: Tensor, geometry: Geometry, rig: Rig, size: Optional[tup
                     renders[v, t] = images[t].to(renders.dtype)
                     masks[v, t] = True
     return renders, masks
+
+
+def contact_sheet(renders: Tensor, max_width: int = 1024) -> Tensor:
+    """A V x T grid (rows = views) of renders (V, T, H, W, 3), downscaled so the sheet is at
+    most ``max_width`` wide (area averaging, 1-pixel gaps). Returns (1, H_s, W_s, 3)."""
+    V, T, H, W, _ = renders.shape
+    f = max(1, math.ceil(T * (W + 1) / max_width))
+    h, w = max(1, H // f), max(1, W // f)
+    small = torch.nn.functional.adaptive_avg_pool2d(renders.reshape(V * T, H, W, 3).permute(0, 3, 1, 2).float(),
+                                                    (h, w)).permute(0, 2, 3, 1).reshape(V, T, h, w, 3)
+    sheet = torch.full((V * (h + 1) - 1, T * (w + 1) - 1, 3), 0.25)
+    for v in range(V):
+        for t in range(T):
+            sheet[v * (h + 1):v * (h + 1) + h, t * (w + 1):t * (w + 1) + w] = small[v, t]
+    return sheet[None]
+
+
+def project_rig_batch(images: Tensor, geometry: Geometry, rig: Rig, size: Optional[tuple[int, int]] = None,
+                      conf_threshold: float = 0.0, point_radius: int = 0, *,
+                      on_step: StepFn | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``project_rig`` in the host's batch layout: renders (V*T, H', W', 3) view-major, masks
+    (V*T, H', W') float {0, 1}, and a V x T contact sheet (1, h, w, 3)."""
+    renders, masks = project_rig(images, geometry, rig, size, conf_threshold, point_radius, on_step=on_step)
+    V, T = renders.shape[:2]
+    return (renders.reshape(V * T, *renders.shape[2:]).float(), masks.reshape(V * T, *masks.shape[2:]).float(),
+            contact_sheet(renders))

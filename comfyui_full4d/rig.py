@@ -17,7 +17,7 @@ from torch import Tensor
 from .cameras import Camera, Rig, camera_from_load3d, intrinsics_from_fov, look_at
 
 __all__ = ["ring_rig", "paper6_rig", "arc_rig", "custom_rig", "append_load3d", "validate_rig", "interpolate_rig",
-           "interpolate_rig_cameras", "PRESETS"]
+           "interpolate_rig_cameras", "build_rig", "PRESETS"]
 
 PRESETS = ("ring", "paper6", "arc", "custom")
 
@@ -254,3 +254,22 @@ def interpolate_rig_cameras(rig: Rig, n: int = 120) -> Rig:
     K = cams.K if cams.K.dim() == 2 else cams.K[0]
     return Rig(cameras=Camera(K=K.expand(int(n), 3, 3).clone(), R=R, t=t, width=cams.width, height=cams.height),
                center=rig.center, names=tuple(f"orbit{i}" for i in range(int(n))))
+
+
+def build_rig(preset: str, K: Tensor, width: int, height: int, num_views: int = 6, radius: float = 1.0,
+              elevation_deg: float = 0.0, span_deg: float = 90.0, custom_json: str = "",
+              load3d: list[dict] | tuple = ()) -> Rig:
+    """One of ``PRESETS`` (``ring``: num_views on a circle; ``paper6``: 6 views 60 degrees apart;
+    ``arc``: num_views over span_deg; ``custom``: ``custom_rig(custom_json)``), plus cameras from
+    ``LOAD3D_CAMERA`` dicts appended, validated (``validate_rig``). K: (3, 3) at (height, width)."""
+    if preset == "ring":
+        rig = ring_rig(num_views, K, width, height, radius, elevation_deg)
+    elif preset == "paper6":
+        rig = paper6_rig(K, width, height, radius, elevation_deg)
+    elif preset == "arc":
+        rig = arc_rig(num_views, span_deg, K, width, height, radius, elevation_deg)
+    elif preset == "custom":
+        rig = custom_rig(custom_json, K, width, height)
+    else:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    return validate_rig(append_load3d(rig, [c for c in load3d if c is not None]))

@@ -175,3 +175,21 @@ def test_project_rig_checks_and_scale(capture):
     g2 = Geometry(depth=g.depth, K=g.K, w2c=g.w2c, scale=g.scale * 2.0)
     c, _ = project_rig(capture.source, g2, capture.rig)
     assert not torch.equal(c[1], project_rig(capture.source, g, capture.rig)[0][1])
+
+
+def test_node_project_to_cameras(comfy_host, capture):
+    cls = comfy_host.node("Full4DProjectToCameras")
+    g = capture.geometry()
+    out = cls.execute(source=capture.source, geometry=g, rig=capture.rig, width=0, height=0,
+                      conf_threshold=0.0, point_radius=0).result
+    renders, masks, sheet = out
+    V, T = capture.rig.num_views, capture.source.shape[0]
+    ref, ref_m = project_rig(capture.source, g, capture.rig)
+    assert renders.shape == (V * T, *capture.source.shape[1:]) and masks.shape == (V * T, *g.size)
+    assert torch.equal(renders, ref.reshape(V * T, *ref.shape[2:]))  # view-major
+    assert torch.equal(masks.bool(), ref_m.reshape(V * T, *g.size))
+    assert sheet.dim() == 4 and sheet.shape[0] == 1 and sheet.shape[-1] == 3
+    assert cls.validate_inputs(width=64, height=0) is not True
+    small = cls.execute(source=capture.source, geometry=g, rig=capture.rig, width=80, height=48,
+                        conf_threshold=0.0, point_radius=1).result
+    assert small[0].shape == (V * T, 48, 80, 3)

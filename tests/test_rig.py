@@ -182,3 +182,29 @@ def test_append_load3d_places_camera():
     torch.testing.assert_close(rig.cameras.center[3], torch.tensor([0.0, 0.0, -1.0]))
     torch.testing.assert_close(rig.cameras.R[3], torch.eye(3))
     validate_rig(rig)
+
+
+def test_node_camera_rig_and_interpolate(comfy_host, artifacts):
+    from comfyui_full4d.synthetic import make_capture
+    cap = make_capture(num_views=4, num_frames=1, height=48, width=80)
+    cls = comfy_host.node("Full4DCameraRig")
+    base = dict(preset="ring", num_views=6, radius=1.0, elevation=15.0, arc_span=90.0, custom_json="",
+                width=160, height=96, fov=50.0)
+    info = {"position": {"x": 0.5, "y": 0.3, "z": 0.2}, "target": {"x": 0.0, "y": 0.0, "z": -1.0},
+            "zoom": 1, "cameraType": "perspective"}
+    rig, plot = cls.execute(**base, geometry=cap.geometry(), source=cap.source, camera_1=info).result
+    assert rig.num_views == 7 and rig.cameras.width == 80  # geometry's size and K win
+    torch.testing.assert_close(rig.cameras.K[0], cap.geometry().K)
+    ref = ring_rig(6, cap.geometry().K, 80, 48, 1.0, 15.0)
+    assert torch.equal(rig.cameras.R[:6], ref.cameras.R)
+    assert plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.std() > 0.01
+    from PIL import Image
+    Image.fromarray((plot[0].numpy() * 255).astype("uint8")).save(artifacts / "rig_plot.png")
+    rig2, _ = cls.execute(**{**base, "preset": "arc", "num_views": 3}).result
+    assert rig2.num_views == 3 and rig2.cameras.width == 160
+    with pytest.raises(ValueError, match="custom rig"):
+        cls.execute(**{**base, "preset": "custom", "custom_json": "[]"})
+    orbit = comfy_host.node("Full4DInterpolateRig").execute(rig=rig, n=30).result[0]
+    assert orbit.num_views == 30
+    R, t = interpolate_rig(rig.cameras.R, rig.cameras.t, 30)
+    assert torch.equal(orbit.cameras.R, R) and torch.equal(orbit.cameras.t, t)
