@@ -193,3 +193,32 @@ def test_node_project_to_cameras(comfy_host, capture):
     small = cls.execute(source=capture.source, geometry=g, rig=capture.rig, width=80, height=48,
                         conf_threshold=0.0, point_radius=1).result
     assert small[0].shape == (V * T, 48, 80, 3)
+
+
+@pytest.mark.server
+def test_nodes_run_in_a_host_prompt(comfy_host):
+    """Synthetic scene -> rig (plot) -> orbit -> projection through the host's executor."""
+    prompt = {
+        "1": {"class_type": "Full4DSyntheticScene",
+              "inputs": {"seed": 0, "num_views": 3, "num_frames": 2, "width": 40, "height": 24,
+                         "radius": 1.0, "elevation": 0.0, "fov": 50.0}},
+        "2": {"class_type": "Full4DCameraRig",
+              "inputs": {"preset": "arc", "num_views": 3, "radius": 1.0, "elevation": 10.0, "arc_span": 60.0,
+                         "custom_json": "", "width": 64, "height": 64, "fov": 50.0,
+                         "geometry": ["1", 3], "source": ["1", 0]}},
+        "3": {"class_type": "Full4DProjectToCameras",
+              "inputs": {"source": ["1", 0], "geometry": ["1", 3], "rig": ["2", 0], "width": 0, "height": 0,
+                         "conf_threshold": 0.0, "point_radius": 1}},
+        "4": {"class_type": "Full4DInterpolateRig", "inputs": {"rig": ["2", 0], "n": 8}},
+        "5": {"class_type": "Full4DProjectToCameras",
+              "inputs": {"source": ["1", 0], "geometry": ["1", 3], "rig": ["4", 0], "width": 0, "height": 0,
+                         "conf_threshold": 0.0, "point_radius": 0}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["3", 2], "filename_prefix": "proj_sheet"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["2", 1], "filename_prefix": "rig_plot"}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+    out = comfy_host.run(prompt)
+    assert len(out["6"]["images"]) == 1 and len(out["7"]["images"]) == 1
+    assert len(out["8"]["images"]) == 8 * 2
+    renders = comfy_host.outputs("3")[0][0]
+    assert renders.shape == (3 * 2, 24, 40, 3)
