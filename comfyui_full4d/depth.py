@@ -107,8 +107,8 @@ def load_da3(folder: Union[str, Path], device: Union[str, torch.device] = "cpu",
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"DA3 weights not found: {weights} does not exist. Put a Depth Anything 3 model in "
-                         f"{folder}/ as {WEIGHTS_FILE} plus {CONFIG_FILE} ({{\"model_name\": \"da3-small\"}}), e.g. the "
-                         "files of the Hugging Face repository depth-anything/DA3-SMALL")
+                         f"{folder}/ as {WEIGHTS_FILE} plus {CONFIG_FILE} ({{\"model_name\": \"da3-small\"}}), "
+                         "e.g. the files of the Hugging Face repository depth-anything/DA3-SMALL")
     name = _model_name(folder)
     net = build_da3(name)
     try:

@@ -180,7 +180,7 @@ def test_bad_inputs(tmp_path, clip):
     one = save_video(synthetic_frames(1, 64, 96), tmp_path / "one.mp4", 10)
     with pytest.raises(ValueError, match="1 frame.*at least 2"):
         load_video(one, num_frames=1)
-    with pytest.raises(ValueError, match=r"has 17 frames.*start=2 with stride=2 only 8 can be taken.*set num_frames <= 5"):
+    with pytest.raises(ValueError, match=r"17 frames.*start=2 with stride=2 only 8 can be taken.*num_frames <= 5"):
         load_video(path, num_frames=9, start=2, stride=2, size=(64, 96))
     with pytest.raises(ValueError, match="start=40 is beyond the end.*17 frames"):
         load_video(path, num_frames=5, start=40, size=(64, 96))
@@ -242,3 +242,25 @@ def test_load_video_node_in_a_prompt(comfy_host, clip):
     assert len(out["3"]["images"]) == 9
     images, fps, count = comfy_host.outputs("2")
     assert images[0].shape == (9, 32, 64, 3) and fps[0] == pytest.approx(6.0) and count[0] == 9
+
+
+@pytest.mark.parametrize("angle", [90, -90, 180])
+def test_display_rotation_applied_like_ffmpeg(tmp_path, angle):
+    """A clip tagged with display rotation decodes upright, as the ffmpeg CLI (autorotate) shows it."""
+    import subprocess
+
+    import numpy as np
+
+    ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="needs the ffmpeg binary of imageio-ffmpeg").get_ffmpeg_exe()
+    frames = synthetic_frames(5, 64, 96, seed=7)
+    frames[:, :8, :8] = 1.0  # a corner marker
+    src = save_video(frames, tmp_path / "src.mp4", 10)
+    rot = tmp_path / "rot.mp4"
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-display_rotation", str(angle), "-i", str(src),
+                    "-c", "copy", str(rot)], check=True, timeout=60)
+    H, W = (64, 96) if angle == 180 else (96, 64)
+    raw = subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(rot), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True, timeout=60).stdout
+    ref = torch.from_numpy(np.frombuffer(raw, np.uint8).reshape(H, W, 3).copy()).float() / 255
+    out, _ = load_video(rot, num_frames=1, size=(H, W))
+    assert float((out[0] - ref).abs().mean()) < 0.01
