@@ -30,7 +30,7 @@ from .progress import StepFn, report
 __all__ = ["project_to_cameras", "project_to_cameras_reference", "project_rig", "project_rig_batch", "contact_sheet"]
 
 _EMPTY = torch.iinfo(torch.int64).max
-_CHUNK_ELEMS = 1 << 22  # hits (view x frame x point x footprint) per chunk: bounds peak memory
+_CHUNK_ELEMS = 1 << 22  # candidate hits (view x frame x point x footprint) per chunk: bounds peak memory
 
 
 def _check(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Tensor, K_dst: Tensor, w2c_dst: Tensor,
@@ -123,10 +123,10 @@ def _offsets(r: int) -> tuple[Tensor, Tensor]:
     return dx.reshape(-1), dy.reshape(-1)
 
 
-def _check_in_front(front: Tensor) -> None:
-    """front: (V,) bool, a valid frame-0 point lies in front of camera v."""
+def _check_in_front(front: Tensor, offset: int = 0) -> None:
+    """front: (V,) bool, a valid frame-0 point lies in front of camera ``offset + v``."""
     if not bool(front.all()):
-        bad = (~front).nonzero()[:, 0].tolist()
+        bad = ((~front).nonzero()[:, 0] + offset).tolist()
         raise ValueError(f"w2c_dst: camera(s) {bad} have every point of the scene behind them (the scene is "
                          "behind the camera); check the rig's look-at point and the pose convention "
                          "(world-to-camera, OpenCV: z forward)")
@@ -143,7 +143,7 @@ def project_to_cameras(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Te
     K_src: (3, 3) at (H, W); w2c_src: (4, 4), or (T, 4, 4) for a moving source camera.
     K_dst: (V, 3, 3) at the output size; w2c_dst: (V, 4, 4). size: (H', W'), default (H, W).
     Returns renders (V, T, H', W', 3) (images' dtype; holes black) and masks (V, T, H', W') bool.
-    Work is chunked over frames (about 4M point hits per chunk); ``on_step(done, T)`` per chunk.
+    Work is chunked over frames and views (about 4M candidate hits per chunk); ``on_step(done, T)`` per chunk.
     """
     Ho, Wo = _check(images, depth, K_src, w2c_src, K_dst, w2c_dst, size, conf, point_radius)
     T, H, W = depth.shape
@@ -157,33 +157,37 @@ def project_to_cameras(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Te
     colors = images.reshape(T * N, 3)
     renders = torch.zeros(V, T, Ho, Wo, 3, dtype=images.dtype)
     masks = torch.zeros(V, T, Ho, Wo, dtype=torch.bool)
-    step = max(1, _CHUNK_ELEMS // max(1, V * N * F))
+    vstep = max(1, min(V, _CHUNK_ELEMS // max(1, N * F)))  # views per chunk
+    step = max(1, _CHUNK_ELEMS // max(1, vstep * N * F)) if vstep == V else 1  # frames per chunk
     for t0 in range(0, T, step):
         t1 = min(T, t0 + step)
         Tc = t1 - t0
         cam_src = depth[t0:t1].reshape(Tc, N, 1).double() * rays  # (Tc, N, 3)
         pts = _apply_inv(w2c_s[t0:t1, None], cam_src)  # (Tc, N, 3) world
-        x, y, z = _pixels(_apply(Md, pts), Kd, Ho, Wo)  # (V, Tc, N)
-        ok = valid[t0:t1].expand(V, Tc, N)
-        if t0 == 0:
-            _check_in_front((ok[:, 0] & (z[:, 0] > 0)).any(dim=-1))
-        ok = ok & (z > 0)
-        vi, fi, ni = ok.nonzero(as_tuple=True)  # (M,) hits
-        x, y = x[vi, fi, ni], y[vi, fi, ni]
-        key = (z[vi, fi, ni].view(torch.int32).long() << 32) | ni  # depth first, then source pixel
-        xs, ys = x[:, None] + dx, y[:, None] + dy  # (M, F)
-        inside = (xs >= 0) & (xs < Wo) & (ys >= 0) & (ys < Ho)
-        slot = ((vi[:, None] * Tc + fi[:, None]) * Ho + ys) * Wo + xs
-        buf = torch.full((V * Tc * Ho * Wo,), _EMPTY, dtype=torch.int64)
-        buf.scatter_reduce_(0, slot[inside], key[:, None].expand(-1, F)[inside], reduce="amin")
-        idx = (buf != _EMPTY).nonzero()[:, 0]
-        src = (t0 + (idx // (Ho * Wo)) % Tc) * N + (buf[idx] & 0xFFFFFFFF)
-        out = torch.zeros(V * Tc * Ho * Wo, 3, dtype=images.dtype)
-        out[idx] = colors[src]
-        hit = torch.zeros(V * Tc * Ho * Wo, dtype=torch.bool)
-        hit[idx] = True
-        renders[:, t0:t1] = out.reshape(V, Tc, Ho, Wo, 3)
-        masks[:, t0:t1] = hit.reshape(V, Tc, Ho, Wo)
+        for v0 in range(0, V, vstep):
+            v1 = min(V, v0 + vstep)
+            Vc = v1 - v0
+            x, y, z = _pixels(_apply(Md[v0:v1], pts), Kd[v0:v1], Ho, Wo)  # (Vc, Tc, N)
+            ok = valid[t0:t1].expand(Vc, Tc, N)
+            if t0 == 0:
+                _check_in_front((ok[:, 0] & (z[:, 0] > 0)).any(dim=-1), v0)
+            vi, fi, ni = (ok & (z > 0)).nonzero(as_tuple=True)  # (M,) hits
+            x, y = x[vi, fi, ni], y[vi, fi, ni]
+            key = (z[vi, fi, ni].view(torch.int32).long() << 32) | ni  # depth first, then source pixel
+            del z, ok
+            xs, ys = x[:, None] + dx, y[:, None] + dy  # (M, F)
+            inside = (xs >= 0) & (xs < Wo) & (ys >= 0) & (ys < Ho)
+            slot = ((vi[:, None] * Tc + fi[:, None]) * Ho + ys) * Wo + xs
+            buf = torch.full((Vc * Tc * Ho * Wo,), _EMPTY, dtype=torch.int64)
+            buf.scatter_reduce_(0, slot[inside], key[:, None].expand(-1, F)[inside], reduce="amin")
+            idx = (buf != _EMPTY).nonzero()[:, 0]
+            src = (t0 + (idx // (Ho * Wo)) % Tc) * N + (buf[idx] & 0xFFFFFFFF)
+            out = torch.zeros(Vc * Tc * Ho * Wo, 3, dtype=images.dtype)
+            out[idx] = colors[src]
+            hit = torch.zeros(Vc * Tc * Ho * Wo, dtype=torch.bool)
+            hit[idx] = True
+            renders[v0:v1, t0:t1] = out.reshape(Vc, Tc, Ho, Wo, 3)
+            masks[v0:v1, t0:t1] = hit.reshape(Vc, Tc, Ho, Wo)
         report(on_step, t1, T)
     return renders, masks
 
@@ -212,7 +216,7 @@ def project_to_cameras_reference(images: Tensor, depth: Tensor, K_src: Tensor, w
         for v in range(V):
             x, y, z = _pixels(_apply(w2c_dst[v].double(), pts), K_dst[v].double(), Ho, Wo)
             if t == 0:
-                _check_in_front(torch.tensor([bool((z > 0).any())]))
+                _check_in_front(torch.tensor([bool((z > 0).any())]), v)
             pix, zs, src = [], [], []
             for ox, oy in zip(dx.tolist(), dy.tolist()):
                 xs, ys = x + ox, y + oy

@@ -222,3 +222,15 @@ def test_nodes_run_in_a_host_prompt(comfy_host):
     assert len(out["8"]["images"]) == 8 * 2
     renders = comfy_host.outputs("3")[0][0]
     assert renders.shape == (3 * 2, 24, 40, 3)
+
+
+@pytest.mark.parametrize("budget", [50, 12 * 16 * 2 * 9])
+def test_chunking_over_frames_and_views_changes_nothing(monkeypatch, budget):
+    import comfyui_full4d.projection as P
+    scene = random_scene(V=3, T=3, seed=5)
+    full = project_to_cameras(*scene, point_radius=1)
+    monkeypatch.setattr(P, "_CHUNK_ELEMS", budget)  # 1 view x 1 frame, then 2 views x 1 frame per chunk
+    steps = []
+    small = project_to_cameras(*scene, point_radius=1, on_step=lambda d, t: steps.append((d, t)))
+    assert torch.equal(full[0], small[0]) and torch.equal(full[1], small[1])
+    assert steps == [(1, 3), (2, 3), (3, 3)]
