@@ -342,6 +342,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--vae", required=True, help="Wan2.2 VAE .safetensors")
     p.add_argument("--text-encoder", default=None, help="umT5-XXL .safetensors (omit: use --context or zeros)")
     p.add_argument("--context", default=None, help="safetensors with key 'context' (1, L, 4096): a pre-encoded prompt")
+    p.add_argument("--da3", default=None, help="Depth Anything 3 folder (model.safetensors + config.json): source "
+                   "depth for scenes without depth.safetensors (camera translations must then be metric)")
     p.add_argument("--no-resume", action="store_true", help="start from step 0 even if out/checkpoint exists")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     for f in fields(TrainConfig):
@@ -362,8 +364,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     model = host_training.load_train_model(a.model, a.vae, cfg, device=a.device, text_encoder=a.text_encoder,
                                            context_file=a.context, distributed=distributed)
     scenes = ds.find_scenes(cfg.data)
+    depth_fn = None
+    if a.da3 is not None:
+        from .depth import estimate_depth, load_da3
+
+        da3 = load_da3(a.da3, device=a.device)
+        depth_fn = lambda frames: estimate_depth(da3, frames.to(a.device)).depth.cpu()  # noqa: E731
     bar = host_training.progress_bar(cfg.steps)
-    res = train(cfg, model, scenes, resume=not a.no_resume, on_step=bar.update_to, log=bar.set_description)
+    res = train(cfg, model, scenes, depth_fn=depth_fn, resume=not a.no_resume, on_step=bar.update_to,
+                log=bar.set_description)
     bar.close()
     print(f"done: step {res['step']}, adapter at {Path(cfg.out) / 'adapter.safetensors'}")
     return 0

@@ -252,7 +252,7 @@ def test_cli_help(capsys):
         tr.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--ablation" in out and "--grad-checkpointing" in out and "--frames" in out
+    assert "--ablation" in out and "--grad-checkpointing" in out and "--frames" in out and "--da3" in out
 
 
 @pytest.mark.slow
