@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["WIDGET_TYPES", "validate_api", "api_to_ui"]
+__all__ = ["WIDGET_TYPES", "FILE_INPUTS", "validate_api", "api_to_ui"]
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# Combos that name a user's file (weights, videos): a shared workflow may name files the
+# validating server does not have.
+FILE_INPUTS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
+               ("Full4DDA3Loader", "model"), ("Full4DLoadVideo", "file"), ("LoadVideo", "file"),
+               ("Full4DAdapterLoader", "adapter")}
 
 
 def _inputs(info: dict) -> list[tuple[str, str, dict]]:
@@ -37,12 +42,13 @@ def _types_match(out_type: str, in_type: str) -> bool:
     return bool(set(out_type.split(",")) & set(in_type.split(",")))
 
 
-def validate_api(prompt: dict, object_info: dict) -> list[str]:
+def validate_api(prompt: dict, object_info: dict, files_may_be_missing: bool = False) -> list[str]:
     """Problems of an API-format prompt against ``object_info`` (empty list: valid).
 
     Checks node types exist, inputs exist, required inputs are present, links point at an
     existing node output of a matching type, combo values are among the options and numbers
-    lie within min/max.
+    lie within min/max. With ``files_may_be_missing`` the file combos of FILE_INPUTS may name
+    files the server does not list.
     """
     errors = []
     for nid, node in prompt.items():
@@ -74,8 +80,8 @@ def validate_api(prompt: dict, object_info: dict) -> list[str]:
                 continue
             if typ not in WIDGET_TYPES:
                 errors.append(f"node {nid} ({ct}).{name}: socket of type {typ} given a literal {value!r}")
-            elif typ == "COMBO" and opts.get("options") and value not in opts["options"] \
-                    and not opts.get("video_upload") and not opts.get("image_upload"):
+            elif typ == "COMBO" and value not in (opts.get("options") or []) \
+                    and not (files_may_be_missing and (ct, name) in FILE_INPUTS):
                 errors.append(f"node {nid} ({ct}).{name}: {value!r} not in {opts['options'][:10]}")
             elif typ in ("INT", "FLOAT"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ == "INT" and not isinstance(value, int)):
@@ -110,7 +116,7 @@ def _depths(prompt: dict) -> dict[str, int]:
 
 def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
     """LiteGraph UI workflow (version 0.4) for an API-format prompt, laid out left to right."""
-    errs = validate_api(prompt, object_info)
+    errs = validate_api(prompt, object_info, files_may_be_missing=True)
     if errs:
         raise ValueError("workflow does not match the node definitions:\n" + "\n".join(errs))
     ids = {nid: i + 1 for i, nid in enumerate(sorted(prompt, key=lambda k: (len(k), k)))}
