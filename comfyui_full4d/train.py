@@ -251,6 +251,15 @@ def _resize(frames: Tensor, height: int, width: int) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(V, L, height, width, 3)
 
 
+def _tensorboard(out: Path):
+    """A TensorBoard SummaryWriter in ``out/tb`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; log.csv always exists
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
 def _dist() -> tuple[int, int]:
     """(rank, world size) under torchrun, (0, 1) otherwise."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -291,6 +300,7 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
     losses = []
     cache = _LatentCache(cfg.latent_cache) if cache is None else cache
     device_type = "cuda" if next(iter(params)).is_cuda else "cpu"
+    tb = _tensorboard(out) if rank == 0 else None
     with open(csv_path, "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_log:
@@ -323,11 +333,16 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
             if rank == 0:
                 writer.writerow([step, f"{losses[-1]:.6g}", f"{tau:.4f}", f"{dt:.3f}", f"{world / dt:.3f}"])
                 fh.flush()
+                if tb is not None:
+                    tb.add_scalar("loss", losses[-1], step)
+                    tb.add_scalar("clips_per_s", world / dt, step)
                 if log is not None:
                     log(f"step {step}/{cfg.steps} loss {losses[-1]:.4f} {world / dt:.2f} clips/s")
                 if step % cfg.save_every == 0 or step == cfg.steps:
                     save_checkpoint(ckpt, step, model.trainable, opt, model, cfg)
             report(on_step, step, cfg.steps)
+    if tb is not None:
+        tb.close()
     if rank == 0:
         model.save_adapter(out / "adapter.safetensors")
     return {"step": step, "losses": losses, "seconds": time.perf_counter() - t_start}
