@@ -78,10 +78,10 @@ def _valid(depth: Tensor, conf: Optional[Tensor], conf_threshold: float) -> Tens
 
 
 def _rays(K: Tensor, H: int, W: int) -> Tensor:
-    """(H*W, 3) float64 ``K^-1 [j + 0.5, i + 0.5, 1]`` in row-major pixel order."""
+    """(H*W, 3) float64 ``K^-1 [j + 0.5, i + 0.5, 1]`` in row-major pixel order (on K's device)."""
     K = K.double()
-    i, j = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5,
-                          torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
+    i, j = torch.meshgrid(torch.arange(H, dtype=torch.float64, device=K.device) + 0.5,
+                          torch.arange(W, dtype=torch.float64, device=K.device) + 0.5, indexing="ij")
     x = (j.reshape(-1) - K[0, 2] - K[0, 1] * (i.reshape(-1) - K[1, 2]) / K[1, 1]) / K[0, 0]
     y = (i.reshape(-1) - K[1, 2]) / K[1, 1]
     return torch.stack([x, y, torch.ones_like(x)], dim=-1)
@@ -126,7 +126,7 @@ def _offsets(r: int) -> tuple[Tensor, Tensor]:
 def _check_in_front(front: Tensor, offset: int = 0) -> None:
     """front: (V,) bool, a valid frame-0 point lies in front of camera ``offset + v``."""
     if not bool(front.all()):
-        bad = ((~front).nonzero()[:, 0] + offset).tolist()
+        bad = ((~front).nonzero()[:, 0].cpu() + offset).tolist()
         raise ValueError(f"w2c_dst: camera(s) {bad} have every point of the scene behind them (the scene is "
                          "behind the camera); check the rig's look-at point and the pose convention "
                          "(world-to-camera, OpenCV: z forward)")
@@ -142,21 +142,23 @@ def project_to_cameras(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Te
     NaN/inf warned about); conf: (T, H, W) or None, pixels need ``conf > conf_threshold``.
     K_src: (3, 3) at (H, W); w2c_src: (4, 4), or (T, 4, 4) for a moving source camera.
     K_dst: (V, 3, 3) at the output size; w2c_dst: (V, 4, 4). size: (H', W'), default (H, W).
-    Returns renders (V, T, H', W', 3) (images' dtype; holes black) and masks (V, T, H', W') bool.
+    Returns renders (V, T, H', W', 3) (images' dtype and device; holes black) and masks (V, T, H', W') bool.
     Work is chunked over frames and views (about 4M candidate hits per chunk); ``on_step(done, T)`` per chunk.
     """
     Ho, Wo = _check(images, depth, K_src, w2c_src, K_dst, w2c_dst, size, conf, point_radius)
     T, H, W = depth.shape
     V, N, r = K_dst.shape[0], H * W, int(point_radius)
-    valid = _valid(depth, conf, conf_threshold).reshape(T, N)
-    rays = _rays(K_src, H, W)
-    w2c_s = w2c_src.double().expand(T, 4, 4)
-    Kd, Md = K_dst.double()[:, None, None], w2c_dst.double()[:, None, None]  # (V, 1, 1, 4, 4)
-    dx, dy = _offsets(r)
+    dev = images.device  # everything runs on the images' device
+    depth = depth.to(dev)
+    valid = _valid(depth, None if conf is None else conf.to(dev), conf_threshold).reshape(T, N)
+    rays = _rays(K_src.to(dev), H, W)
+    w2c_s = w2c_src.to(dev).double().expand(T, 4, 4)
+    Kd, Md = K_dst.to(dev).double()[:, None, None], w2c_dst.to(dev).double()[:, None, None]  # (V, 1, 1, 4, 4)
+    dx, dy = (o.to(dev) for o in _offsets(r))
     F = dx.numel()
     colors = images.reshape(T * N, 3)
-    renders = torch.zeros(V, T, Ho, Wo, 3, dtype=images.dtype)
-    masks = torch.zeros(V, T, Ho, Wo, dtype=torch.bool)
+    renders = torch.zeros(V, T, Ho, Wo, 3, dtype=images.dtype, device=dev)
+    masks = torch.zeros(V, T, Ho, Wo, dtype=torch.bool, device=dev)
     vstep = max(1, min(V, _CHUNK_ELEMS // max(1, N * F)))  # views per chunk
     step = max(1, _CHUNK_ELEMS // max(1, vstep * N * F)) if vstep == V else 1  # frames per chunk
     for t0 in range(0, T, step):
@@ -178,13 +180,13 @@ def project_to_cameras(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Te
             xs, ys = x[:, None] + dx, y[:, None] + dy  # (M, F)
             inside = (xs >= 0) & (xs < Wo) & (ys >= 0) & (ys < Ho)
             slot = ((vi[:, None] * Tc + fi[:, None]) * Ho + ys) * Wo + xs
-            buf = torch.full((Vc * Tc * Ho * Wo,), _EMPTY, dtype=torch.int64)
+            buf = torch.full((Vc * Tc * Ho * Wo,), _EMPTY, dtype=torch.int64, device=dev)
             buf.scatter_reduce_(0, slot[inside], key[:, None].expand(-1, F)[inside], reduce="amin")
             idx = (buf != _EMPTY).nonzero()[:, 0]
             src = (t0 + (idx // (Ho * Wo)) % Tc) * N + (buf[idx] & 0xFFFFFFFF)
-            out = torch.zeros(Vc * Tc * Ho * Wo, 3, dtype=images.dtype)
+            out = torch.zeros(Vc * Tc * Ho * Wo, 3, dtype=images.dtype, device=dev)
             out[idx] = colors[src]
-            hit = torch.zeros(Vc * Tc * Ho * Wo, dtype=torch.bool)
+            hit = torch.zeros(Vc * Tc * Ho * Wo, dtype=torch.bool, device=dev)
             hit[idx] = True
             renders[v0:v1, t0:t1] = out.reshape(Vc, Tc, Ho, Wo, 3)
             masks[v0:v1, t0:t1] = hit.reshape(Vc, Tc, Ho, Wo)
@@ -281,7 +283,7 @@ def contact_sheet(renders: Tensor, max_width: int = 1024) -> Tensor:
     h, w = max(1, H // f), max(1, W // f)
     small = torch.nn.functional.adaptive_avg_pool2d(renders.reshape(V * T, H, W, 3).permute(0, 3, 1, 2).float(),
                                                     (h, w)).permute(0, 2, 3, 1).reshape(V, T, h, w, 3)
-    sheet = torch.full((V * (h + 1) - 1, T * (w + 1) - 1, 3), 0.25)
+    sheet = torch.full((V * (h + 1) - 1, T * (w + 1) - 1, 3), 0.25, device=renders.device)
     for v in range(V):
         for t in range(T):
             sheet[v * (h + 1):v * (h + 1) + h, t * (w + 1):t * (w + 1) + w] = small[v, t]
