@@ -97,16 +97,21 @@ def _matrix(path: Path, field: str, val, shape: tuple[int, ...]) -> Tensor:
     return m
 
 
-def _video_info(path: Path) -> tuple[int, int, int]:
+def _video_info(path: Path, where: Path, field: str) -> tuple[int, int, int]:
     """(frames, height, width) of a video, counting frames by demuxing packets when needed."""
     import av
 
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        n = int(s.frames or 0)
-        if n <= 0:
-            n = sum(1 for p in c.demux(s) if p.size > 0)
-        return n, int(s.codec_context.height), int(s.codec_context.width)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise _err(where, field, f"{path.name} has no video stream")
+            s = c.streams.video[0]
+            n = int(s.frames or 0)
+            if n <= 0:
+                n = sum(1 for p in c.demux(s) if p.size > 0)
+            return n, int(s.codec_context.height), int(s.codec_context.width)
+    except av.FFmpegError as e:
+        raise _err(where, field, f"{path.name} cannot be read as a video ({e})") from None
 
 
 def load_scene(root: str | os.PathLike) -> SceneInfo:
@@ -143,7 +148,11 @@ def load_scene(root: str | os.PathLike) -> SceneInfo:
             raise _err(path, f"{f}.R", f"camera {name!r}: rotation is not orthonormal with det +1 "
                        f"(max |R R^T - I| = {dev:.2e}, det = {float(torch.linalg.det(R)):.3f}); "
                        f"give a world-to-camera rotation (OpenCV)")
-        n, h, w = _video_info(video)
+        fx, fy = float(K[0, 0]), float(K[1, 1])
+        if not (fx > 0 and fy > 0) or K[2].tolist() != [0.0, 0.0, 1.0] or float(K[1, 0]) != 0.0:
+            raise _err(path, f"{f}.K", f"camera {name!r}: K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with "
+                       f"fx, fy > 0 (pixels), got {K.tolist()}")
+        n, h, w = _video_info(video, path, f"{f}.video")
         if (h, w) != (int(cam["height"]), int(cam["width"])):
             raise _err(path, f"{f}.width/height", f"camera {name!r} says {cam['width']}x{cam['height']} "
                        f"but {video.name} is {w}x{h}")

@@ -181,3 +181,13 @@ def test_read_video_seeks_to_the_right_frames(tmp_path):
         torch.testing.assert_close(dataset.read_video(tmp_path / "v.mp4", start, 5), full[start:start + 5])
     with pytest.raises(ValueError, match="ends earlier"):
         dataset.read_video(tmp_path / "v.mp4", 38, 5)
+
+
+def test_rejects_bad_intrinsics_and_unreadable_video(scene):
+    _edit(scene.root, lambda m: m["cameras"][0].__setitem__("K", [[-50, 0, 24], [0, 50, 16], [0, 0, 1]]))
+    with pytest.raises(ValueError, match=r"cameras\[0\].K: camera 'cam00': K must be"):
+        dataset.load_scene(scene.root)
+    _edit(scene.root, lambda m: m["cameras"][0].__setitem__("K", [[50, 0, 24], [0, 50, 16], [0, 0, 1]]))
+    (scene.root / "cam01.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(ValueError, match=r"cameras\[1\].video: cam01.mp4 cannot be read as a video"):
+        dataset.load_scene(scene.root)
