@@ -52,7 +52,8 @@ def _check(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Tensor, K_dst:
     if K_dst.dim() != 3 or tuple(K_dst.shape[1:]) != (3, 3):
         raise ValueError(f"K_dst must be (V, 3, 3), got {tuple(K_dst.shape)}")
     if w2c_dst.dim() != 3 or tuple(w2c_dst.shape[1:]) != (4, 4) or w2c_dst.shape[0] != K_dst.shape[0]:
-        raise ValueError(f"w2c_dst must be (V, 4, 4) with V = {K_dst.shape[0]} (from K_dst), got {tuple(w2c_dst.shape)}")
+        raise ValueError(f"w2c_dst must be (V, 4, 4) with V = {K_dst.shape[0]} (from K_dst), "
+                         f"got {tuple(w2c_dst.shape)}")
     if K_dst.shape[0] < 1:
         raise ValueError("K_dst / w2c_dst hold no cameras (V = 0)")
     if int(point_radius) != point_radius or not 0 <= point_radius <= 8:

@@ -33,7 +33,8 @@ def test_load3d_round_trip_and_zoom():
     infos = [_info((0.3, 0.2, 1.5), (0.0, 0.0, -1.0)), _info((-1.0, 0.5, -0.5), (0.1, -0.2, -1.0), zoom=2)]
     for info in infos:
         cam = camera_from_load3d(info, K, W, H)
-        back = camera_to_load3d(cam, target=torch.tensor([info["target"][a] for a in "xyz"]) * torch.tensor([1, -1, -1]))
+        target = torch.tensor([info["target"][a] for a in "xyz"]) * torch.tensor([1, -1, -1])  # our world
+        back = camera_to_load3d(cam, target=target)
         for key in ("position", "target"):
             for a in "xyz":
                 assert math.isclose(back[key][a], info[key][a], abs_tol=1e-5)

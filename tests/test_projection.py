@@ -3,9 +3,6 @@ ground-truth renders of the synthetic scene."""
 
 from __future__ import annotations
 
-import math
-import warnings
-
 import numpy as np
 import pytest
 import torch

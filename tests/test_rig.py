@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -56,7 +57,7 @@ def _hand_slerp(R0: np.ndarray, R1: np.ndarray, u: float) -> np.ndarray:
 def _irregular_rig():
     spec = [{"eye": [0.7, -0.1, 0.4]}, {"eye": [0.9, -0.3, 1.6]}, {"eye": [-0.2, 0.1, 2.1]},
             {"eye": [-0.8, -0.2, 0.9], "target": [0.0, 0.1, 1.1]}]
-    return custom_rig(__import__("json").dumps(spec), K, W, H)
+    return custom_rig(json.dumps(spec), K, W, H)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -141,8 +142,8 @@ def test_presets_geometry():
 
 
 def test_custom_schema_and_errors():
-    rig = custom_rig('[{"eye": [1, 0, 1], "name": "right", "fov_y_deg": 30}, {"eye": [0, -1, 1], "target": [0, 0, 1.2]}]',
-                     K, W, H)
+    spec = [{"eye": [1, 0, 1], "name": "right", "fov_y_deg": 30}, {"eye": [0, -1, 1], "target": [0, 0, 1.2]}]
+    rig = custom_rig(json.dumps(spec), K, W, H)
     assert rig.names == ("source", "right", "custom2") and rig.num_views == 3
     torch.testing.assert_close(rig.cameras.K[1], intrinsics_from_fov(30.0, W, H))
     torch.testing.assert_close(rig.cameras.center[1], torch.tensor([1.0, 0.0, 1.0]))
