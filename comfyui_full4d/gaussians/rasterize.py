@@ -18,7 +18,7 @@ sqrt(Sigma2d_xx))``, ``e = min(3.33, sqrt(2 ln(255 o)))``: every pixel with ``al
 the tile size changes nothing). Tiles with similar Gaussian counts are batched; in a batch the exponent of every
 (pixel, Gaussian) pair is ONE matmul of a fixed (64, 6) tile-centred pixel basis ``[u^2, uv, v^2, u, v, 1]`` with
 six per-(tile, Gaussian) coefficients, and transmittance is a cumulative product carried over depth-ordered chunks
-(a batch stops once all its pixels are saturated). A hand-written backward recomputes the alphas chunk by chunk,
+(a tile drops out once all its pixels are saturated). A hand-written backward recomputes the alphas chunk by chunk,
 so memory grows with the number of (tile, Gaussian) pairs only. Cost grows with sum over tiles of (pixels x
 Gaussians touching the tile): about 0.1 s forward + backward for 10k Gaussians of ~2 px at 96x160 on one core.
 """
@@ -256,11 +256,13 @@ def _tile_intersections(proj: Projection, tile: int, tiles_x: int, tiles_y: int)
         hi = torch.ceil(m + r).clamp(min=0).minimum(limit).long()
         (x0, y0), (x1, y1) = lo.unbind(-1), hi.unbind(-1)
         nx, n = x1 - x0, (x1 - x0) * (y1 - y0)
-        rep = torch.repeat_interleave(torch.arange(len(ids), device=m.device), n)
-        local = torch.arange(len(rep), device=m.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-        tile_ids = (y0[rep] + local // nx[rep]) * tiles_x + x0[rep] + local % nx[rep]
-        order = torch.argsort(tile_ids, stable=True)  # stable: keeps depth order inside a tile
-        return tile_ids[order], ids[rep[order]]
+        local = torch.arange(int(n.sum()), device=m.device) - (torch.cumsum(n, 0) - n).repeat_interleave(n)
+        nx_rep = nx.repeat_interleave(n)  # one entry per (Gaussian, tile) pair, Gaussians in depth order
+        tile_ids = (y0.repeat_interleave(n) + local // nx_rep) * tiles_x + x0.repeat_interleave(n) + local % nx_rep
+        gauss = ids.repeat_interleave(n)
+        key = tile_ids.to(torch.int16 if tiles_x * tiles_y < 2**15 else torch.int32)  # narrow keys sort ~10x faster
+        order = torch.argsort(key, stable=True)  # stable: keeps depth order inside a tile
+        return tile_ids.index_select(0, order), gauss.index_select(0, order)
 
 
 def _pixel_basis(tile: int, dtype, device) -> Tensor:
@@ -333,24 +335,27 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gparams: Tensor, feats: Tensor, basis: Tensor, batches: list, n_tiles: int) -> Tensor:
-        out = torch.zeros(n_tiles, basis.shape[0], feats.shape[-1], dtype=feats.dtype, device=feats.device)
-        ctx.n_chunks = []
+        P, dt, dev = basis.shape[0], feats.dtype, feats.device
+        out = torch.zeros(n_tiles, P, feats.shape[-1], dtype=dt, device=dev)
+        ctx.actives = []  # per batch, per chunk: the tiles (rows of the batch) still unsaturated
         for bt in batches:
             B, G = bt.idx.shape
-            basis_b = basis.expand(B, -1, -1)
-            T = torch.ones(B, basis.shape[0], 1, dtype=feats.dtype, device=feats.device)
-            acc = torch.zeros(B, basis.shape[0], feats.shape[-1], dtype=feats.dtype, device=feats.device)
-            n = 0
+            T = torch.ones(B, P, 1, dtype=dt, device=dev)  # carried transmittance of every tile of the batch
+            acc = torch.zeros(B, P, feats.shape[-1], dtype=dt, device=dev)
+            act, actives = torch.arange(B, device=dev), []
             for s in range(0, G, _CHUNK_G):
-                sub = bt.idx[:, s : s + _CHUNK_G]
-                coef = _coefficients(gparams[sub], bt.centres)
-                _, _, _, T_incl, _, w = _chunk_state(basis_b, coef, T, first=s == 0)
-                acc.baddbmm_(w, feats[sub])
-                T = T_incl[..., -1:]
-                n += 1
-                if bool((T <= T_MIN).all()):
-                    break  # every pixel of every tile in the batch is saturated: the rest is hidden
-            ctx.n_chunks.append(n)
+                sub = bt.idx[act, s : s + _CHUNK_G]
+                coef = _coefficients(gparams[sub], bt.centres[act])
+                _, _, _, T_incl, _, w = _chunk_state(basis.expand(len(act), -1, -1), coef, T[act], first=s == 0)
+                acc.index_add_(0, act, torch.bmm(w, feats[sub]))
+                T.index_copy_(0, act, T_incl[..., -1:])
+                actives.append(act)
+                open_tiles = (T_incl[..., -1] > T_MIN).any(-1)
+                if not bool(open_tiles.all()):
+                    act = act[open_tiles]  # saturated tiles are done: everything behind is hidden
+                    if not len(act):
+                        break
+            ctx.actives.append(actives)
             out.index_copy_(0, bt.tiles, acc)
         ctx.batches = batches
         ctx.save_for_backward(gparams, feats, basis, out)
@@ -360,29 +365,29 @@ class _Composite(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         gparams, feats, basis, out = ctx.saved_tensors
         d_gparams, d_feats = torch.zeros_like(gparams), torch.zeros_like(feats)
-        for bt, n_chunks in zip(ctx.batches, ctx.n_chunks):
-            B = bt.idx.shape[0]
-            basis_b = basis.expand(B, -1, -1)
-            g = grad_out.index_select(0, bt.tiles)  # (B, P, 4)
-            g_total = (g * out.index_select(0, bt.tiles)).sum(-1, keepdim=True)  # g . C, (B, P, 1)
-            T = torch.ones(B, basis.shape[0], 1, dtype=feats.dtype, device=feats.device)
-            prefix = torch.zeros_like(T)  # sum_{i<=k} w_i (g . c_i), carried over chunks
-            for c in range(n_chunks):
-                sub = bt.idx[:, c * _CHUNK_G : (c + 1) * _CHUNK_G]
-                p, f = gparams[sub], feats[sub]
-                alpha, one_minus, _, T_incl, alive, w = _chunk_state(basis_b, _coefficients(p, bt.centres), T,
-                                                                     first=c == 0)
+        for bt, actives in zip(ctx.batches, ctx.actives):
+            g_all = grad_out.index_select(0, bt.tiles)  # (B, P, 4)
+            g_total_all = (g_all * out.index_select(0, bt.tiles)).sum(-1, keepdim=True)  # g . C, (B, P, 1)
+            T = torch.ones_like(g_total_all)
+            prefix = torch.zeros_like(g_total_all)  # sum_{i<=k} w_i (g . c_i), carried over chunks
+            for c, act in enumerate(actives):
+                sub = bt.idx[act, c * _CHUNK_G : (c + 1) * _CHUNK_G]
+                p, f, g, g_total = gparams[sub], feats[sub], g_all[act], g_total_all[act]
+                basis_b = basis.expand(len(act), -1, -1)
+                alpha, one_minus, _, T_incl, alive, w = _chunk_state(
+                    basis_b, _coefficients(p, bt.centres[act]), T[act], first=c == 0
+                )
                 d_feats.index_add_(0, sub.reshape(-1), torch.bmm(w.transpose(1, 2), g).reshape(-1, f.shape[-1]))
                 wg = torch.bmm(g, f.transpose(1, 2)).mul_(w)  # w_k (g . c_k)
-                behind = torch.cumsum(wg, dim=-1).add_(prefix)
-                prefix = behind[..., -1:]
+                behind = torch.cumsum(wg, dim=-1).add_(prefix[act])
+                prefix.index_copy_(0, act, behind[..., -1:])
                 behind = torch.rsub(behind, g_total).mul_(alpha).div_(one_minus)  # alpha_k (g . S_k) / (1 - alpha_k)
                 live = torch.lt(alpha, ALPHA_MAX, out=torch.empty_like(alpha)).mul_(alive)  # not clamped/stopped
                 alpha_d_alpha = wg.sub_(behind).mul_(live)  # alpha_k dL/dalpha_k
-                d_coef = torch.bmm(basis_b.transpose(1, 2), alpha_d_alpha).neg_()  # (B, 6, g)
-                d_p = _coefficients_vjp(p, bt.centres, d_coef)
+                d_coef = torch.bmm(basis_b.transpose(1, 2), alpha_d_alpha).neg_()  # (B', 6, g)
+                d_p = _coefficients_vjp(p, bt.centres[act], d_coef)
                 d_gparams.index_add_(0, sub.reshape(-1), d_p.reshape(-1, 6))
-                T = T_incl[..., -1:]
+                T.index_copy_(0, act, T_incl[..., -1:])
         return d_gparams, d_feats, None, None, None
 
 
@@ -422,7 +427,7 @@ def _plan(proj: Projection, tile: int, tiles_x: int, tiles_y: int) -> list[_Batc
             tb = order[i : i + nb]
             ar = torch.arange(gmax, device=dev)
             pos = offsets[tb, None] + ar
-            idx = torch.where(ar < counts[tb, None], gauss_ids[pos.clamp_max(len(gauss_ids) - 1)], N)
+            idx = torch.where(ar < counts[tb, None], torch.take(gauss_ids, pos.clamp_max(len(gauss_ids) - 1)), N)
             centres = torch.stack([tb % tiles_x, tb // tiles_x], -1).to(proj.means2d.dtype) * tile + tile / 2
             batches.append(_Batch(tiles=tb, idx=idx, centres=centres))
             i += nb
