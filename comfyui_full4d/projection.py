@@ -88,18 +88,31 @@ def _rays(K: Tensor, H: int, W: int) -> Tensor:
     return torch.stack([x, y, torch.ones_like(x)], dim=-1)
 
 
-def _apply(M: Tensor, p: Tensor) -> Tensor:
-    """``R p + t`` with elementwise sums (bit-identical under any batching).
+def _compose(dst: Tensor, src: Tensor) -> Tensor:
+    """Source camera -> target camera: ``A = dst @ inv(src)`` for rigid world-to-camera poses,
+    written as elementwise sums (bit-identical under any batching).
 
-    M: (..., 4, 4) world-to-camera, p: (..., 3); leading dims broadcast -> (..., 3)."""
-    return torch.stack([M[..., r, 0] * p[..., 0] + M[..., r, 1] * p[..., 1] + M[..., r, 2] * p[..., 2]
-                        + M[..., r, 3] for r in range(3)], dim=-1)
+    dst (..., 4, 4), src (..., 4, 4) (broadcast) -> A (..., 3, 4)."""
+    Rd, td, Rs, ts = dst[..., :3, :3], dst[..., :3, 3], src[..., :3, :3], src[..., :3, 3]
+    # R = Rd Rs^T: R[r, c] = sum_k Rd[r, k] Rs[c, k]; t = td - R ts
+    R = torch.stack([torch.stack([Rd[..., r, 0] * Rs[..., c, 0] + Rd[..., r, 1] * Rs[..., c, 1]
+                                  + Rd[..., r, 2] * Rs[..., c, 2] for c in range(3)], -1) for r in range(3)], -2)
+    t = torch.stack([td[..., r] - (R[..., r, 0] * ts[..., 0] + R[..., r, 1] * ts[..., 1] + R[..., r, 2] * ts[..., 2])
+                     for r in range(3)], -1)
+    return torch.cat([R, t[..., None]], -1)
 
 
-def _apply_inv(M: Tensor, p: Tensor) -> Tensor:
-    """``R^T (p - t)`` for a rigid world-to-camera M (..., 4, 4), p (..., 3) -> (..., 3)."""
-    q = [p[..., c] - M[..., c, 3] for c in range(3)]
-    return torch.stack([M[..., 0, r] * q[0] + M[..., 1, r] * q[1] + M[..., 2, r] * q[2] for r in range(3)], dim=-1)
+def _ray_dirs(A: Tensor, rays: Tensor) -> Tensor:
+    """Source rays (N, 3) (last component 1) in target axes: ``B = A[:, :3] ray``.
+
+    A (..., 3, 4) -> (..., N, 3); a point at depth z lands at ``z * B + A[:, 3]``."""
+    A = A[..., None, :, :]
+    return torch.stack([A[..., r, 0] * rays[:, 0] + A[..., r, 1] * rays[:, 1] + A[..., r, 2] for r in range(3)], -1)
+
+
+def _target_points(A: Tensor, B: Tensor, z: Tensor) -> Tensor:
+    """z (..., N) source depths, B (..., N, 3), A (..., 3, 4) -> (..., N, 3) target-camera points."""
+    return B * z[..., None] + A[..., None, :, 3]
 
 
 def _pixels(cam: Tensor, K: Tensor, Ho: int, Wo: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,7 +167,8 @@ def project_to_cameras(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Te
     valid = _valid(depth, None if conf is None else conf.to(dev), conf_threshold).reshape(T, N)
     rays = _rays(K_src.to(dev), H, W)
     w2c_s = w2c_src.to(dev).double().expand(T, 4, 4)
-    Kd, Md = K_dst.to(dev).double()[:, None, None], w2c_dst.to(dev).double()[:, None, None]  # (V, 1, 1, 4, 4)
+    static = w2c_src.dim() == 2 or bool((w2c_src == w2c_src[:1]).all())
+    Kd, Md = K_dst.to(dev).double()[:, None, None], w2c_dst.to(dev).double()[:, None]  # (V, 1, 1, 3, 3), (V, 1, 4, 4)
     dx, dy = (o.to(dev) for o in _offsets(r))
     F = dx.numel()
     colors = images.reshape(T * N, 3)
@@ -165,12 +179,14 @@ def project_to_cameras(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Te
     for t0 in range(0, T, step):
         t1 = min(T, t0 + step)
         Tc = t1 - t0
-        cam_src = depth[t0:t1].reshape(Tc, N, 1).double() * rays  # (Tc, N, 3)
-        pts = _apply_inv(w2c_s[t0:t1, None], cam_src)  # (Tc, N, 3) world
+        zs = depth[t0:t1].reshape(Tc, N).double()
         for v0 in range(0, V, vstep):
             v1 = min(V, v0 + vstep)
             Vc = v1 - v0
-            x, y, z = _pixels(_apply(Md[v0:v1], pts), Kd[v0:v1], Ho, Wo)  # (Vc, Tc, N)
+            A = _compose(Md[v0:v1], w2c_s[t0:t0 + 1] if static else w2c_s[t0:t1])  # (Vc, 1 or Tc, 3, 4)
+            B = _ray_dirs(A, rays)  # (Vc, 1 or Tc, N, 3): one pass per view when the source is static
+            x, y, z = _pixels(_target_points(A, B, zs), Kd[v0:v1], Ho, Wo)  # (Vc, Tc, N)
+            del B
             ok = valid[t0:t1].expand(Vc, Tc, N)
             if t0 == 0:
                 _check_in_front((ok[:, 0] & (z[:, 0] > 0)).any(dim=-1), v0)
@@ -215,9 +231,10 @@ def project_to_cameras_reference(images: Tensor, depth: Tensor, K_src: Tensor, w
     masks = torch.zeros(V, T, Ho, Wo, dtype=torch.bool)
     for t in range(T):
         n = valid[t].nonzero()[:, 0]
-        pts = _apply_inv(w2c_s[t], depth[t].reshape(-1)[n].double()[:, None] * rays[n])  # (P, 3)
+        zt = depth[t].reshape(-1)[n].double()
         for v in range(V):
-            x, y, z = _pixels(_apply(w2c_dst[v].double(), pts), K_dst[v].double(), Ho, Wo)
+            A = _compose(w2c_dst[v].double(), w2c_s[t])  # source camera -> target camera
+            x, y, z = _pixels(_target_points(A, _ray_dirs(A, rays[n]), zt), K_dst[v].double(), Ho, Wo)
             if t == 0:
                 _check_in_front(torch.tensor([bool((z > 0).any())]), v)
             pix, zs, src = [], [], []
