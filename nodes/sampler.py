@@ -7,8 +7,11 @@ from comfyui_full4d.host.paths import FULL4D, list_files
 from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.host.sampling import sample_rig
+from comfyui_full4d.train import Ablation
 
 from .types import RIG
+
+ABLATIONS = Ablation.NAMES
 
 
 class Full4DAdapterLoader(io.ComfyNode):
@@ -63,14 +66,18 @@ class Full4DSampler(io.ComfyNode):
                                      "to each other (less cross-view consistency)."),
                 io.Boolean.Input("include_source", default=False,
                                  tooltip="Also return the source latent as the first view."),
+                io.Combo.Input("ablation", options=list(ABLATIONS), default="full", optional=True,
+                               tooltip="Paper Tab. 4 variants for evaluation: turn off the fused attention, the "
+                                       "projection conditioning, or one rule of the attention mask. Keep 'full'."),
             ],
             outputs=[io.Latent.Output(tooltip="Target views, view-major batch (V-1 or V latents).")],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, source, projections, rig, seed, steps, cfg, shift, sampler_name,
-                scheduler, views_per_pass, include_source) -> io.NodeOutput:
-        return io.NodeOutput(sample_rig(model, positive, negative, source, projections, rig, seed=seed, steps=steps,
+                scheduler, views_per_pass, include_source, ablation="full") -> io.NodeOutput:
+        return io.NodeOutput(sample_rig(model, positive, negative, source, projections, rig, ablation=ablation,
+                                        seed=seed, steps=steps,
                                         cfg=cfg, shift=shift, sampler_name=sampler_name, scheduler=scheduler,
                                         views_per_pass=views_per_pass, include_source=include_source,
                                         on_step=progress(steps)))

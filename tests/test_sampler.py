@@ -212,3 +212,32 @@ def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scen
         v = bm.diffusion_model(x, t, pos[0][0].expand(V, -1, -1), time_dim_concat=cond)
     ref = bm.process_latent_out(x - tau * v)[1:]
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ablation_option(base, scene, comfy_host):
+    """Tab. 4 variants through the sampler: with a random adapter, turning the fused branch off
+    changes the targets; 'no_projection' equals 'full' given zero model-space projections."""
+    from comfyui_full4d.adapter import save_adapter
+    from comfyui_full4d.host.patch import make_adapter
+
+    adapter = make_adapter(base)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for name, p in adapter.named_parameters():
+            if "fc2" in name or "tv_proj" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    folder = comfy_host.models_dir / "full4d"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_adapter(adapter, folder / "ablate.safetensors")
+    m = _patched(base, "ablate.safetensors")
+    full = _sample(m, scene)
+    assert (full - _sample(m, scene, ablation="no_fused_attention")).abs().max() > 1e-4
+    rig, src, proj, pos, neg = scene
+    zero = {"samples": m.model.process_latent_out(torch.zeros_like(proj["samples"]))}
+    from comfyui_full4d.host.sampling import sample_rig
+
+    manual = sample_rig(m, pos, neg, src, zero, rig, seed=7, steps=STEPS, cfg=5.0, shift=5.0,
+                        sampler_name="euler", scheduler="simple")["samples"]
+    torch.testing.assert_close(_sample(m, scene, ablation="no_projection"), manual, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="ablation"):
+        _sample(m, scene, ablation="no_such_switch")

@@ -99,16 +99,31 @@ def sample_full4d(model, positive: list, negative: list, source: Tensor, project
     return out if include_source else out[1:]
 
 
-def sample_rig(model, positive: list, negative: list, source: dict, projections: dict, rig, **kw) -> dict:
+def sample_rig(model, positive: list, negative: list, source: dict, projections: dict, rig,
+               ablation: str = "full", **kw) -> dict:
     """``sample_full4d`` on host LATENT dicts and a ``comfyui_full4d.cameras.Rig``; returns a LATENT dict
-    of the target views (batch = views, view-major; with the source first when ``include_source``)."""
+    of the target views (batch = views, view-major; with the source first when ``include_source``).
+
+    ablation: "full" or one of the paper's Tab. 4 variants ``train.Ablation.NAMES``
+    ("no_fused_attention", "no_projection", "no_intra_time", "no_cross_half"); the same switches
+    the training code uses, so an ablated adapter is sampled as it was trained.
+    """
     from ..adapter import camera_features
+    from ..train import Ablation
 
     for name, lat in (("source", source), ("projections", projections)):
         if not isinstance(lat, dict) or not torch.is_tensor(lat.get("samples")):
             raise ValueError(f"{name}: expected a LATENT (dict with 'samples'), got {type(lat).__name__}")
+    ab = Ablation.named(ablation)
+    proj = projections["samples"]
+    if ab.attention_changed:
+        from .training import ablated
+
+        model = ablated(model, ab)
+    if not ab.projection:  # zero condition latents in model space (what training saw)
+        proj = model.model.process_latent_out(torch.zeros_like(proj))
     cams = camera_features(rig.cameras.R, rig.cameras.t)
-    return {"samples": sample_full4d(model, positive, negative, source["samples"], projections["samples"], cams, **kw)}
+    return {"samples": sample_full4d(model, positive, negative, source["samples"], proj, cams, **kw)}
 
 
 def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams: Tensor, z_tau: Tensor,
