@@ -209,3 +209,26 @@ def test_node_camera_rig_and_interpolate(comfy_host, artifacts):
     assert orbit.num_views == 30
     R, t = interpolate_rig(rig.cameras.R, rig.cameras.t, 30)
     assert torch.equal(orbit.cameras.R, R) and torch.equal(orbit.cameras.t, t)
+
+
+def test_plot_axes():
+    """Top-down panel: +z (towards the scene) is up, so the source (white) sits below the scene
+    centre (yellow); side panel: +z is right, so the source sits left of it. A ring camera at
+    elevation 40 is above the centre in the side panel (world up = -y is up)."""
+    from comfyui_full4d.rig_plot import plot_rig
+    rig = custom_rig('[{"eye": [0.0, -0.64, 1.77]}]', K, W, H)  # behind the centre, above it
+    img = plot_rig(rig, size=128)[0]
+    top, side = img[:, :128], img[:, 130:]
+
+    def where(panel, rgb):
+        m = ((panel - torch.tensor(rgb)).abs() < 0.02).all(-1)
+        ij = m.nonzero().float()
+        assert len(ij), f"colour {rgb} not drawn"
+        return ij.mean(0)  # (row, col)
+
+    white, yellow = [1.0, 1.0, 1.0], [1.0, 1.0, 0.2]
+    assert where(top, white)[0] > where(top, yellow)[0] + 10
+    assert where(side, white)[1] < where(side, yellow)[1] - 10
+    cam1 = ((side - side[0, 0]).abs().sum(-1) > 0.1) & ~((side - torch.tensor(white)).abs() < 0.02).all(-1)
+    rows = cam1.nonzero()[:, 0].float()
+    assert rows.min() < where(side, yellow)[0] - 10  # something (camera 1) drawn above the centre
