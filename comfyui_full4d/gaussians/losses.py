@@ -1,0 +1,58 @@
+"""Photometric losses of the 4DGS fit (SPEC 6): ``L = (1 - lambda) L1 + lambda (1 - SSIM)``.
+
+Choice (documented): SPEC 6 writes ``L1 + 0.2 * D-SSIM``; we follow the 3DGS code it comes from,
+``(1 - 0.2) * L1 + 0.2 * (1 - SSIM)``, with D-SSIM taken as ``1 - SSIM`` (no 1/2). SSIM uses an
+11x11 Gaussian window with sigma 1.5, constants ``C1 = 0.01^2, C2 = 0.03^2`` and zero ("same")
+padding of the window sums normalised... i.e. exactly 3DGS's ``ssim`` (window over the valid image,
+``F.conv2d`` with padding 5), averaged over all pixels and channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["l1_loss", "ssim", "photometric_loss", "psnr"]
+
+
+def _window(size: int, sigma: float, dtype, device) -> Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def l1_loss(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).abs().mean()
+
+
+def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM of images a, b (H, W, 3) or (B, H, W, 3) in [0, 1] (3DGS's formula, zero padding)."""
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: images differ in shape {tuple(a.shape)} vs {tuple(b.shape)}")
+    x = a.reshape(-1, *a.shape[-3:]).permute(0, 3, 1, 2)
+    y = b.reshape(-1, *b.shape[-3:]).permute(0, 3, 1, 2)
+    C = x.shape[1]
+    w = _window(window, sigma, x.dtype, x.device).expand(C, 1, window, window)
+    pad = window // 2
+
+    def f(z: Tensor) -> Tensor:
+        return F.conv2d(z, w, padding=pad, groups=C)
+
+    mx, my = f(x), f(y)
+    sxx, syy, sxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return m.mean()
+
+
+def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float = 0.2) -> Tensor:
+    """``(1 - lambda) * L1 + lambda * (1 - SSIM)`` (3DGS). pred, target (H, W, 3)."""
+    return (1 - lambda_dssim) * l1_loss(pred, target) + lambda_dssim * (1 - ssim(pred, target))
+
+
+def psnr(pred: Tensor, target: Tensor) -> float:
+    """``10 log10(1 / MSE)`` for images in [0, 1]."""
+    mse = float((pred.detach().float().clamp(0, 1) - target.float()).pow(2).mean())
+    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
