@@ -1,0 +1,103 @@
+"""Export (SPEC 6): per-frame standard 3DGS PLY files and the whole 4D scene as one safetensors file.
+
+PLY (binary little endian, float32): ``x y z nx ny nz f_dc_0..2 f_rest_0..(3K-4) opacity scale_0..2 rot_0..3``
+with opacity a logit, scales logs, rot wxyz and ``f_rest`` channel-major (all R coefficients, then G, then B),
+as the 3DGS reference writer. The 4D file holds ``gaussians.*`` (canonical), ``hexplane.*`` (state dict),
+``aabb`` and ``time_range`` tensors; its metadata holds the format tag, SH degree and HexPlaneConfig JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
+
+__all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "SCENE4D_FORMAT"]
+
+SCENE4D_FORMAT = "full4d.scene4d"
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, sh: Tensor) -> str:
+    """Write one 3DGS PLY. means (N, 3), quats (N, 4) wxyz, log_scales (N, 3), opacity_logits (N,),
+    sh (N, K, 3) with K = (d+1)^2. Returns the path."""
+    n, K = means.shape[0], sh.shape[1]
+    rest = sh[:, 1:].transpose(1, 2).reshape(n, -1)  # (N, 3 (K-1)) channel-major
+    names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+             + [f"f_rest_{i}" for i in range(3 * (K - 1))]
+             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    cols = torch.cat([means, torch.zeros_like(means), sh[:, 0], rest, opacity_logits[:, None], log_scales, quats], 1)
+    arr = cols.detach().cpu().float().numpy().astype("<f4")
+    header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n" % n
+    header += "".join(f"property float {nm}\n" for nm in names) + "end_header\n"
+    _atomic_write_bytes(path, header.encode("ascii") + np.ascontiguousarray(arr).tobytes())
+    return path
+
+
+@torch.no_grad()
+def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame") -> list[str]:
+    """One PLY per time (deformed Gaussians, ``Scene4D.at``) as ``{prefix}_{i:04d}.ply`` in folder."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, t in enumerate(torch.as_tensor(times).reshape(-1).tolist()):
+        means, quats, scales, _, sh = scene.at(float(t))
+        paths.append(write_ply(os.path.join(folder, f"{prefix}_{i:04d}.ply"), means, quats, torch.log(scales),
+                               scene.gaussians.opacity_logits, sh))
+    return paths
+
+
+def save_scene4d(scene: Scene4D, path: str) -> str:
+    """The 4D scene as one safetensors file (module docstring), written atomically."""
+    from safetensors.torch import save_file
+
+    t = {f"gaussians.{k}": v.detach().contiguous().clone() for k, v in scene.gaussians.as_dict().items()}
+    t.update({f"hexplane.{k}": v.detach().contiguous().clone() for k, v in scene.hexplane.state_dict().items()})
+    t["aabb"] = scene.aabb.detach().contiguous().clone()
+    t["time_range"] = torch.tensor(scene.time_range, dtype=torch.float64)
+    meta = {"format": SCENE4D_FORMAT, "version": "1", "sh_degree": str(scene.sh_degree),
+            "hexplane_config": json.dumps(scene.hexplane.config.to_json_dict())}
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file(t, tmp, metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_scene4d(path: str) -> Scene4D:
+    """Load a file written by ``save_scene4d`` (bit-exact). Raises ValueError for missing/foreign files."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise ValueError(f"load_scene4d: no file at {path!r}")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        t = load_file(path)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"load_scene4d: {path!r} is not a safetensors file ({e})") from None
+    if meta.get("format") != SCENE4D_FORMAT:
+        raise ValueError(f"load_scene4d: {path!r} is not a Full4D 4D scene (format={meta.get('format')!r}); "
+                         "use a file saved by Full4DSave4DGS / save_scene4d")
+    try:
+        cfg = json.loads(meta["hexplane_config"])
+        cfg["multires"] = tuple(cfg["multires"])
+        hp = HexPlane(HexPlaneConfig(**cfg))
+        hp.load_state_dict({k[9:]: v for k, v in t.items() if k.startswith("hexplane.")})
+        g = Gaussians.from_dict({k: t[f"gaussians.{k}"] for k in GAUSSIAN_KEYS})
+        tr = t["time_range"].tolist()
+        scene = Scene4D(g, hp, (tr[0], tr[1]), t["aabb"], int(meta["sh_degree"]))
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"load_scene4d: {path!r} is damaged or from another version ({e})") from None
+    hp.requires_grad_(False)
+    return scene
