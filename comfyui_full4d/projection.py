@@ -73,8 +73,14 @@ def _valid(depth: Tensor, conf: Optional[Tensor], conf_threshold: float) -> Tens
         warnings.warn(f"depth has {int((~finite).sum())} NaN/inf values; those pixels are not projected",
                       stacklevel=3)
     ok = finite & (depth > 0)
+    if not bool(ok[0].any()):
+        raise ValueError("depth: frame 0 has no valid depth (all NaN, inf or <= 0); nothing can be projected. "
+                         "Check the depth estimate (Full4DDA3Depth) and its input frames")
     if conf is not None:
         ok &= torch.nan_to_num(conf, nan=-math.inf) > conf_threshold
+        if not bool(ok[0].any()):
+            raise ValueError(f"conf: no pixel of frame 0 has confidence above conf_threshold={conf_threshold}; "
+                             "lower conf_threshold")
     return ok
 
 

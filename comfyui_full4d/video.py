@@ -35,6 +35,7 @@ __all__ = ["DEFAULT_SIZE", "snap_frame_count", "default_size", "resize_center_cr
 
 DEFAULT_SIZE = (384, 672)  # (H, W) landscape; portrait is (672, 384)
 SIZE_MULTIPLE = 32
+MAX_PIXELS = 2048 * 2048  # per frame: far above Wan2.2's 384 x 672, below what DA3/projection can hold
 Source = Union[str, os.PathLike, BinaryIO]
 
 
@@ -57,6 +58,28 @@ def _check_size(size: Optional[tuple[int, int]]) -> None:
     if h <= 0 or w <= 0 or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
         raise ValueError(f"size must be (height, width) positive multiples of {SIZE_MULTIPLE}, got {tuple(size)}; "
                          f"e.g. {DEFAULT_SIZE}")
+    if h * w > MAX_PIXELS:
+        raise ValueError(f"width x height = {w} x {h} ({h * w / 1e6:.1f} MP) is above the {MAX_PIXELS / 1e6:.1f} MP "
+                         f"per frame this pack handles; Wan2.2 works at {DEFAULT_SIZE[1]} x {DEFAULT_SIZE[0]}: "
+                         "lower width and height")
+
+
+def available_memory() -> int:
+    """Bytes of physical memory currently available (0 when the platform cannot say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_frame_budget(num_frames: int, size: tuple[int, int]) -> None:
+    """Refuse a decode whose float32 frames would not fit in half the available memory."""
+    need = int(num_frames) * int(size[0]) * int(size[1]) * 3 * 4
+    avail = available_memory()
+    if avail and need > avail // 2:
+        raise ValueError(f"num_frames x height x width = {num_frames} x {size[0]} x {size[1]} needs "
+                         f"{need / 2**30:.1f} GiB of frames, more than half of the {avail / 2**30:.1f} GiB available; "
+                         "lower num_frames (or use stride), width or height")
 
 
 def _check_selection(num_frames: int, start: int, stride: int) -> None:
@@ -173,6 +196,11 @@ def _frame_tensor(frame) -> Tensor:
     return x
 
 
+def frame_count(stream) -> int:
+    """Frames the container says the stream has (0 when unknown)."""
+    return int(stream.frames or 0)
+
+
 def load_video(source: Source, num_frames: int = 81, start: int = 0, stride: int = 1,
                size: Optional[tuple[int, int]] = None, snap: bool = True, *,
                on_step: StepFn | None = None) -> tuple[Tensor, float]:
@@ -203,7 +231,9 @@ def load_video(source: Source, num_frames: int = 81, start: int = 0, stride: int
                 total += 1
                 if i >= start and (i - start) % stride == 0 and (not want or len(kept) < want):
                     x = _frame_tensor(frame)
-                    size = size or default_size(x.shape[0], x.shape[1])
+                    if not kept:
+                        size = size or default_size(x.shape[0], x.shape[1])
+                        check_frame_budget(want or max(1, (frame_count(stream) - start) // stride), size)
                     kept.append(resize_center_crop(x[None], size)[0])
                     report(on_step, len(kept), want or len(kept))
                 if want and len(kept) == want and total >= 2:

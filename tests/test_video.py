@@ -264,3 +264,14 @@ def test_display_rotation_applied_like_ffmpeg(tmp_path, angle):
     ref = torch.from_numpy(np.frombuffer(raw, np.uint8).reshape(H, W, 3).copy()).float() / 255
     out, _ = load_video(rot, num_frames=1, size=(H, W))
     assert float((out[0] - ref).abs().mean()) < 0.01
+
+
+def test_huge_sizes_and_frame_budgets_are_refused(tmp_path, monkeypatch):
+    import comfyui_full4d.video as video
+
+    with pytest.raises(ValueError, match="width x height"):
+        video._check_size((8192, 8192))
+    monkeypatch.setattr(video, "available_memory", lambda: 2**30)  # 1 GiB available
+    video.check_frame_budget(81, (384, 672))  # 0.23 GiB of frames fits in half of 1 GiB
+    with pytest.raises(ValueError, match="num_frames x height x width"):
+        video.check_frame_budget(1000, (384, 672))  # 2.9 GiB does not

@@ -125,6 +125,77 @@ CASES = [
 ]
 
 
+def load_video(file: str, **kw) -> dict:
+    inputs = {"file": file, "num_frames": 9, "start": 0, "stride": 1, "width": 64, "height": 32}
+    inputs.update(kw)
+    return {"1": {"class_type": "Full4DLoadVideo", "inputs": inputs}, "2": save(["1", 0])}
+
+
+def put_input(srv: Server, name: str, data: bytes | None = None, frames: int | None = None) -> str:
+    if frames is not None:
+        from media import synthetic_video
+
+        synthetic_video(srv.input_dir / name, T=frames, H=32, W=64)
+    else:
+        (srv.input_dir / name).write_bytes(data)
+    return name
+
+
+def truncated_video(srv: Server) -> bytes:
+    from media import synthetic_video
+
+    data = synthetic_video(srv.input_dir / "_whole.mp4", T=17, H=32, W=64).read_bytes()
+    return data[: len(data) // 3]
+
+
+def project(kind: str = "good", rig: dict | None = None, **kw) -> dict:
+    p = {"1": {"class_type": "Full4DTestGeometry", "inputs": {"kind": kind, "frames": 5, "height": 32, "width": 48}},
+         "3": {"class_type": "Full4DProjectToCameras",
+               "inputs": {"source": ["1", 0], "geometry": ["1", 1], "rig": ["2", 0], "width": 0, "height": 0,
+                          "conf_threshold": 0.0, "point_radius": 0, **kw}},
+         "4": save(["3", 2])}
+    p["2"] = rig or camera_rig()
+    return p
+
+
+def camera_rig(preset: str = "ring", custom: str = "", num_views: int = 3) -> dict:
+    return {"class_type": "Full4DCameraRig",
+            "inputs": {"preset": preset, "num_views": num_views, "radius": 1.0, "elevation": 0.0, "arc_span": 90.0,
+                       "custom_json": custom, "width": 48, "height": 32, "fov": 50.0}}
+
+
+CASES += [
+    Case("missing video file", lambda s: load_video("does_not_exist.mp4"), "1", ("does_not_exist.mp4",)),
+    Case("empty video file", lambda s: load_video(put_input(s, "empty.mp4", b"")), "1", ("empty.mp4",)),
+    Case("truncated video", lambda s: load_video(put_input(s, "truncated.mp4", truncated_video(s))), "1",
+         ("truncated.mp4",)),
+    Case("text file renamed .mp4", lambda s: load_video(put_input(s, "notes.mp4", b"hello, not a video\n" * 50)), "1",
+         ("notes.mp4",)),
+    Case("1-frame video", lambda s: load_video(put_input(s, "one_frame.mp4", frames=1)), "1", ("frame",)),
+    Case("4-frame video, 9 asked", lambda s: load_video(put_input(s, "four_frames.mp4", frames=4)), "1",
+         ("num_frames",)),
+    Case("start beyond the end", lambda s: load_video(put_input(s, "clip9.mp4", frames=9), start=500), "1",
+         ("start",)),
+    Case("huge resolution", lambda s: load_video(put_input(s, "clip9b.mp4", frames=9), width=8192, height=8192), "1",
+         ("width",)),
+    Case("odd resolution (not a multiple of 32)", lambda s: load_video(put_input(s, "clip9c.mp4", frames=9), width=100),
+         "1", ("width",)),
+    Case("all-NaN depth", lambda s: project("nan"), "3", ("depth",)),
+    Case("all-inf depth", lambda s: project("inf"), "3", ("depth",)),
+    Case("zero depth", lambda s: project("zero"), "3", ("depth",)),
+    Case("all-invalid confidence", lambda s: project("conf0", conf_threshold=0.5), "3", ("conf",)),
+    Case("duplicate rig cameras",
+         lambda s: project(rig=camera_rig("custom", '[{"eye": [1, 0, 1]}, {"eye": [1, 0, 1]}]')), "2", ("coincide",)),
+    Case("camera coincident with the source",
+         lambda s: project(rig=camera_rig("custom", '[{"eye": [0, 0, 0], "target": [0, 0, 2]}]')), "2", ("source",)),
+    Case("camera behind the scene",
+         lambda s: project(rig=camera_rig("custom", '[{"eye": [0, 0, 2], "target": [0, 0, 5]}]')), "2", ("behind",)),
+    Case("one-camera rig (empty custom list)", lambda s: project(rig=camera_rig("custom", "[]")), "2", ("custom",)),
+    Case("custom rig JSON that does not parse", lambda s: project(rig=camera_rig("custom", "[{eye: 1")), "2",
+         ("json",)),
+]
+
+
 def _error_text(err: PromptFailed) -> tuple[str, str]:
     """(node id, message) of the host's validation answer or execution_error message."""
     d = err.details
@@ -168,4 +239,4 @@ def test_bad_input_fails_cleanly(case: Case, comfy_server, artifacts):
 
 
 def test_there_are_enough_cases():
-    assert len(CASES) >= 13
+    assert len(CASES) >= 30

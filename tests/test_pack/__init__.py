@@ -41,9 +41,46 @@ class Full4DTestLatents(io.ComfyNode):
         return io.NodeOutput({"samples": src}, {"samples": proj})
 
 
+class Full4DTestGeometry(io.ComfyNode):
+    """A source video + Geometry with deliberately bad depth (for the reliability suite)."""
+
+    @classmethod
+    def define_schema(cls):
+        from comfy_api.latest import io as _io
+        return io.Schema(node_id="Full4DTestGeometry", category="testing",
+                         inputs=[io.Combo.Input("kind", options=["good", "nan", "inf", "zero", "half_nan", "conf0"]),
+                                 io.Int.Input("frames", default=5, min=1), io.Int.Input("height", default=32, min=2),
+                                 io.Int.Input("width", default=48, min=2)],
+                         outputs=[io.Image.Output(display_name="source"), _io.Custom("FULL4D_GEOMETRY").Output()])
+
+    @classmethod
+    def execute(cls, kind, frames, height, width) -> io.NodeOutput:
+        from comfyui_full4d.cameras import intrinsics_from_fov
+        from comfyui_full4d.geometry import Geometry
+
+        g = torch.Generator().manual_seed(0)
+        img = torch.rand(frames, height, width, 3, generator=g)
+        depth = 2.0 + torch.rand(frames, height, width, generator=g)
+        conf = torch.ones_like(depth)
+        K = intrinsics_from_fov(50.0, width, height)
+        w2c = torch.eye(4).expand(frames, 4, 4).clone()
+        if kind == "nan":
+            depth[:] = float("nan")
+        elif kind == "inf":
+            depth[:] = float("inf")
+        elif kind == "zero":
+            depth[:] = 0.0
+        elif kind == "half_nan":
+            depth[:, : height // 2] = float("nan")
+        elif kind == "conf0":
+            conf[:] = 0.0
+        # scale from the good values (the bad ones are what the nodes downstream must catch)
+        return io.NodeOutput(img, Geometry(depth=depth, K=K, w2c=w2c, scale=2.5, conf=conf))
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [Full4DTestConditioning, Full4DTestLatents]
+        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry]
 
 
 async def comfy_entrypoint():
