@@ -2,9 +2,8 @@
 
 Choice (documented): SPEC 6 writes ``L1 + 0.2 * D-SSIM``; we follow the 3DGS code it comes from,
 ``(1 - 0.2) * L1 + 0.2 * (1 - SSIM)``, with D-SSIM taken as ``1 - SSIM`` (no 1/2). SSIM uses an
-11x11 Gaussian window with sigma 1.5, constants ``C1 = 0.01^2, C2 = 0.03^2`` and zero ("same")
-padding of the window sums normalised... i.e. exactly 3DGS's ``ssim`` (window over the valid image,
-``F.conv2d`` with padding 5), averaged over all pixels and channels.
+11x11 Gaussian window with sigma 1.5, constants ``C1 = 0.01^2, C2 = 0.03^2`` and zero padding of
+the windowed sums (3DGS's ``ssim``: ``F.conv2d`` with padding 5), averaged over pixels and channels.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["l1_loss", "ssim", "photometric_loss", "psnr"]
+__all__ = ["l1_loss", "ssim", "ssim_map", "photometric_loss", "psnr"]
 
 
 def _window(size: int, sigma: float, dtype, device) -> Tensor:
@@ -29,6 +28,11 @@ def l1_loss(a: Tensor, b: Tensor) -> Tensor:
 
 def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Mean SSIM of images a, b (H, W, 3) or (B, H, W, 3) in [0, 1] (3DGS's formula, zero padding)."""
+    return ssim_map(a, b, window, sigma).mean()
+
+
+def ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Per-pixel SSIM (B, 3, H, W) of images a, b (H, W, 3) or (B, H, W, 3)."""
     if a.shape != b.shape:
         raise ValueError(f"ssim: images differ in shape {tuple(a.shape)} vs {tuple(b.shape)}")
     x = a.reshape(-1, *a.shape[-3:]).permute(0, 3, 1, 2)
@@ -44,7 +48,7 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     sxx, syy, sxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return m.mean()
+    return m
 
 
 def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float = 0.2) -> Tensor:
