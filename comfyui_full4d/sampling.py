@@ -54,8 +54,9 @@ def check_latents(source: Tensor, projections: Tensor, num_views: int) -> None:
     if projections.dim() != 5:
         raise ValueError(f"projections: latent must be (V-1, C, T, h, w), got {tuple(projections.shape)}")
     if projections.shape[0] != num_views - 1:
-        raise ValueError(f"projections: latent has {projections.shape[0]} views but the rig has {num_views} views "
-                         f"({num_views - 1} targets); project into the same rig you sample with")
+        raise ValueError(f"projections: latent has {projections.shape[0]} target view(s) but the rig has "
+                         f"{num_views - 1} ({num_views} views including the source); project into the same rig "
+                         "you sample with, and encode the projections with skip_source on")
     if projections.shape[1:] != source.shape[1:]:
         raise ValueError(f"projections: latent (C, T, h, w) = {tuple(projections.shape[1:])} differs from the source "
                          f"latent's {tuple(source.shape[1:])}; encode both at the same frames and resolution")
