@@ -156,7 +156,7 @@ def _save_checkpoint(path: str, scene: Scene4D, opts: dict, hopt, dstate: Densif
         st = opts[k].state.get(p, {})
         for sk in ("exp_avg", "exp_avg_sq", "step"):
             if sk in st:
-                t[f"adam.{k}.{sk}"] = torch.as_tensor(st[sk]).reshape(-1)
+                t[f"adam.{k}.{sk}"] = torch.as_tensor(st[sk]).reshape(-1) if sk == "step" else st[sk]
     for n, v in scene.hexplane.state_dict().items():
         t[f"hex.{n}"] = v.detach()
     hsd = hopt.state_dict()
