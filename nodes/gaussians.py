@@ -1,5 +1,144 @@
-"""Full4D nodes: gaussians. (Filled in by its owner; keep NODES as the module's export.)"""
+"""Full4D nodes: 4D Gaussian Splatting fit (SPEC 6, 8), render along a rig / orbit, save PLY + 4D file."""
 
-from comfy_api.latest import io
+from __future__ import annotations
 
-NODES: list[type[io.ComfyNode]] = []
+import hashlib
+import os
+
+import torch
+from comfy_api.latest import io, ui
+from comfy_api.latest._ui import _get_directory_by_folder_type  # host folders without importing folder_paths
+
+from comfyui_full4d.host.progress import progress
+
+from .types import GEOMETRY, RIG, SCENE4D
+
+CATEGORY = "Full4D/4dgs"
+
+
+def _folder(kind: io.FolderType) -> str:
+    return _get_directory_by_folder_type(kind)
+
+
+class Full4DFit4DGS(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DFit4DGS", display_name="Full4D Fit 4D Gaussians", category=CATEGORY,
+            description="Fits canonical 3D Gaussians + a HexPlane deformation field to the multi-view video grid "
+                        "(SPEC 6). Checkpoints in the temp folder keyed by the inputs; an interrupted fit resumes.",
+            inputs=[
+                io.Image.Input("images", tooltip="Multi-view video grid, view-major: all T frames of view 0, then "
+                                                 "view 1, ... (V*T images, V = rig views)."),
+                RIG.Input("rig", tooltip="The camera rig the views were generated for (scene units)."),
+                GEOMETRY.Input("geometry", optional=True,
+                               tooltip="Source geometry: its frame-0 depth (back-projected with the source camera) "
+                                       "initialises the Gaussians and its scale makes the rig metric. Without it "
+                                       "the Gaussians start as random points around the rig centre."),
+                io.Int.Input("iterations", default=3000, min=1, max=100000, tooltip="Optimisation steps."),
+                io.Float.Input("lr_means", default=1.6e-4, min=0.0, max=1.0, step=1e-5,
+                               tooltip="Learning rate of the Gaussian centres (times the scene extent; decays "
+                                       "100x over the fit)."),
+                io.Float.Input("lr_planes", default=1.6e-3, min=0.0, max=1.0, step=1e-4,
+                               tooltip="Learning rate of the HexPlane feature planes."),
+                io.Float.Input("lambda_dssim", default=0.2, min=0.0, max=1.0, step=0.05,
+                               tooltip="Weight of (1 - SSIM) against L1 in the photometric loss."),
+                io.Float.Input("lambda_tv", default=2e-4, min=0.0, max=1.0, step=1e-4,
+                               tooltip="Weight of the total-variation regulariser on the planes."),
+                io.Int.Input("max_gaussians", default=120_000, min=100, max=2_000_000,
+                             tooltip="Densification never exceeds this count (SPEC 6: 120,000)."),
+                io.Float.Input("prune_opacity", default=0.015, min=0.0, max=0.5, step=0.005,
+                               tooltip="Above 2/3 of max_gaussians, prune Gaussians with opacity below this."),
+                io.Int.Input("sh_degree", default=3, min=0, max=3, tooltip="Spherical-harmonics degree of colour."),
+                io.Int.Input("checkpoint_every", default=500, min=1, max=100000,
+                             tooltip="Write a resumable checkpoint every this many iterations."),
+                io.Boolean.Input("resume", default=True,
+                                 tooltip="Continue from the checkpoint of an interrupted fit of the same inputs."),
+                io.Float.Input("render_time", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Time (0 = first frame, 1 = last) of the orbit preview render."),
+                io.Int.Input("orbit_frames", default=60, min=1, max=480,
+                             tooltip="Cameras of the App. B interpolated orbit in the preview render."),
+            ],
+            outputs=[SCENE4D.Output(display_name="scene4d", tooltip="The fitted 4D Gaussian scene."),
+                     io.Image.Output(display_name="orbit", tooltip="Render of the interpolated orbit at render_time.")],
+        )
+
+    @classmethod
+    def execute(cls, images, rig, iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians,
+                prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
+                geometry=None) -> io.NodeOutput:
+        from comfyui_full4d.gaussians.pipeline import fit_from_grid
+
+        key = hashlib.sha256()
+        key.update(images[:, ::4, ::4].contiguous().float().cpu().numpy().tobytes())
+        key.update(rig.cameras.R.numpy().tobytes() + rig.cameras.t.numpy().tobytes())
+        key.update(repr((iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians, prune_opacity,
+                         sh_degree, geometry is not None)).encode())
+        folder = os.path.join(_folder(io.FolderType.temp), "full4d_4dgs")
+        os.makedirs(folder, exist_ok=True)
+        scene, orbit = fit_from_grid(
+            images, rig, geometry, iterations=iterations, lr_means=lr_means, lr_planes=lr_planes,
+            lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
+            prune_opacity=prune_opacity, sh_degree=sh_degree, checkpoint_every=checkpoint_every, resume=resume,
+            checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"), render_time=render_time,
+            orbit_frames=orbit_frames, on_step=progress(iterations))
+        return io.NodeOutput(scene, orbit)
+
+
+class Full4DRender4DGS(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DRender4DGS", display_name="Full4D Render 4D Gaussians", category=CATEGORY,
+            description="Renders a 4D Gaussian scene from a rig (view-major V*T grid) or along its App. B "
+                        "interpolated orbit (one image per orbit camera, time sweeping time_start -> time_end).",
+            inputs=[
+                SCENE4D.Input("scene4d", tooltip="A fitted 4D scene (Full4DFit4DGS)."),
+                RIG.Input("rig", tooltip="Cameras (scene units) to render from."),
+                io.Combo.Input("mode", options=["orbit", "rig grid"], default="orbit",
+                               tooltip="orbit: the interpolated trajectory through the rig, time sweeping along it; "
+                                       "rig grid: every rig camera at num_frames times (view-major)."),
+                io.Int.Input("num_frames", default=60, min=1, max=1000,
+                             tooltip="orbit: cameras on the trajectory; rig grid: frames per view."),
+                io.Float.Input("time_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Start time (0 = the first fitted frame, 1 = the last)."),
+                io.Float.Input("time_end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="End time (equal to time_start for a bullet-time orbit)."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="Rendered frames.")],
+        )
+
+    @classmethod
+    def execute(cls, scene4d, rig, mode, num_frames, time_start, time_end) -> io.NodeOutput:
+        from comfyui_full4d.gaussians.pipeline import render_rig
+
+        return io.NodeOutput(render_rig(scene4d, rig, mode == "orbit", num_frames, time_start, time_end,
+                                        on_step=progress(num_frames)))
+
+
+class Full4DSave4DGS(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DSave4DGS", display_name="Full4D Save 4D Gaussians", category=CATEGORY,
+            description="Writes one standard 3DGS PLY per frame and the whole 4D scene as one .safetensors file "
+                        "into the output folder.",
+            inputs=[
+                SCENE4D.Input("scene4d", tooltip="A fitted 4D scene."),
+                io.String.Input("filename_prefix", default="full4d/scene",
+                                tooltip="Output sub-path and name; a numbered folder is created for each save."),
+                io.Int.Input("num_frames", default=9, min=1, max=1000,
+                             tooltip="PLY frames, evenly spaced over the fitted time range."),
+            ],
+            outputs=[], is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, scene4d, filename_prefix, num_frames) -> io.NodeOutput:
+        from comfyui_full4d.gaussians.pipeline import save_all
+
+        files = save_all(scene4d, _folder(io.FolderType.output), filename_prefix, num_frames)
+        return io.NodeOutput(ui=ui.PreviewText("\n".join(files)))
+
+
+NODES: list[type[io.ComfyNode]] = [Full4DFit4DGS, Full4DRender4DGS, Full4DSave4DGS]

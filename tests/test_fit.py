@@ -88,3 +88,37 @@ def test_nan_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(fit_mod, "photometric_loss", real)
     _, stats = fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols, checkpoint_path=ck)
     assert stats.resumed_from == 5 and stats.iteration == 12
+
+
+def test_nodes_fit_render_save(comfy_host, tiny):
+    cap, cams, pts, cols = tiny
+    fit = comfy_host.node("Full4DFit4DGS")
+    kw = dict(images=cap.view_major, rig=cap.rig, geometry=cap.geometry(), iterations=6, lr_means=1.6e-4,
+              lr_planes=1.6e-3, lambda_dssim=0.2, lambda_tv=2e-4, max_gaussians=5000, prune_opacity=0.015,
+              sh_degree=1, checkpoint_every=3, resume=True, render_time=0.5, orbit_frames=4)
+    scene, orbit = fit.execute(**kw).result
+    assert orbit.shape == (4, 24, 40, 3) and bool(torch.isfinite(orbit).all())
+    assert scene.extras["scale"] == pytest.approx(cap.scale)
+    ckpts = list((comfy_host.base / "temp" / "full4d_4dgs").glob("*.safetensors"))
+    assert len(ckpts) == 1
+    with pytest.raises(ValueError, match="view-major grid"):
+        fit.execute(**{**kw, "images": cap.view_major[:-1]})
+    # the rig grid render reproduces render_scene at the fitted cameras
+    render = comfy_host.node("Full4DRender4DGS")
+    (grid,) = render.execute(scene4d=scene, rig=cap.rig, mode="rig grid", num_frames=2, time_start=0.0,
+                             time_end=1.0).result
+    assert grid.shape == (3 * 2, 24, 40, 3)
+    from comfyui_full4d.gaussians import render_scene
+
+    ref, _, _ = render_scene(scene, cams[1], 1.0)
+    torch.testing.assert_close(grid[3], ref.clamp(0, 1))
+    save = comfy_host.node("Full4DSave4DGS")
+    out = save.execute(scene4d=scene, filename_prefix="full4d/t", num_frames=3)
+    files = out.ui.as_dict()["text"][0].split("\n")
+    assert len(files) == 4 and files[-1].endswith("scene4d.safetensors")
+    from comfyui_full4d.gaussians.export import load_scene4d
+
+    back = load_scene4d(str(comfy_host.output_dir / files[-1]))
+    assert torch.equal(back.gaussians.means, scene.gaussians.means) and back.extras["scale"] == scene.extras["scale"]
+    with pytest.raises(ValueError, match="filename_prefix"):
+        save.execute(scene4d=scene, filename_prefix="../escape", num_frames=1)

@@ -3,7 +3,8 @@
 PLY (binary little endian, float32): ``x y z nx ny nz f_dc_0..2 f_rest_0..(3K-4) opacity scale_0..2 rot_0..3``
 with opacity a logit, scales logs, rot wxyz and ``f_rest`` channel-major (all R coefficients, then G, then B),
 as the 3DGS reference writer. The 4D file holds ``gaussians.*`` (canonical), ``hexplane.*`` (state dict),
-``aabb`` and ``time_range`` tensors; its metadata holds the format tag, SH degree and HexPlaneConfig JSON.
+``aabb`` and ``time_range`` tensors; its metadata holds the format tag, SH degree, HexPlaneConfig JSON and
+``Scene4D.extras`` (JSON; e.g. ``scale``, metres per scene unit).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def save_scene4d(scene: Scene4D, path: str) -> str:
     t["aabb"] = scene.aabb.detach().contiguous().clone()
     t["time_range"] = torch.tensor(scene.time_range, dtype=torch.float64)
     meta = {"format": SCENE4D_FORMAT, "version": "1", "sh_degree": str(scene.sh_degree),
-            "hexplane_config": json.dumps(scene.hexplane.config.to_json_dict())}
+            "hexplane_config": json.dumps(scene.hexplane.config.to_json_dict()),
+            "extras": json.dumps(scene.extras)}
     tmp = f"{path}.tmp{os.getpid()}"
     save_file(t, tmp, metadata=meta)
     os.replace(tmp, path)
@@ -96,7 +98,7 @@ def load_scene4d(path: str) -> Scene4D:
         hp.load_state_dict({k[9:]: v for k, v in t.items() if k.startswith("hexplane.")})
         g = Gaussians.from_dict({k: t[f"gaussians.{k}"] for k in GAUSSIAN_KEYS})
         tr = t["time_range"].tolist()
-        scene = Scene4D(g, hp, (tr[0], tr[1]), t["aabb"], int(meta["sh_degree"]))
+        scene = Scene4D(g, hp, (tr[0], tr[1]), t["aabb"], int(meta["sh_degree"]), json.loads(meta.get("extras", "{}")))
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"load_scene4d: {path!r} is damaged or from another version ({e})") from None
     hp.requires_grad_(False)
