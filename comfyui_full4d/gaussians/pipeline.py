@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -63,8 +65,13 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
                     densify=DensifyConfig(max_gaussians=int(max_gaussians), prune_above=int(max_gaussians * 2 // 3),
                                           prune_opacity=prune_opacity, stop=max(1, int(iterations) * 2 // 3)))
     times = torch.linspace(0, 1, T) if T > 1 else torch.zeros(1)
-    scene, _ = fit_4dgs(views, cams, times, cfg, pts, cols, on_step=on_step, checkpoint_path=checkpoint_path,
-                        checkpoint_every=int(checkpoint_every), resume=resume)
+    # ComfyUI runs nodes under torch.inference_mode(): the fit needs autograd, and inference tensors
+    # (everything the upstream nodes made) cannot be saved for backward, so work on normal copies.
+    with torch.inference_mode(False), torch.enable_grad():
+        views, pts, cols, times = (x.clone() for x in (views, pts, cols, times))
+        cams = replace(cams, K=cams.K.clone(), R=cams.R.clone(), t=cams.t.clone())
+        scene, _ = fit_4dgs(views, cams, times, cfg, pts, cols, on_step=on_step, checkpoint_path=checkpoint_path,
+                            checkpoint_every=int(checkpoint_every), resume=resume)
     scene.extras["scale"] = scale
     orbit = render_rig(scene, rig, True, orbit_frames, render_time, render_time)
     return scene, orbit
