@@ -159,3 +159,27 @@ def test_fit_reaches_psnr_on_synthetic_capture():
     assert stats.count <= 30_000
     assert mean_train >= FIT_MIN_PSNR
     assert mean_held >= 15.0
+
+
+def test_fit_with_fmd_uses_interpolated_cameras(tiny):
+    from comfyui_full4d.gaussians import FMDConfig
+    from comfyui_full4d.gaussians.fmd import pool_encoder
+    from comfyui_full4d.rig import interpolate_rig
+
+    cap, cams, pts, cols = tiny
+    seen = []
+
+    def teacher(z_tau, tau, cam):
+        seen.append((z_tau.shape, cam.t.clone()))
+        return torch.zeros_like(z_tau)
+
+    fmd = FMDConfig(encode_fn=pool_encoder(8), velocity_fn=teacher, every=2)
+    cfg = FitConfig(**{**_cfg(4).__dict__, "lambda_fmd": 0.5})
+    fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols, fmd=fmd)
+    assert len(seen) == 2  # iterations 2 and 4
+    _, t = interpolate_rig(cams.R, cams.t, 120)
+    for shape, cam_t in seen:
+        assert shape == (2, 3, 3, 5)  # (T, C, H/8, W/8)
+        assert float((t - cam_t).norm(dim=-1).min()) < 1e-5
+    with pytest.raises(ValueError, match="lambda_fmd"):
+        fit_4dgs(cap.views, cams, cap.times, _cfg(2), pts, cols, fmd=fmd)

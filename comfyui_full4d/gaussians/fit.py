@@ -280,7 +280,10 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
         gen = torch.Generator().manual_seed(cfg.seed)
     bg = torch.tensor(cfg.background, dtype=torch.float32)
     fmd_cams = None
-    if fmd is not None and cfg.lambda_fmd > 0:
+    if fmd is not None and not cfg.lambda_fmd > 0:
+        raise ValueError(f"an FMD config was given but FitConfig.lambda_fmd = {cfg.lambda_fmd}; set lambda_fmd > 0 "
+                         "or pass fmd=None")
+    if fmd is not None:
         fmd_cams = fmd.cameras
         if fmd_cams is None:
             from ..rig import interpolate_rig
