@@ -93,6 +93,7 @@ def test_nan_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     assert stats.resumed_from == 5 and stats.iteration == 12
 
 
+@pytest.mark.slow  # ~20-50 s on the shared CPU (host start + fit + renders)
 def test_nodes_fit_render_save(comfy_host, tiny):
     cap, cams, pts, cols = tiny
     fit = comfy_host.node("Full4DFit4DGS")
