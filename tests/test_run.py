@@ -20,7 +20,8 @@ def small_demo(seed: int = 0) -> dict:
     """The demo workflow at a test size."""
     return apply_overrides(json.loads(DEMO.read_text()),
                            [f"1.seed={seed}", "1.num_views=3", "1.num_frames=5", "1.width=64", "1.height=48",
-                            "4.num_views=3"])
+                            "4.num_views=3", "9.iterations=10", "9.orbit_frames=2", "11.num_frames=4",
+                            "14.num_frames=2"])
 
 
 def test_apply_overrides_parses_json_and_leaves_input_untouched():
@@ -54,6 +55,8 @@ def test_runner_cli_runs_demo_and_downloads_outputs(comfy_server, tmp_path):
     files = sorted(p.name for p in out.iterdir())
     assert any(f.startswith("demo_source") and f.endswith(".mp4") for f in files), files
     assert any(f.startswith("demo_gt_grid") and f.endswith(".mp4") for f in files), files
+    assert any(f.startswith("demo_orbit") and f.endswith(".mp4") for f in files), files
+    assert any(f.startswith("demo_projection_sheet") and f.endswith(".png") for f in files), files
     assert all((out / f).stat().st_size > 1000 for f in files)
 
 
