@@ -2,7 +2,7 @@
 
 Layout (little endian), "F4DP" version 1:
 
-    header (56 bytes): magic b"F4DP" | version u16 | reserved u16 | N u32 | T u32 | fps f32
+    header (52 bytes): magic b"F4DP" | version u16 | reserved u16 | N u32 | T u32 | fps f32
                        | aabb_min f32[3] | aabb_max f32[3] | log_scale_min f32 | log_scale_max f32
     T frames, each N * 17 bytes, stored as consecutive planes:
         positions u16 (N, 3)   q = round((x - min) / (max - min) * 65535)
@@ -140,3 +140,35 @@ def read_ply_gaussians(path: str) -> dict[str, np.ndarray]:
             "scales": np.exp(col("scale_0", "scale_1", "scale_2")),
             "opacities": 1 / (1 + np.exp(-arr["opacity"].astype(np.float64))),
             "colors": np.clip(0.5 + 0.28209479 * col("f_dc_0", "f_dc_1", "f_dc_2"), 0, 1)}
+
+
+def cameras_json(rig, orbit_n: int = 60) -> dict:
+    """Rig (scene units, OpenCV world-to-camera) -> {"rig": [...], "orbit": [...]} of
+    {name, eye (3,), forward (3,), up (3,), fov_y_deg} in world coordinates (world up = -y) for the widget."""
+    from .rig import interpolate_rig_cameras
+
+    def cams(r) -> list[dict]:
+        c = r.cameras
+        R, t = c.R.double(), c.t.double()
+        eye = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
+        fy = c.K[..., 1, 1].double().expand(R.shape[0])
+        fov = 2 * torch.atan(0.5 * c.height / fy) * 180 / torch.pi
+        names = r.names or tuple(f"view{i}" for i in range(len(c)))
+        return [{"name": str(names[i]), "eye": eye[i].tolist(), "forward": R[i, 2].tolist(),
+                 "up": (-R[i, 1]).tolist(), "fov_y_deg": float(fov[i])} for i in range(R.shape[0])]
+
+    out = {"rig": cams(rig), "center": [float(v) for v in rig.center], "orbit": []}
+    if rig.num_views >= 2:
+        out["orbit"] = cams(interpolate_rig_cameras(rig, orbit_n))
+    return out
+
+
+def scene_frames(scene, times: list[float]) -> list[dict]:
+    """SCENE4D (``.at(time)`` + SH) -> frame dicts with DC colour (0.5 + C0 * sh[:, 0])."""
+    frames = []
+    with torch.no_grad():
+        for tm in times:
+            m, q, s, o, sh = scene.at(float(tm))
+            frames.append({"means": m, "quats": q, "scales": s, "opacities": o,
+                           "colors": (0.5 + 0.28209479 * sh[:, 0]).clamp(0, 1)})
+    return frames

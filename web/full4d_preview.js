@@ -1,0 +1,134 @@
+// Full4D Splat Preview widget (always loaded; keep tiny). The WebGL renderer (lib/splat_renderer.mjs)
+// is imported lazily the first time a Full4DSplatPreview node receives data. Text goes in via textContent only.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const RENDERER_URL = new URL("./lib/splat_renderer.mjs", import.meta.url).href;
+let rendererModule = null;
+const loadRenderer = () => (rendererModule ??= import(RENDERER_URL));
+
+function el(tag, props = {}, parent = null) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "text") e.textContent = v; else if (k === "style") e.style.cssText = v; else e[k] = v;
+  }
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function buildWidget(node) {
+  const root = el("div", { className: "full4d-preview", style: "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;min-height:260px" });
+  const canvas = el("canvas", { width: 480, height: 320, style: "width:100%;flex:1;min-height:200px;background:#141419;touch-action:none" }, root);
+  const bar = el("div", { style: "display:flex;gap:4px;align-items:center;font:12px sans-serif;color:#ccc" }, root);
+  const play = el("button", { text: "play", className: "full4d-play" }, bar);
+  const slider = el("input", { type: "range", min: 0, max: 0, value: 0, step: 1, className: "full4d-time", style: "flex:1" }, bar);
+  const fpsIn = el("input", { type: "number", min: 1, max: 120, value: 16, title: "fps", style: "width:44px" }, bar);
+  const label = el("span", { text: "no data", className: "full4d-label" }, bar);
+  const cams = el("div", { className: "full4d-cams", style: "display:flex;flex-wrap:wrap;gap:3px;font:11px sans-serif" }, root);
+  const st = { data: null, renderer: null, frame: 0, timer: null, follow: false, orbitIdx: 0, cams: null,
+    view: { target: [0, 0, 1], az: 0, el: 0, dist: 1.0, fov: 50 } };
+
+  const draw = () => {
+    if (!st.renderer || !st.data) return;
+    const v = st.view, ce = Math.cos(v.el);
+    const eye = [v.target[0] + v.dist * Math.sin(v.az) * ce, v.target[1] - v.dist * Math.sin(v.el),
+      v.target[2] - v.dist * Math.cos(v.az) * ce];
+    const { R, T } = rendererModule_.lookAt(eye, v.target);
+    const rect = canvas.getBoundingClientRect();
+    if (rect.width > 10) { canvas.width = Math.round(rect.width); canvas.height = Math.round(rect.height); }
+    st.renderer.render(st.data.frames[st.frame], { R, T, fovY: v.fov });
+    label.textContent = `t ${st.frame + 1}/${st.data.t} · ${st.data.n} splats`;
+  };
+  let rendererModule_ = null;
+  const setCam = (c) => {
+    const d = Math.hypot(...(st.cams?.center ?? [0, 0, 1]).map((x, i) => x - c.eye[i])) || 1;
+    st.view.target = c.eye.map((x, i) => x + c.forward[i] * d);
+    st.view.dist = d; st.view.el = Math.asin(Math.max(-1, Math.min(1, c.forward[1])));
+    st.view.az = Math.atan2(-c.forward[0], c.forward[2]); st.view.fov = c.fov_y_deg;
+  };
+  const setFrame = (f) => { st.frame = f; slider.value = String(f); draw(); };
+  const tick = () => {
+    if (!st.data) return;
+    if (st.follow && st.cams?.orbit?.length) { st.orbitIdx = (st.orbitIdx + 1) % st.cams.orbit.length; setCam(st.cams.orbit[st.orbitIdx]); }
+    setFrame((st.frame + 1) % st.data.t);
+  };
+  const stop = () => { clearInterval(st.timer); st.timer = null; play.textContent = "play"; };
+  play.onclick = () => {
+    if (st.timer) return stop();
+    st.timer = setInterval(tick, 1000 / Math.max(1, Number(fpsIn.value) || 16)); play.textContent = "pause";
+  };
+  fpsIn.onchange = () => { if (st.timer) { stop(); play.onclick(); } };
+  slider.oninput = () => setFrame(Number(slider.value));
+
+  let drag = null;
+  canvas.addEventListener("pointerdown", (e) => { drag = { x: e.clientX, y: e.clientY, pan: e.button !== 0 || e.shiftKey }; canvas.setPointerCapture(e.pointerId); e.stopPropagation(); });
+  canvas.addEventListener("pointerup", () => { drag = null; });
+  canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y; drag.x = e.clientX; drag.y = e.clientY;
+    const v = st.view;
+    if (drag.pan) {
+      const k = v.dist * 0.002, ca = Math.cos(v.az), sa = Math.sin(v.az);
+      v.target = [v.target[0] - k * dx * ca, v.target[1] - k * dy, v.target[2] - k * dx * sa];
+    } else { v.az += dx * 0.01; v.el = Math.max(-1.5, Math.min(1.5, v.el + dy * 0.01)); }
+    st.follow = false; draw(); e.stopPropagation();
+  });
+  canvas.addEventListener("wheel", (e) => { st.view.dist *= Math.exp(e.deltaY * 0.001); draw(); e.preventDefault(); e.stopPropagation(); }, { passive: false });
+
+  const showCams = (c) => {
+    cams.replaceChildren();
+    for (const cam of c.rig ?? []) {
+      const b = el("button", { text: String(cam.name), className: "full4d-cam" }, cams);
+      b.onclick = () => { st.follow = false; setCam(cam); draw(); };
+    }
+    if (c.orbit?.length) {
+      const b = el("button", { text: "follow orbit", className: "full4d-follow" }, cams);
+      b.onclick = () => { st.follow = !st.follow; if (st.follow && !st.timer) play.onclick(); };
+    }
+  };
+
+  const load = async (item, camsJson) => {
+    label.textContent = "loading…";
+    const mod = await loadRenderer(); rendererModule_ = mod;
+    const q = new URLSearchParams({ filename: item.filename, subfolder: item.subfolder, type: item.type });
+    const r = await api.fetchApi(`/view?${q}`);
+    if (!r.ok) throw new Error(`preview fetch failed: ${r.status}`);
+    st.data = mod.decodeF4DP(await r.arrayBuffer());
+    st.cams = camsJson ? JSON.parse(camsJson) : null;
+    fpsIn.value = String(Math.round(st.data.fps)); slider.max = String(st.data.t - 1);
+    if (!st.renderer) st.renderer = new mod.SplatRenderer(canvas);
+    if (st.cams?.rig?.length) setCam(st.cams.rig[0]);
+    else {
+      const c = st.data.lo.map((x, i) => 0.5 * (x + st.data.hi[i]));
+      st.view.target = c; st.view.dist = 1.5 * Math.hypot(...st.data.hi.map((x, i) => x - st.data.lo[i]));
+    }
+    showCams(st.cams ?? {}); setFrame(0);
+  };
+  return { root, load, state: st, onRemoved: stop };
+}
+
+app.registerExtension({
+  name: "comfyui-full4d.splat-preview",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== "Full4DSplatPreview") return;
+    const onCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = onCreated?.apply(this, arguments);
+      this.full4d = buildWidget(this);
+      this.addDOMWidget("full4d_preview", "full4d_preview", this.full4d.root, { serialize: false, hideOnZoom: false });
+      this.setSize?.([Math.max(this.size?.[0] ?? 0, 420), Math.max(this.size?.[1] ?? 0, 420)]);
+      return r;
+    };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      const item = message?.full4d_preview?.[0];
+      if (item && this.full4d) this.full4d.load(item, message?.full4d_cameras?.[0]).catch((e) => {
+        console.warn("[full4d] preview:", e); this.full4d.root.querySelector(".full4d-label").textContent = String(e.message ?? e);
+      });
+    };
+    const onRemoved = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function () { this.full4d?.onRemoved(); return onRemoved?.apply(this, arguments); };
+  },
+});
