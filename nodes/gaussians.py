@@ -7,17 +7,13 @@ import os
 
 import torch
 from comfy_api.latest import io, ui
-from comfy_api.latest._ui import _get_directory_by_folder_type  # host folders without importing folder_paths
 
+from comfyui_full4d.host.paths import output_dir, temp_dir
 from comfyui_full4d.host.progress import progress
 
 from .types import GEOMETRY, RIG, SCENE4D
 
 CATEGORY = "Full4D/4dgs"
-
-
-def _folder(kind: io.FolderType) -> str:
-    return _get_directory_by_folder_type(kind)
 
 
 class Full4DFit4DGS(io.ComfyNode):
@@ -74,7 +70,7 @@ class Full4DFit4DGS(io.ComfyNode):
         key.update(rig.cameras.R.numpy().tobytes() + rig.cameras.t.numpy().tobytes())
         key.update(repr((iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians, prune_opacity,
                          sh_degree, geometry is not None)).encode())
-        folder = os.path.join(_folder(io.FolderType.temp), "full4d_4dgs")
+        folder = os.path.join(temp_dir(), "full4d_4dgs")
         os.makedirs(folder, exist_ok=True)
         scene, orbit = fit_from_grid(
             images, rig, geometry, iterations=iterations, lr_means=lr_means, lr_planes=lr_planes,
@@ -137,7 +133,7 @@ class Full4DSave4DGS(io.ComfyNode):
     def execute(cls, scene4d, filename_prefix, num_frames) -> io.NodeOutput:
         from comfyui_full4d.gaussians.pipeline import save_all
 
-        files = save_all(scene4d, _folder(io.FolderType.output), filename_prefix, num_frames)
+        files = save_all(scene4d, output_dir(), filename_prefix, num_frames)
         return io.NodeOutput(ui=ui.PreviewText("\n".join(files)))
 
 

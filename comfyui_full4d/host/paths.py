@@ -35,3 +35,13 @@ def full_path(name: str, filename: str) -> str:
     if path is None:
         raise ValueError(f"{name}: file {filename!r} not found in {folder_paths.get_folder_paths(name)}")
     return path
+
+
+def output_dir() -> str:
+    """The host's output folder (``folder_paths.get_output_directory()``)."""
+    return folder_paths.get_output_directory()
+
+
+def temp_dir() -> str:
+    """The host's temp folder (``folder_paths.get_temp_directory()``)."""
+    return folder_paths.get_temp_directory()
