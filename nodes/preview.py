@@ -4,6 +4,7 @@ fetches it with /view and renders it."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -29,7 +30,8 @@ class Full4DSplatPreview(io.ComfyNode):
                 SCENE4D.Input("scene4d", optional=True, tooltip="A fitted 4D scene (Full4DFit4DGS)."),
                 io.String.Input("ply_path", default="", optional=True,
                                 tooltip="Static 3DGS PLY: absolute path or a path relative to the output folder "
-                                        "(used when scene4d is not connected)."),
+                                        "(used when scene4d is not connected); a pattern with '*' (e.g. "
+                                        "scene/frame_*.ply) gives one frame per file, sorted by name."),
                 RIG.Input("rig", optional=True, tooltip="Rig whose cameras get jump buttons and an orbit."),
                 io.Int.Input("num_frames", default=21, min=1, max=240, tooltip="Time samples sent to the browser."),
                 io.Float.Input("fps", default=16.0, min=0.1, max=120.0, tooltip="Playback rate in the widget."),
@@ -47,10 +49,11 @@ class Full4DSplatPreview(io.ComfyNode):
         elif ply_path:
             p = ply_path if os.path.isabs(ply_path) else os.path.join(
                 _get_directory_by_folder_type(io.FolderType.output), ply_path)
-            if not os.path.isfile(p):
+            paths = sorted(glob.glob(p)) if "*" in p else ([p] if os.path.isfile(p) else [])
+            if not paths:
                 raise ValueError(f"ply_path={ply_path!r}: no such file ({p}); give an absolute path or one "
-                                 f"relative to the output folder")
-            frames = [read_ply_gaussians(p)]
+                                 f"relative to the output folder (a '*' pattern loads one PLY per frame)")
+            frames = [read_ply_gaussians(q) for q in paths]
         else:
             raise ValueError("Full4DSplatPreview needs scene4d connected or ply_path set")
         buf = encode_frames(frames, fps=fps)
