@@ -56,6 +56,7 @@ def test_preview_widget_in_browser(comfy_server, artifacts, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     _write_frames(comfy_server.output_dir / "browser_preview")
     errors: list[str] = []
+    comfy_server.request("/settings/Comfy.TutorialCompleted", True)  # no first-run templates dialog
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                     args=ARGS, headless=True, viewport={"width": 1400, "height": 1000})
@@ -81,6 +82,11 @@ def test_preview_widget_in_browser(comfy_server, artifacts, tmp_path):
         page.wait_for_function("() => (document.querySelector('.full4d-label')?.textContent || '').startsWith('t 1/3')",
                                timeout=120_000)
         page.wait_for_timeout(500)
+        for sel in (".p-dialog-close-button", "button[aria-label='Close']"):  # first-run dialogs over the canvas
+            for b in page.locator(sel).all():
+                if b.is_visible():
+                    b.click()
+        page.wait_for_timeout(300)
         page.screenshot(path=str(artifacts / "preview_page.png"))
         a = _canvas_png(page)
         (artifacts / "preview_t0.png").write_bytes(a)
