@@ -127,3 +127,27 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
         cls.execute(scene4d=None, ply_path="missing.ply", rig=None)
     with pytest.raises(ValueError, match="scene4d"):
         cls.execute(scene4d=None, ply_path="", rig=None)
+
+
+def test_scene_frames_match_scene_at():
+    from comfyui_full4d.gaussians.model import Gaussians, HexPlane, HexPlaneConfig, Scene4D
+    from comfyui_full4d.preview import scene_frames
+
+    torch.manual_seed(0)
+    n = 64
+    g = Gaussians(means=torch.randn(n, 3), quats=torch.randn(n, 4), log_scales=torch.randn(n, 3) - 3,
+                  opacity_logits=torch.randn(n), sh_dc=torch.randn(n, 1, 3), sh_rest=torch.zeros(n, 0, 3))
+    hp = HexPlane(HexPlaneConfig(feature_dim=4, base_res=4, time_res=4, multires=(1,), hidden=8))
+    with torch.no_grad():
+        for p in hp.parameters():
+            p.normal_(0, 0.3)  # make the deformation non-zero so frames differ
+    sc = Scene4D(gaussians=g, hexplane=hp, time_range=(0.0, 1.0), aabb=torch.tensor([[-3.0] * 3, [3.0] * 3]),
+                 sh_degree=0)
+    fr = scene_frames(sc, [0.0, 1.0])
+    m1 = sc.at(1.0)[0]
+    torch.testing.assert_close(fr[1]["means"], m1.detach())
+    torch.testing.assert_close(fr[0]["colors"], (0.5 + 0.28209479 * g.sh_dc[:, 0]).clamp(0, 1))
+    assert (fr[1]["means"] - fr[0]["means"]).abs().max() > 0  # the deformation moves the Gaussians
+    _, dec = decode_frames(encode_frames(fr))
+    ext = (torch.cat([fr[0]["means"], fr[1]["means"]]).amax(0) - torch.cat([fr[0]["means"], fr[1]["means"]]).amin(0))
+    assert np.all(np.abs(dec[1]["means"] - m1.detach().numpy()) <= ext.numpy() / 131070 * 1.01 + 1e-6)
