@@ -10,8 +10,8 @@ import json
 import os
 
 from comfy_api.latest import io
-from comfy_api.latest._ui import _get_directory_by_folder_type
 
+from comfyui_full4d.host.paths import output_dir, temp_dir
 from comfyui_full4d.preview import cameras_json, encode_frames, read_ply_gaussians, scene_frames
 
 from .types import RIG, SCENE4D
@@ -48,7 +48,7 @@ class Full4DSplatPreview(io.ComfyNode):
             frames = scene_frames(scene4d, times)
         elif ply_path:
             p = ply_path if os.path.isabs(ply_path) else os.path.join(
-                _get_directory_by_folder_type(io.FolderType.output), ply_path)
+                output_dir(), ply_path)
             paths = sorted(glob.glob(p)) if "*" in p else ([p] if os.path.isfile(p) else [])
             if not paths:
                 raise ValueError(f"ply_path={ply_path!r}: no such file ({p}); give an absolute path or one "
@@ -58,7 +58,7 @@ class Full4DSplatPreview(io.ComfyNode):
             raise ValueError("Full4DSplatPreview needs scene4d connected or ply_path set")
         buf = encode_frames(frames, fps=fps)
         name = hashlib.sha1(buf).hexdigest()[:20] + ".f4dp"
-        folder = os.path.join(_get_directory_by_folder_type(io.FolderType.temp), SUBFOLDER)
+        folder = os.path.join(temp_dir(), SUBFOLDER)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name)
         tmp = path + ".part"
