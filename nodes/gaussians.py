@@ -54,6 +54,14 @@ class Full4DFit4DGS(io.ComfyNode):
                                tooltip="Time (0 = first frame, 1 = last) of the orbit preview render."),
                 io.Int.Input("orbit_frames", default=60, min=1, max=480,
                              tooltip="Cameras of the App. B interpolated orbit in the preview render."),
+                io.Float.Input("lambda_fmd", default=0.0, min=0.0, max=10.0, step=0.01, optional=True,
+                               tooltip="Weight of Flow Matching Distillation (SPEC 8); needs the fmd_* inputs, "
+                                       "the source video and its latent. 0 = off."),
+                io.Model.Input("fmd_model", optional=True, tooltip="FMD teacher: the patched MODEL (Full4DAdapterLoader)."),
+                io.Vae.Input("fmd_vae", optional=True, tooltip="FMD encoder: the Wan2.2 VAE."),
+                io.Conditioning.Input("fmd_positive", optional=True, tooltip="FMD: the positive text conditioning."),
+                io.Image.Input("fmd_source", optional=True, tooltip="FMD: the source video (T frames)."),
+                io.Latent.Input("fmd_source_latent", optional=True, tooltip="FMD: the VAE latent of the source video."),
             ],
             outputs=[SCENE4D.Output(display_name="scene4d", tooltip="The fitted 4D Gaussian scene."),
                      io.Image.Output(display_name="orbit", tooltip="Render of the interpolated orbit at render_time.")],
@@ -62,14 +70,19 @@ class Full4DFit4DGS(io.ComfyNode):
     @classmethod
     def execute(cls, images, rig, iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians,
                 prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
-                geometry=None) -> io.NodeOutput:
+                geometry=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None, fmd_positive=None, fmd_source=None,
+                fmd_source_latent=None) -> io.NodeOutput:
         from comfyui_full4d.gaussians.pipeline import fit_from_grid
+        from comfyui_full4d.host.fmd import fmd_from_inputs
+
+        fmd = fmd_from_inputs(lambda_fmd, fmd_model, fmd_vae, fmd_positive, fmd_source, fmd_source_latent, geometry,
+                              rig, images)
 
         key = hashlib.sha256()
         key.update(images[:, ::4, ::4].contiguous().float().cpu().numpy().tobytes())
         key.update(rig.cameras.R.numpy().tobytes() + rig.cameras.t.numpy().tobytes())
         key.update(repr((iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians, prune_opacity,
-                         sh_degree, geometry is not None)).encode())
+                         sh_degree, geometry is not None, lambda_fmd if fmd is not None else 0.0)).encode())
         folder = os.path.join(temp_dir(), "full4d_4dgs")
         os.makedirs(folder, exist_ok=True)
         scene, orbit = fit_from_grid(
@@ -77,7 +90,7 @@ class Full4DFit4DGS(io.ComfyNode):
             lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
             prune_opacity=prune_opacity, sh_degree=sh_degree, checkpoint_every=checkpoint_every, resume=resume,
             checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"), render_time=render_time,
-            orbit_frames=orbit_frames, on_step=progress(iterations))
+            orbit_frames=orbit_frames, on_step=progress(iterations), fmd=fmd, lambda_fmd=lambda_fmd)
         return io.NodeOutput(scene, orbit)
 
 

@@ -49,7 +49,8 @@ def init_points(views: Tensor, rig: Rig, geometry, scale: float, n_random: int =
 def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, lr_means: float, lr_planes: float,
                   lambda_dssim: float, lambda_tv: float, max_gaussians: int, prune_opacity: float, sh_degree: int,
                   checkpoint_every: int, resume: bool, checkpoint_path: str | None, render_time: float,
-                  orbit_frames: int, on_step: StepFn | None = None) -> tuple[Scene4D, Tensor]:
+                  orbit_frames: int, on_step: StepFn | None = None, fmd=None,
+                  lambda_fmd: float = 0.0) -> tuple[Scene4D, Tensor]:
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time)."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
@@ -61,6 +62,7 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
     cams = rig.metric(scale)
     pts, cols = init_points(views, rig, geometry, scale)
     cfg = FitConfig(iterations=int(iterations), sh_degree=int(sh_degree), lr_means=lr_means,
+                    lambda_fmd=float(lambda_fmd) if fmd is not None else 0.0,
                     lr_means_final=lr_means / 100, lr_planes=lr_planes, lambda_dssim=lambda_dssim, lambda_tv=lambda_tv,
                     densify=DensifyConfig(max_gaussians=int(max_gaussians), prune_above=int(max_gaussians * 2 // 3),
                                           prune_opacity=prune_opacity, stop=max(1, int(iterations) * 2 // 3)))
@@ -71,7 +73,7 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
         views, pts, cols, times = (x.clone() for x in (views, pts, cols, times))
         cams = replace(cams, K=cams.K.clone(), R=cams.R.clone(), t=cams.t.clone())
         scene, _ = fit_4dgs(views, cams, times, cfg, pts, cols, on_step=on_step, checkpoint_path=checkpoint_path,
-                            checkpoint_every=int(checkpoint_every), resume=resume)
+                            checkpoint_every=int(checkpoint_every), resume=resume, fmd=fmd)
     scene.extras["scale"] = scale
     orbit = render_rig(scene, rig, True, orbit_frames, render_time, render_time)
     return scene, orbit
