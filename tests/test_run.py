@@ -21,7 +21,7 @@ def small_demo(seed: int = 0) -> dict:
     return apply_overrides(json.loads(DEMO.read_text()),
                            [f"1.seed={seed}", "1.num_views=3", "1.num_frames=5", "1.width=64", "1.height=48",
                             "4.num_views=3", "9.iterations=10", "9.orbit_frames=2", "11.num_frames=4",
-                            "14.num_frames=2"])
+                            "14.num_frames=2", "15.num_frames=2"])
 
 
 def test_apply_overrides_parses_json_and_leaves_input_untouched():
