@@ -44,6 +44,23 @@ def _patched(base, name="none (zero-init)"):
     return load_full4d(base, name)
 
 
+def _random_adapter_file(base, comfy_host, name: str, seed: int) -> str:
+    """An adapter with random (non-zero) camera encoders and projectors saved in models/full4d/."""
+    from comfyui_full4d.adapter import save_adapter
+    from comfyui_full4d.host.patch import make_adapter
+
+    adapter = make_adapter(base)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in adapter.named_parameters():
+            if "fc2" in pname or "tv_proj" in pname:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    folder = comfy_host.models_dir / "full4d"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_adapter(adapter, folder / name)
+    return name
+
+
 def test_sample_shapes_progress_and_clean_source(base, scene):
     calls = []
     out = _sample(_patched(base), scene, include_source=True, on_step=lambda d, t: calls.append((d, t)))
@@ -66,19 +83,7 @@ def test_zero_adapter_views_are_independent(base, scene):
 
 
 def test_nonzero_adapter_couples_views_and_keeps_source(base, scene, comfy_host):
-    from comfyui_full4d.adapter import save_adapter
-    from comfyui_full4d.host.patch import make_adapter
-
-    adapter = make_adapter(base)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, p in adapter.named_parameters():
-            if "fc2" in name or "tv_proj" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    folder = comfy_host.models_dir / "full4d"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_adapter(adapter, folder / "random.safetensors")
-    m = _patched(base, "random.safetensors")
+    m = _patched(base, _random_adapter_file(base, comfy_host, "random.safetensors", seed=5))
     together = _sample(m, scene, include_source=True)
     apart = _sample(m, scene, views_per_pass=1, include_source=True)
     zero = _sample(_patched(base), scene, include_source=True)
@@ -217,19 +222,7 @@ def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scen
 def test_ablation_option(base, scene, comfy_host):
     """Tab. 4 variants through the sampler: with a random adapter, turning the fused branch off
     changes the targets; 'no_projection' equals 'full' given zero model-space projections."""
-    from comfyui_full4d.adapter import save_adapter
-    from comfyui_full4d.host.patch import make_adapter
-
-    adapter = make_adapter(base)
-    g = torch.Generator().manual_seed(9)
-    with torch.no_grad():
-        for name, p in adapter.named_parameters():
-            if "fc2" in name or "tv_proj" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    folder = comfy_host.models_dir / "full4d"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_adapter(adapter, folder / "ablate.safetensors")
-    m = _patched(base, "ablate.safetensors")
+    m = _patched(base, _random_adapter_file(base, comfy_host, "ablate.safetensors", seed=9))
     full = _sample(m, scene)
     assert (full - _sample(m, scene, ablation="no_fused_attention")).abs().max() > 1e-4
     rig, src, proj, pos, neg = scene
