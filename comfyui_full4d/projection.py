@@ -39,6 +39,8 @@ def _check(images: Tensor, depth: Tensor, K_src: Tensor, w2c_src: Tensor, K_dst:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be (T, H, W, 3), got {shape}")
     T, H, W = images.shape[:3]
+    if T == 0 or H == 0 or W == 0:
+        raise ValueError(f"images must hold at least one frame of at least 1x1 pixels, got {tuple(images.shape)}")
     if not isinstance(depth, Tensor) or tuple(depth.shape) != (T, H, W):
         raise ValueError(f"depth must be (T, H, W) = {(T, H, W)} to match images, got "
                          f"{tuple(depth.shape) if isinstance(depth, Tensor) else type(depth).__name__}; "

@@ -50,3 +50,6 @@ def _hook(event, args):
 
 
 sys.addaudithook(_hook)
+if _LOG:
+    with open(_LOG, "a") as _f:
+        _f.write(f"ACTIVE pid {os.getpid()}\n")
