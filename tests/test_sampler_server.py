@@ -33,7 +33,7 @@ def sampler_prompt(model_name: str, steps: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def model_name(comfy_server):
+def model_name(comfy_server, comfy_host):  # comfy_host: building the tiny model imports comfy
     dest = comfy_server.models_dir / "diffusion_models"
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(tiny_wan_path(), dest / "full4d_tiny_wan.safetensors")

@@ -217,7 +217,7 @@ def _output_files(srv: Server) -> set[Path]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_bad_input_fails_cleanly(case: Case, comfy_server, artifacts):
+def test_bad_input_fails_cleanly(case: Case, comfy_server, comfy_host, artifacts):  # comfy_host: fixtures import comfy
     before = _output_files(comfy_server)
     prompt = case.prompt(comfy_server)
     with pytest.raises(PromptFailed) as info:

@@ -115,7 +115,7 @@ def interrupt_on_progress(srv: Server, prompt: dict, node: str) -> float:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_interrupt_is_prompt_and_clean(name, comfy_server, artifacts):
+def test_interrupt_is_prompt_and_clean(name, comfy_server, comfy_host, artifacts):  # comfy_host: fixtures import comfy
     prompt, node = CASES[name](comfy_server)
     before = _files(comfy_server)
     seconds = interrupt_on_progress(comfy_server, prompt, node)
