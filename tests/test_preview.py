@@ -107,10 +107,11 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
     from comfyui_full4d.rig import ring_rig  # noqa: F401 (rig built below via the synthetic helper)
     from comfyui_full4d.synthetic import make_capture
 
-    cols = _write_ply(tmp_path / "s.ply", 200)
+    (comfy_host.output_dir / "preview_test").mkdir(parents=True, exist_ok=True)
+    cols = _write_ply(comfy_host.output_dir / "preview_test" / "s.ply", 200)
     cap = make_capture(num_views=4, num_frames=2, height=16, width=24)
     cls = comfy_host.node("Full4DSplatPreview")
-    out = cls.execute(scene4d=None, ply_path=str(tmp_path / "s.ply"), rig=cap.rig, num_frames=3, fps=8.0)
+    out = cls.execute(scene4d=None, ply_path="preview_test/s.ply", rig=cap.rig, num_frames=3, fps=8.0)
     item = out.ui["full4d_preview"][0]
     assert item["type"] == "temp" and item["frames"] == 1
     buf = (comfy_host.base / "temp" / item["subfolder"] / item["filename"]).read_bytes()
@@ -125,6 +126,12 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
     np.testing.assert_allclose(cams["rig"][0]["eye"], eye0.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="ply_path"):
         cls.execute(scene4d=None, ply_path="missing.ply", rig=None)
+    # only files inside the output folder: no absolute paths, no '..', no symlinks leading out
+    _write_ply(tmp_path / "outside.ply", 10)
+    (comfy_host.output_dir / "preview_test" / "link.ply").symlink_to(tmp_path / "outside.ply")
+    for bad in (str(tmp_path / "outside.ply"), "../outside.ply", "preview_test/link.ply", "preview_test/*.ply"):
+        with pytest.raises(ValueError, match="ply_path"):
+            cls.execute(scene4d=None, ply_path=bad, rig=None)
     with pytest.raises(ValueError, match="scene4d"):
         cls.execute(scene4d=None, ply_path="", rig=None)
 

@@ -45,3 +45,15 @@ def output_dir() -> str:
 def temp_dir() -> str:
     """The host's temp folder (``folder_paths.get_temp_directory()``)."""
     return folder_paths.get_temp_directory()
+
+
+def safe_join(base: str, rel: str, what: str) -> str:
+    """``base/rel`` for a user-given relative path, refusing absolute paths, ``..`` and symlinks
+    that lead outside ``base``. ``what`` names the input in the error."""
+    if not rel or os.path.isabs(rel) or rel.startswith("~"):
+        raise ValueError(f"{what}={rel!r}: give a path relative to {base} (absolute paths are not accepted)")
+    root = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{what}={rel!r} leads outside {base}; only files inside it can be used")
+    return path

@@ -166,6 +166,8 @@ def camera_rig(preset: str = "ring", custom: str = "", num_views: int = 3) -> di
 
 CASES += [
     Case("missing video file", lambda s: load_video("does_not_exist.mp4"), "1", ("does_not_exist.mp4",)),
+    Case("video path leaving the input folder", lambda s: load_video("../../../../etc/hostname"), "1", ("file",)),
+    Case("absolute video path", lambda s: load_video("/etc/hostname"), "1", ("file",)),
     Case("empty video file", lambda s: load_video(put_input(s, "empty.mp4", b"")), "1", ("empty.mp4",)),
     Case("truncated video", lambda s: load_video(put_input(s, "truncated.mp4", truncated_video(s))), "1",
          ("truncated.mp4",)),
