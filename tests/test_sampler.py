@@ -115,7 +115,7 @@ def test_interrupt_stops_sampling(base, scene):
 
 
 @pytest.mark.parametrize("bad,match", [
-    ("views", "rig has 3 views"), ("frames", "differs from the source"), ("source_batch", "one video latent"),
+    ("views", "3 views including the source"), ("frames", "differs from the source"), ("source_batch", "one video latent"),
     ("vpp", "views_per_pass"), ("sampler", "sampler_name"),
 ])
 def test_bad_inputs_are_clear_errors(base, scene, bad, match):
