@@ -40,6 +40,7 @@ from torch import Tensor
 
 from .cameras import Camera
 from .geometry import scene_scale
+from .video import save_video
 
 __all__ = ["SceneInfo", "Clip", "load_scene", "find_scenes", "validate_scene", "read_video", "write_video",
            "write_synthetic_scene", "draw_clip", "sample_clip", "projection_renders", "ORTHO_TOL"]
@@ -235,22 +236,9 @@ def read_video(path: str | os.PathLike, start: int = 0, count: int | None = None
 
 
 def write_video(path: str | os.PathLike, frames: Tensor, fps: float = 16.0) -> None:
-    """frames (T, H, W, 3) in [0, 1] -> lossless RGB H.264 (libx264rgb, crf 0), atomically."""
-    import av
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    u8 = (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    with av.open(str(tmp), "w") as c:
-        s = c.add_stream("libx264rgb", rate=round(fps))
-        s.width, s.height, s.pix_fmt = u8.shape[2], u8.shape[1], "rgb24"
-        s.options = {"crf": "0", "preset": "ultrafast", "g": "16"}  # keyframe every 16: cheap seeks
-        for f in u8:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    os.replace(tmp, path)
+    """frames (T, H, W, 3) in [0, 1] -> lossless RGB H.264 (libx264rgb, crf 0, a keyframe every 16
+    frames for cheap seeks), atomically: ``video.save_video`` with ``lossless=True``."""
+    save_video(frames, path, fps, lossless=True, keyframe_every=16)
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -250,10 +250,13 @@ def load_video(source: Source, num_frames: int = 81, start: int = 0, stride: int
     return _finish(kept, name, total, start, stride, want, snap), fps / stride
 
 
-def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike], fps: float, *, crf: int = 12) -> Path:
-    """Write frames as H.264 / yuv420p MP4, atomically (temp file in the same folder + os.replace).
+def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike], fps: float, *, crf: int = 12,
+               lossless: bool = False, keyframe_every: Optional[int] = None) -> Path:
+    """Write frames as H.264 MP4, atomically (temp file in the same folder + os.replace).
 
-    frames: (T, H, W, 3) float in [0, 1] or uint8; H and W must be even (yuv420p). Returns the path.
+    frames: (T, H, W, 3) float in [0, 1] or uint8. Default yuv420p at ``crf`` (H and W must be
+    even); ``lossless`` writes RGB exactly (libx264rgb, crf 0, any size), as training datasets
+    need. ``keyframe_every`` sets the GOP length (cheap seeks). Returns the path.
     """
     import av
 
@@ -261,7 +264,7 @@ def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike],
     if x.dim() != 4 or x.shape[-1] != 3 or x.shape[0] < 1:
         raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got {tuple(x.shape)}")
     T, H, W, _ = x.shape
-    if H % 2 or W % 2:
+    if not lossless and (H % 2 or W % 2):
         raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {H}x{W}; crop or resize the frames")
     if not (fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be a positive number, got {fps}")
@@ -273,9 +276,12 @@ def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike],
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with av.open(str(tmp), mode="w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000))
-            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-            stream.options = {"crf": str(int(crf))}
+            codec, pix_fmt = ("libx264rgb", "rgb24") if lossless else ("libx264", "yuv420p")
+            stream = out.add_stream(codec, rate=Fraction(round(fps * 1000), 1000))
+            stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
+            stream.options = {"crf": "0", "preset": "ultrafast"} if lossless else {"crf": str(int(crf))}
+            if keyframe_every:
+                stream.options = {**stream.options, "g": str(int(keyframe_every))}
             for f in arr:
                 for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                     out.mux(pkt)
