@@ -131,11 +131,14 @@ class Full4DSave4DGS(io.ComfyNode):
         return io.Schema(
             node_id="Full4DSave4DGS", display_name="Full4D Save 4D Gaussians", category=CATEGORY,
             description="Writes one standard 3DGS PLY per frame and the whole 4D scene as one .safetensors file "
-                        "into the output folder.",
+                        "into a numbered folder of the output folder. The folder appears only when the export is "
+                        "complete (files are staged in a hidden '.<name>_NNNNN.partial...' folder next to it); "
+                        "cancel or an error removes the staged files, so no half-written export is left.",
             inputs=[
                 SCENE4D.Input("scene4d", tooltip="A fitted 4D scene."),
                 io.String.Input("filename_prefix", default="full4d/scene",
-                                tooltip="Output sub-path and name; a numbered folder is created for each save."),
+                                tooltip="Output sub-path and name; a numbered folder <prefix>_NNNNN is created "
+                                        "for each save, and only once all its files are written."),
                 io.Int.Input("num_frames", default=9, min=1, max=1000,
                              tooltip="PLY frames, evenly spaced over the fitted time range."),
             ],
@@ -144,9 +147,9 @@ class Full4DSave4DGS(io.ComfyNode):
 
     @classmethod
     def execute(cls, scene4d, filename_prefix, num_frames) -> io.NodeOutput:
-        from comfyui_full4d.gaussians.pipeline import save_all
+        from comfyui_full4d.gaussians.export import export_scene
 
-        files = save_all(scene4d, output_dir(), filename_prefix, num_frames)
+        files = export_scene(scene4d, output_dir(), filename_prefix, num_frames, on_step=progress(num_frames + 1))
         return io.NodeOutput(ui=ui.PreviewText("\n".join(files)))
 
 

@@ -8,7 +8,7 @@ import torch
 from plyfile import PlyData
 
 from comfyui_full4d.gaussians import Gaussians, HexPlane, HexPlaneConfig, Scene4D
-from comfyui_full4d.gaussians.export import export_frames, load_scene4d, save_scene4d, write_ply
+from comfyui_full4d.gaussians.export import export_frames, export_scene, load_scene4d, save_scene4d, write_ply
 
 
 def _scene(n=50, degree=3, seed=0):
@@ -92,3 +92,43 @@ def test_load_scene4d_clear_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "something"})
     with pytest.raises(ValueError, match="not a Full4D 4D scene"):
         load_scene4d(str(other))
+
+
+def test_export_scene_folder_progress(tmp_path):
+    s, steps = _scene(30), []
+    files = export_scene(s, str(tmp_path), "sub/scene", 3, on_step=lambda d, t: steps.append((d, t)))
+    assert files == [f"sub/scene_00000/frame_{i:04d}.ply" for i in range(3)] + ["sub/scene_00000/scene4d.safetensors"]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one step per file written
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["scene_00000"]  # no staging folder left
+    assert export_scene(s, str(tmp_path), "sub/scene", 1)[0] == "sub/scene_00001/frame_0000.ply"  # next number
+    for bad in ("", "/abs/x", "../out", "a/../../b", "a:b"):
+        with pytest.raises(ValueError, match="filename_prefix"):
+            export_scene(s, str(tmp_path), bad, 1)
+
+
+class _Cancel(Exception):
+    pass
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 4])  # 4 = after the last PLY and the 4D file, before the rename
+def test_export_scene_cancel_leaves_nothing(tmp_path, k):
+    (tmp_path / "keep.txt").write_text("not ours")
+
+    def on_step(done, total):
+        if done > k:
+            raise _Cancel
+
+    with pytest.raises(_Cancel):
+        export_scene(_scene(30), str(tmp_path), "full4d/scene", 4, on_step=on_step)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["full4d", "keep.txt"], left  # no PLY, no 4D file, no staging folder, no *.tmp*
+
+
+def test_export_frames_cancel_removes_its_files(tmp_path):
+    def on_step(done, total):
+        if done == 2:
+            raise _Cancel
+
+    with pytest.raises(_Cancel):
+        export_frames(_scene(10), torch.tensor([0.0, 0.5, 1.0]), str(tmp_path), on_step=on_step)
+    assert not list(tmp_path.iterdir())

@@ -5,29 +5,49 @@ with opacity a logit, scales logs, rot wxyz and ``f_rest`` channel-major (all R 
 as the 3DGS reference writer. The 4D file holds ``gaussians.*`` (canonical), ``hexplane.*`` (state dict),
 ``aabb`` and ``time_range`` tensors; its metadata holds the format tag, SH degree, HexPlaneConfig JSON and
 ``Scene4D.extras`` (JSON; e.g. ``scale``, metres per scene unit).
+
+``export_scene`` writes both into a numbered folder that appears only when the whole export is done:
+files go to a hidden staging folder next to it (``.<name>_<NNNNN>.partial<hex>``), renamed into place at
+the end. Every file is written atomically (temp file + ``os.replace``); an ``on_step`` that raises (the
+host's interrupt) or any error removes the staging folder, so a cancelled export leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import shutil
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..progress import StepFn, report
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
 
-__all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "SCENE4D_FORMAT"]
+__all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "export_scene", "SCENE4D_FORMAT"]
 
 SCENE4D_FORMAT = "full4d.scene4d"
 
 
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
 def _atomic_write_bytes(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, sh: Tensor) -> str:
@@ -47,14 +67,26 @@ def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opaci
 
 
 @torch.no_grad()
-def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame") -> list[str]:
-    """One PLY per time (deformed Gaussians, ``Scene4D.at``) as ``{prefix}_{i:04d}.ply`` in folder."""
+def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame", *,
+                  on_step: StepFn | None = None) -> list[str]:
+    """One PLY per time (deformed Gaussians, ``Scene4D.at``) as ``{prefix}_{i:04d}.ply`` in folder.
+
+    ``on_step(i + 1, len(times))`` after each file; if it (or a write) raises, the files written so far
+    are removed before the exception propagates (all or nothing).
+    """
     os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i, t in enumerate(torch.as_tensor(times).reshape(-1).tolist()):
-        means, quats, scales, _, sh = scene.at(float(t))
-        paths.append(write_ply(os.path.join(folder, f"{prefix}_{i:04d}.ply"), means, quats, torch.log(scales),
-                               scene.gaussians.opacity_logits, sh))
+    times = torch.as_tensor(times).reshape(-1).tolist()
+    paths: list[str] = []
+    try:
+        for i, t in enumerate(times):
+            means, quats, scales, _, sh = scene.at(float(t))
+            paths.append(write_ply(os.path.join(folder, f"{prefix}_{i:04d}.ply"), means, quats, torch.log(scales),
+                                   scene.gaussians.opacity_logits, sh))
+            report(on_step, i + 1, len(times))
+    except BaseException:
+        for p in paths:
+            _remove(p)
+        raise
     return paths
 
 
@@ -70,9 +102,64 @@ def save_scene4d(scene: Scene4D, path: str) -> str:
             "hexplane_config": json.dumps(scene.hexplane.config.to_json_dict()),
             "extras": json.dumps(scene.extras)}
     tmp = f"{path}.tmp{os.getpid()}"
-    save_file(t, tmp, metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file(t, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
     return path
+
+
+def _export_folder(output_dir: str, filename_prefix: str) -> tuple[str, str]:
+    """(parent folder, name stem) for ``output_dir/<prefix>_<NNNNN>``; the prefix must stay inside output_dir."""
+    prefix = filename_prefix.strip().replace("\\", "/")
+    if not prefix or prefix.startswith("/") or ".." in prefix.split("/") or re.search(r"[:*?\"<>|]", prefix):
+        raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative path inside the output folder")
+    base = os.path.join(output_dir, prefix)
+    parent, stem = os.path.split(base)
+    return parent, stem
+
+
+def export_scene(scene: Scene4D, output_dir: str, filename_prefix: str, num_frames: int, *,
+                 on_step: StepFn | None = None) -> list[str]:
+    """PLY per frame (``num_frames`` times evenly over ``scene.time_range``) + ``scene4d.safetensors`` into
+    ``output_dir/<prefix>_<NNNNN>/``, the first free number; returns the paths relative to output_dir.
+
+    ``on_step(done, num_frames + 1)`` after each file. The folder appears only when every file is written
+    (module docstring); if ``on_step`` or a write raises, nothing of this export is left in output_dir.
+    """
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    parent, stem = _export_folder(output_dir, filename_prefix)
+    os.makedirs(parent, exist_ok=True)
+    n = 0
+    while os.path.exists(os.path.join(parent, f"{stem}_{n:05d}")):
+        n += 1
+    staging = os.path.join(parent, f".{stem}_{n:05d}.partial{secrets.token_hex(4)}")  # hidden, ours only
+    os.mkdir(staging)  # (not mkdtemp: its 0700 mode would stay on the renamed folder)
+    total = int(num_frames) + 1
+    t0, t1 = scene.time_range
+    times = torch.linspace(t0, t1, int(num_frames)) if num_frames > 1 else torch.tensor([t0])
+    try:
+        names = [os.path.basename(p) for p in
+                 export_frames(scene, times, staging, on_step=lambda done, _: report(on_step, done, total))]
+        names.append(os.path.basename(save_scene4d(scene, os.path.join(staging, "scene4d.safetensors"))))
+        report(on_step, total, total)  # the last chance to cancel: nothing may raise after the rename
+        while True:  # another export may have taken the number meanwhile: take the next free one
+            folder = os.path.join(parent, f"{stem}_{n:05d}")
+            if not os.path.exists(folder):
+                try:
+                    os.rename(staging, folder)
+                    break
+                except OSError:
+                    if not os.path.exists(folder):
+                        raise
+            n += 1
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [os.path.relpath(os.path.join(folder, nm), output_dir) for nm in names]
 
 
 def load_scene4d(path: str) -> Scene4D:
