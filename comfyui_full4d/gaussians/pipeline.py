@@ -1,4 +1,4 @@
-"""Node-level engine calls for the 4DGS stage (SPEC 6): grid -> fit, render along a rig / orbit, save all.
+"""Node-level engine calls for the 4DGS stage (SPEC 6): grid -> fit, render along a rig / orbit (export: export.py).
 
 Times: the grid's T frames sit at ``linspace(0, 1, T)``; render times in [0, 1] map onto the scene's range.
 Units: the rig is in scene units; with source geometry, ``geometry.scale`` makes it metric (kept in
@@ -7,8 +7,6 @@ Units: the rig is in scene units; with source geometry, ``geometry.scale`` makes
 
 from __future__ import annotations
 
-import os
-import re
 
 from dataclasses import replace
 
@@ -19,12 +17,11 @@ from torch import Tensor
 from ..cameras import Camera, Rig
 from ..progress import StepFn, report
 from .densify import DensifyConfig
-from .export import export_frames, save_scene4d
 from .fit import FitConfig, fit_4dgs, render_scene
 from .init import backproject_views
 from .model import Scene4D
 
-__all__ = ["fit_from_grid", "render_rig", "save_all", "init_points"]
+__all__ = ["fit_from_grid", "render_rig", "init_points"]
 
 
 def init_points(views: Tensor, rig: Rig, geometry, scale: float, n_random: int = 5000,
@@ -102,22 +99,3 @@ def render_rig(scene: Scene4D, rig: Rig, orbit: bool, num_frames: int, time_star
         report(on_step, i + 1, len(jobs))
     return torch.stack(out).float()
 
-
-def save_all(scene: Scene4D, output_dir: str, filename_prefix: str, num_frames: int) -> list[str]:
-    """PLY per frame + one 4D safetensors into ``output_dir/<prefix>_<NNNNN>/``; returns paths relative to
-    output_dir. The prefix may contain sub-folders but must stay inside output_dir."""
-    prefix = filename_prefix.strip().replace("\\", "/")
-    if not prefix or prefix.startswith("/") or ".." in prefix.split("/") or re.search(r"[:*?\"<>|]", prefix):
-        raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative path inside the output folder")
-    base = os.path.join(output_dir, prefix)
-    os.makedirs(os.path.dirname(base) or output_dir, exist_ok=True)
-    n = 0
-    while os.path.exists(f"{base}_{n:05d}"):
-        n += 1
-    folder = f"{base}_{n:05d}"
-    os.makedirs(folder)
-    t0, t1 = scene.time_range
-    times = torch.linspace(t0, t1, int(num_frames)) if num_frames > 1 else torch.tensor([t0])
-    files = export_frames(scene, times, folder)
-    files.append(save_scene4d(scene, os.path.join(folder, "scene4d.safetensors")))
-    return [os.path.relpath(f, output_dir) for f in files]
