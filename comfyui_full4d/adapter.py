@@ -134,10 +134,12 @@ class TVAttention(nn.Module):
         self.norm_q = ops.RMSNorm(dim, eps=eps, elementwise_affine=True, device=device, dtype=dtype)
         self.norm_k = ops.RMSNorm(dim, eps=eps, elementwise_affine=True, device=device, dtype=dtype)
 
-    def forward(self, x: Tensor, num_views: int, frames_per_view: int, rope: RopeFn | None = None) -> Tensor:
+    def forward(self, x: Tensor, num_views: int, frames_per_view: int, rope: RopeFn | None = None, *,
+                intra_time: bool = True, cross_half: bool = True) -> Tensor:
         """x (B, N, C) with N = V*F*S ordered view, frame, spatial -> (B, N, C).
 
         rope maps (B, N, heads, D) -> same with the fused positions ``v*F + f`` (None: no RoPE).
+        intra_time / cross_half: rules 2 and 3 of the SPEC 2 mask (off only for the paper's Tab. 4 ablations).
         """
         B, N, C = x.shape
         H = self.num_heads
@@ -146,7 +148,8 @@ class TVAttention(nn.Module):
         if rope is not None:
             q, k = rope(q), rope(k)
         v = self.v(x).view(B, N, H, C // H)
-        o = fused_tv_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), num_views, frames_per_view)
+        o = fused_tv_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), num_views, frames_per_view,
+                               intra_time=intra_time, cross_half=cross_half)
         return self.o(o.transpose(1, 2).reshape(B, N, C))
 
 
@@ -161,9 +164,11 @@ class AdapterBlock(nn.Module):
         """cams (V, 12) -> (V, C)."""
         return self.cam(cams)
 
-    def fused(self, x: Tensor, num_views: int, frames_per_view: int, rope: RopeFn | None = None) -> Tensor:
-        """``P(TV(x))``: x (B, N, C) one scene per batch row -> (B, N, C)."""
-        return self.tv_proj(self.tv_attn(x, num_views, frames_per_view, rope))
+    def fused(self, x: Tensor, num_views: int, frames_per_view: int, rope: RopeFn | None = None, *,
+              intra_time: bool = True, cross_half: bool = True) -> Tensor:
+        """``P(TV(x))``: x (B, N, C) one scene per batch row -> (B, N, C); mask switches as ``TVAttention``."""
+        return self.tv_proj(self.tv_attn(x, num_views, frames_per_view, rope, intra_time=intra_time,
+                                         cross_half=cross_half))
 
 
 class Full4DAdapter(nn.Module):
@@ -216,12 +221,21 @@ def _load_strict(module: nn.Module, sd: Mapping[str, Tensor], what: str) -> None
         p.copy_(sd[key].to(device=p.device, dtype=p.dtype))
 
 
-def save_adapter(adapter: Full4DAdapter, path: str | os.PathLike) -> None:
-    """Write the adapter to ``path`` (safetensors, metadata = ``adapter.config``) atomically."""
+def save_adapter(adapter: Full4DAdapter, path: str | os.PathLike, *, state_dict: Mapping[str, Tensor] | None = None) -> None:
+    """Write the adapter to ``path`` (safetensors, metadata = ``adapter.config``) atomically.
+
+    state_dict: the full tensors to write instead of ``adapter.state_dict()`` (e.g. gathered from FSDP
+    shards); it must have exactly the adapter's keys and shapes."""
     from safetensors.torch import save_file
 
     path = os.fspath(path)
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in adapter.state_dict().items()}
+    own = adapter.state_dict()
+    if state_dict is not None:
+        bad = sorted(set(own) ^ set(state_dict)) or [k for k in own if tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        if bad:
+            raise ValueError(f"save_adapter: state_dict does not match the adapter at {bad[:6]}")
+        own = state_dict
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in own.items()}
     fd, tmp = tempfile.mkstemp(prefix=".full4d-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
     os.close(fd)
     try:

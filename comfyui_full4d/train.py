@@ -17,6 +17,8 @@ Recipe, per step (one scene clip per rank, all its views in one batch):
 Only the adapter trains by default (camera encoders and projectors zero-initialised, fused
 attention copies initialised from the base self-attention). Steps are reproducible from
 ``(seed, step)`` alone (data order and noise), so a resumed run equals an uninterrupted one.
+Multi-GPU (``torchrun``): DDP, or FSDP2 with ``fsdp=True`` (``host.training``); checkpoints always hold
+full tensors (``gather_full`` / ``shard_like``), so they do not depend on the world size or on FSDP.
 The host-dependent parts (loading Wan2.2 and its VAE, patching) live in
 ``comfyui_full4d.host.training``; this module is plain torch.
 """
@@ -41,7 +43,7 @@ from torch import Tensor, nn
 from .progress import StepFn, report
 
 __all__ = ["Ablation", "TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss",
-           "save_checkpoint", "load_checkpoint", "train", "main"]
+           "save_checkpoint", "load_checkpoint", "gather_full", "shard_like", "train", "main"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class TrainConfig:
     seed: int = 0
     prompt: str = ""
     ablation: str = "full"
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         Ablation.named(self.ablation)
@@ -204,18 +207,56 @@ def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
     os.replace(tmp, path)
 
 
+def gather_full(tensors: dict[str, Tensor], keep: bool = True) -> dict[str, Tensor]:
+    """The full tensors of a state dict whose values may be FSDP shards (``DTensor``), on the CPU.
+
+    Collective for DTensors (an all-gather each): every rank calls it with the same keys in the same
+    order. keep: False on ranks that do not write (each full tensor is dropped right after its gather).
+    Plain tensors pass through."""
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for k, v in tensors.items():
+        full = v.full_tensor() if isinstance(v, DTensor) else v
+        if keep:
+            out[k] = full.detach().cpu()
+    return out
+
+
+def shard_like(full: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Full tensors -> this rank's shards where ``like[k]`` is a DTensor of the same global shape (each rank
+    cuts its own piece of a file every rank read; no communication); other values pass through."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    out = {}
+    for k, v in full.items():
+        ref = like.get(k)
+        if isinstance(ref, DTensor) and tuple(v.shape) == tuple(ref.shape):
+            v = distribute_tensor(v.to(device=ref.device, dtype=ref.dtype), ref.device_mesh, ref.placements,
+                                  src_data_rank=None)
+        out[k] = v
+    return out
+
+
 def save_checkpoint(ckpt: Path, step: int, trainable: nn.Module, opt: torch.optim.Optimizer,
-                    model: TrainModel, cfg: TrainConfig) -> None:
+                    model: TrainModel, cfg: TrainConfig, *, write: bool = True) -> None:
     """``ckpt/``: adapter.safetensors (the inference file), trainable.safetensors, optimizer.safetensors,
-    state.json ({"step", "config"}) written last, so a checkpoint with state.json is complete."""
-    ckpt.mkdir(parents=True, exist_ok=True)
+    state.json ({"step", "config"}) written last, so a checkpoint with state.json is complete.
+
+    Under torchrun every rank calls it (FSDP shards are gathered); only the rank with ``write`` writes."""
+    if write:
+        ckpt.mkdir(parents=True, exist_ok=True)
     model.save_adapter(ckpt / "adapter.safetensors")
-    _save_tensors(ckpt / "trainable.safetensors", trainable.state_dict())
+    weights = gather_full(trainable.state_dict(), keep=write)
     osd = opt.state_dict()
     flat = {}
     for idx, st in osd["state"].items():
         for k, v in st.items():
             flat[f"{idx}.{k}"] = v if isinstance(v, Tensor) else torch.tensor(v)
+    flat = gather_full(flat, keep=write)
+    if not write:
+        return
+    _save_tensors(ckpt / "trainable.safetensors", weights)
     _save_tensors(ckpt / "optimizer.safetensors", flat)
     groups = [{k: v for k, v in g.items()} for g in osd["param_groups"]]
     _atomic_json(ckpt / "state.json", {"step": step, "config": asdict(cfg), "param_groups": groups})
@@ -229,12 +270,13 @@ def load_checkpoint(ckpt: Path, trainable: nn.Module, opt: torch.optim.Optimizer
     if not state_path.is_file():
         raise ValueError(f"{ckpt}: no state.json; not a complete checkpoint")
     state = json.loads(state_path.read_text())
-    trainable.load_state_dict(load_file(str(ckpt / "trainable.safetensors")))
+    trainable.load_state_dict(shard_like(load_file(str(ckpt / "trainable.safetensors")), trainable.state_dict()))
     flat = load_file(str(ckpt / "optimizer.safetensors"))
+    params = [p for g in opt.param_groups for p in g["params"]]
     per: dict[int, dict[str, Tensor]] = {}
     for key, v in flat.items():
         idx, name = key.split(".", 1)
-        per.setdefault(int(idx), {})[name] = v
+        per.setdefault(int(idx), {})[name] = shard_like({name: v}, {name: params[int(idx)]})[name]
     opt.load_state_dict({"state": per, "param_groups": state["param_groups"]})
     return int(state["step"])
 
@@ -301,7 +343,8 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
     cache = _LatentCache(cfg.latent_cache) if cache is None else cache
     device_type = "cuda" if next(iter(params)).is_cuda else "cpu"
     tb = _tensorboard(out) if rank == 0 else None
-    with open(csv_path, "w" if new_log else "a", newline="") as fh:
+    log_path = csv_path if rank == 0 else os.devnull  # one writer: other ranks must not truncate rank 0's log
+    with open(log_path, "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_log:
             writer.writerow(["step", "loss", "tau", "seconds", "clips_per_s"])
@@ -338,13 +381,12 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
                     tb.add_scalar("clips_per_s", world / dt, step)
                 if log is not None:
                     log(f"step {step}/{cfg.steps} loss {losses[-1]:.4f} {world / dt:.2f} clips/s")
-                if step % cfg.save_every == 0 or step == cfg.steps:
-                    save_checkpoint(ckpt, step, model.trainable, opt, model, cfg)
+            if step % cfg.save_every == 0 or step == cfg.steps:  # every rank: FSDP gathers its shards
+                save_checkpoint(ckpt, step, model.trainable, opt, model, cfg, write=rank == 0)
             report(on_step, step, cfg.steps)
     if tb is not None:
         tb.close()
-    if rank == 0:
-        model.save_adapter(out / "adapter.safetensors")
+    model.save_adapter(out / "adapter.safetensors")  # every rank; rank 0 writes
     return {"step": step, "losses": losses, "seconds": time.perf_counter() - t_start}
 
 

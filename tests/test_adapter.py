@@ -126,3 +126,26 @@ def test_mismatched_and_broken_files_are_value_errors(tmp_path):
     for name, match in cases.items():
         with pytest.raises(ValueError, match=match):
             load_adapter(tmp_path / f"{name}.safetensors")
+
+
+@pytest.mark.parametrize("intra_time,cross_half", [(True, True), (False, True), (True, False)])
+def test_mask_switches_match_the_attention_kernel(intra_time, cross_half):
+    """TVAttention's Tab. 4 switches are the SPEC 2 rule switches of ``fused_tv_attention``; all on is the default."""
+    from comfyui_full4d.attention import fused_tv_attention_reference
+
+    blk = _random_adapter(seed=4).blocks[0]
+    att = blk.tv_attn
+    x = torch.randn(2, 3 * 4 * 2, CFG.dim)
+    B, N, C = x.shape
+    with torch.no_grad():
+        q = att.norm_q(att.q(x)).view(B, N, 2, -1).transpose(1, 2)
+        k = att.norm_k(att.k(x)).view(B, N, 2, -1).transpose(1, 2)
+        v = att.v(x).view(B, N, 2, -1).transpose(1, 2)
+        o = fused_tv_attention_reference(q, k, v, 3, 4, intra_time=intra_time, cross_half=cross_half)
+        want = blk.tv_proj(att.o(o.transpose(1, 2).reshape(B, N, C)))
+        got = blk.fused(x, 3, 4, intra_time=intra_time, cross_half=cross_half)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        if intra_time and cross_half:
+            assert torch.equal(got, blk.fused(x, 3, 4))
+        else:
+            assert (got - blk.fused(x, 3, 4)).abs().max() > 1e-4

@@ -174,9 +174,9 @@ def test_fused_branch_layout_and_rope_positions(base, monkeypatch):
         seen["u"] = x.detach().clone()
         return orig_sa(x, freqs, transformer_options=transformer_options)
 
-    def fused_spy(x, V_, F_, rope):
-        seen.update(scene=x.detach().clone(), V=V_, F=F_, rope=rope)
-        return orig_fused(x, V_, F_, rope)
+    def fused_spy(x, V_, F_, rope, **switches):
+        seen.update(scene=x.detach().clone(), V=V_, F=F_, rope=rope, switches=switches)
+        return orig_fused(x, V_, F_, rope, **switches)
 
     monkeypatch.setattr(sa, "forward", sa_spy)
     monkeypatch.setattr(adapter.blocks[0], "fused", fused_spy)
@@ -184,6 +184,7 @@ def test_fused_branch_layout_and_rope_positions(base, monkeypatch):
     _run(model, x, c, ctx, t)
     S = (H // 2) * (W // 2)
     assert (seen["V"], seen["F"]) == (V, 2 * T)
+    assert seen["switches"] == {"intra_time": True, "cross_half": True}  # the full SPEC 2 mask
     u, scene = seen["u"], seen["scene"]
     assert scene.shape == (2, V * 2 * T * S, dm.dim)
     for j in range(2):
@@ -198,3 +199,38 @@ def test_fused_branch_layout_and_rope_positions(base, monkeypatch):
     freqs = dm.rope_embedder(ids.reshape(1, -1, 3)).movedim(1, 2)
     q = torch.randn(2, V * 2 * T * S, dm.num_heads, dm.dim // dm.num_heads)
     torch.testing.assert_close(seen["rope"](q), apply_rope1(q, freqs), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["no_intra_time", "no_cross_half", "no_fused_attention"])
+def test_ablation_switches_reach_the_fused_branch(base, name):
+    """with_ablation: zero-init is still the base model (SPEC 4); with a random projector the fused branch
+    runs under the switched mask (block 0's call sees it) or, fused attention off, equals a zero projector."""
+    from comfyui_full4d.host.patch import get_adapter, with_ablation
+    from comfyui_full4d.train import Ablation
+
+    ab = Ablation.named(name)
+    x, c, ctx, t = _inputs(1)
+    ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    assert (_run(with_ablation(_patched(base, skip_zero=False), ab), x, c, ctx, t) - ref).abs().max() <= 1e-5
+    full = _patched(base, {"tv_proj": 0.5})
+    out_full = _run(full, x, c, ctx, t)
+    out = _run(with_ablation(full, ab), x, c, ctx, t)
+    assert (out - out_full).abs().max() > 1e-4
+    assert torch.equal(_run(full, x, c, ctx, t), out_full)  # the input model keeps the full mask
+    if name == "no_fused_attention":
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)  # only the fused branch was non-zero
+    else:
+        blk = get_adapter(full).blocks[0]
+        seen = {}
+        orig = blk.fused
+
+        def spy(*a, **kw):
+            seen.update(kw)
+            return orig(*a, **kw)
+
+        blk.fused = spy
+        try:
+            _run(with_ablation(full, ab), x, c, ctx, t)
+        finally:
+            del blk.fused
+        assert seen == {"intra_time": ab.intra_time, "cross_half": ab.cross_half}

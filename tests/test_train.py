@@ -200,18 +200,6 @@ def _randomised(model, seed=0):
 
 @pytest.mark.slow
 def test_ablations_and_checkpointing_on_the_host(tiny):
-    from comfyui_full4d.adapter import AdapterConfig, Full4DAdapter
-    from comfyui_full4d.host import training as ht
-
-    # the switchable fused branch with every switch on is the adapter's own branch
-    blk = Full4DAdapter(AdapterConfig(dim=32, num_heads=2, num_blocks=1)).reset_parameters(seed=1).blocks[0]
-    with torch.no_grad():
-        blk.tv_proj.weight.normal_()
-        x = torch.randn(2, 3 * 4 * 2, 32)
-        torch.testing.assert_close(ht._AblatedBlock(blk, tr.Ablation()).fused(x, 3, 4), blk.fused(x, 3, 4))
-        off = ht._AblatedBlock(blk, tr.Ablation(intra_time=False)).fused(x, 3, 4)
-        assert (off - blk.fused(x, 3, 4)).abs().max() > 1e-4
-
     g = torch.Generator().manual_seed(3)
     x, cond = torch.randn(3, 48, 2, 4, 4, generator=g), torch.randn(3, 48, 2, 4, 4, generator=g)
     tau, cams = torch.tensor([0.0, 0.5, 0.5]), torch.randn(3, 12, generator=g) * 0.3
@@ -309,3 +297,114 @@ def _model_from(tiny, patcher, **kw):
     from comfyui_full4d.host.training import HostTrainModel
 
     return HostTrainModel(patcher, tiny["vae"], tiny["ctx"], **kw)
+
+
+# ---- torchrun: DDP and FSDP over 2 CPU processes (gloo) -------------------------------------------
+
+def _torchrun(mode: str, out, steps: int, data) -> None:
+    """``torchrun --nproc_per_node 2`` this file as the worker (below); raises with the workers' output."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(here.parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(here),
+           mode, str(out), str(steps), str(data)]
+    res = subprocess.run(cmd, cwd=here.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"torchrun {mode} failed:\n{res.stdout[-4000:]}\n{res.stderr[-8000:]}"
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_shards_matches_ddp_and_resumes(tiny, tmp_path):
+    """2 processes on the gloo backend: FSDP2 shards the adapter and the frozen base blocks, trains exactly
+    as DDP does, writes a full adapter file the inference loader reads, and resumes mid-run."""
+    import json
+
+    from comfyui_full4d.adapter import load_adapter
+    from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
+
+    _torchrun("ddp", tmp_path / "ddp", 4, tiny["root"])
+    _torchrun("fsdp", tmp_path / "fsdp", 2, tiny["root"])  # stops at step 2 (checkpoint), then resumes
+    assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] == 2
+    _torchrun("fsdp", tmp_path / "fsdp", 4, tiny["root"])
+
+    shards = [json.loads((tmp_path / "fsdp" / f"shards{r}.json").read_text()) for r in (0, 1)]
+    for s in shards:  # every trainable and every base-block weight is a DTensor holding a part
+        assert s["adapter_dtensor"] and s["base_blocks_dtensor"], s
+    assert shards[0]["adapter_local"] + shards[1]["adapter_local"] == shards[0]["adapter_full"]
+    assert max(shards[0]["adapter_local"], shards[1]["adapter_local"]) < shards[0]["adapter_full"]
+    assert shards[0]["base_local"] + shards[1]["base_local"] == shards[0]["base_full"]
+
+    rows = list(csv.DictReader(open(tmp_path / "fsdp" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    ddp = load_adapter(tmp_path / "ddp" / "adapter.safetensors").state_dict()
+    fsdp = load_adapter(tmp_path / "fsdp" / "adapter.safetensors").state_dict()
+    start = _model(tiny).adapter.state_dict()
+    for k, a in ddp.items():
+        torch.testing.assert_close(fsdp[k], a, rtol=1e-3, atol=1e-5, msg=k)
+    assert max(float((ddp[k] - start[k]).abs().max()) for k in ddp) > 1e-3  # it trained
+
+    # the FSDP file is a normal adapter file for Full4DAdapterLoader's engine
+    dest = tiny["host"].models_dir / "full4d"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "fsdp" / "adapter.safetensors", dest / "fsdp_tiny.safetensors")
+    from comfyui_full4d.host.patch import get_adapter
+
+    loaded = get_adapter(load_full4d(tiny["load"](), "fsdp_tiny.safetensors"))
+    for k, v in loaded.state_dict().items():
+        torch.testing.assert_close(v.float(), fsdp[k].float(), msg=k)
+    assert get_adapter(load_full4d(tiny["load"](), NONE_ADAPTER)) is not None
+
+
+def test_fsdp_without_a_process_group_is_refused(tiny):
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node"):
+        _model(tiny, fsdp=True)
+
+
+def _worker(mode: str, out: str, steps: str, data: str) -> None:
+    """One torchrun rank: the CLI (``train.main``) with the tiny host model in place of the full-size loaders."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from host import InProcessHost
+
+    InProcessHost.start(Path(tempfile.mkdtemp(prefix="full4d_rank")))
+    from fixtures.wan import load_tiny_wan, tiny_wan_vae
+    from torch.distributed.tensor import DTensor
+
+    from comfyui_full4d.host import training as ht
+
+    rank = int(os.environ["RANK"])
+    own_data = Path(out) / f"data{rank}"  # a copy per rank: the projection cache is written per process
+    if not own_data.exists():
+        shutil.copytree(data, own_data, ignore=shutil.ignore_patterns("cache"))
+    ctx = torch.randn(1, 4, 4096, generator=torch.Generator().manual_seed(0))
+
+    def tiny_load(model_path, vae_path, cfg, **kw):
+        assert kw["distributed"] and cfg.fsdp == (mode == "fsdp")
+        m = ht.HostTrainModel(load_tiny_wan(), tiny_wan_vae(), ctx, distributed=True, fsdp=cfg.fsdp)
+        if cfg.fsdp:
+            ad = list(m.adapter.parameters())
+            blocks = list(m.patched.model.diffusion_model.blocks.parameters())
+            info = dict(adapter_dtensor=all(isinstance(p, DTensor) for p in ad),
+                        base_blocks_dtensor=all(isinstance(p, DTensor) for p in blocks),
+                        adapter_local=sum(p.to_local().numel() for p in ad), adapter_full=sum(p.numel() for p in ad),
+                        base_local=sum(p.to_local().numel() for p in blocks), base_full=sum(p.numel() for p in blocks))
+            (Path(out) / f"shards{rank}.json").write_text(json.dumps(info))
+        return m
+
+    ht.load_train_model = tiny_load
+    tr.main(["--data", str(own_data), "--out", out, "--model", "tiny", "--vae", "tiny", "--steps", steps,
+             "--frames", "5", "--views", "3", "--height", "64", "--width", "64", "--bf16", "false", "--lr", "3e-3",
+             "--save-every", "2", "--device", "cpu", "--fsdp", "true" if mode == "fsdp" else "false"])
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":  # the torchrun worker of test_torchrun_fsdp_shards_matches_ddp_and_resumes
+    import sys
+
+    _worker(*sys.argv[1:])

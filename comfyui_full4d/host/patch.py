@@ -26,7 +26,10 @@ How it hooks into the host (all public ``ModelPatcher`` APIs, on a ``clone()``):
    latent frames (condition half + fused branch), so it offloads enough before sampling.
 
 The rig (the 12 camera numbers per view) rides in ``model_options["transformer_options"]
-["full4d_rig"]`` (``with_rig``); the sampler sets it per pass.
+["full4d_rig"]`` (``with_rig``); the sampler sets it per pass. A paper Tab. 4 ablation
+(``train.Ablation``: fused branch off, mask rule 2 or 3 off) rides the same way in
+``["full4d_ablation"]`` (``attach_adapter(..., ablation=)`` or ``with_ablation``); the blocks read
+it per call, so the same patch serves training and sampling of every variant.
 """
 
 from __future__ import annotations
@@ -45,13 +48,15 @@ import comfy.patcher_extension
 from comfy.ldm.flux.math import apply_rope1
 
 from ..adapter import AdapterConfig, Full4DAdapter, load_adapter
+from ..train import Ablation
 
 KEY = "full4d"
 RIG_KEY = "full4d_rig"
 RUN_KEY = "full4d_run"
+ABLATION_KEY = "full4d_ablation"
 
 __all__ = ["attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
-           "make_adapter", "per_frame_timesteps", "with_rig", "KEY", "NONE_ADAPTER"]
+           "make_adapter", "per_frame_timesteps", "with_ablation", "with_rig", "KEY", "NONE_ADAPTER"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Full4DRun:
     """Per-call scene layout handed from the wrapper to the blocks.
 
     num_views V, frames F = 2T per view, tokens S per frame; freqs: fused RoPE (1, V*F*S, 1, D/2, 2, 2);
-    cams: (V, 12); blocks: the WanModel's blocks being run.
+    cams: (V, 12); blocks: the WanModel's blocks being run; ablation: the Tab. 4 switches (all on: full model).
     """
 
     num_views: int
@@ -68,6 +73,7 @@ class Full4DRun:
     freqs: Tensor
     cams: Tensor
     blocks: Any
+    ablation: Ablation = Ablation()
 
 
 def _wan(model) -> wan.WanModel:
@@ -107,12 +113,13 @@ def make_adapter(model, path: str | None = None) -> Full4DAdapter:
     return adapter.reset_parameters(base)
 
 
-def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = True):
+def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = True, ablation: Ablation | None = None):
     """Clone ``model`` (a host ModelPatcher of WAN22) and attach ``adapter``; the input is untouched.
 
     skip_zero_branches: skip the camera branch while its last layer is all zero and the fused branch
     while its projector is all zero (checked per call): their contribution is exactly 0, so a
     zero-init adapter then costs nothing (the fused branch is about 1.3x the base attention at V=6).
+    ablation: run the blocks with these Tab. 4 switches (``with_ablation``); None is the full model.
     """
     expect = adapter_config_for(model)
     cfg = adapter.config
@@ -129,7 +136,7 @@ def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = Tru
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, KEY, _prepare_sampling_wrapper)
     for i in range(cfg.num_blocks):
         m.set_model_patch_replace(_make_block(adapter.blocks[i], i, skip_zero_branches), "dit", "double_block", i)
-    return m
+    return m if ablation is None else with_ablation(m, ablation)
 
 
 def get_adapter(model) -> Full4DAdapter | None:
@@ -147,6 +154,20 @@ def with_rig(model, cams: Tensor):
     m = model.clone()
     rig = {"cams": cams.detach().float().cpu(), "num_views": int(cams.shape[0])}
     m.model_options["transformer_options"][RIG_KEY] = rig
+    return m
+
+
+def with_ablation(model, ablation: Ablation):
+    """Clone of a patched model whose blocks run the paper's Tab. 4 switches (``train.Ablation``):
+    ``fused_attention`` off drops the fused branch, ``intra_time`` / ``cross_half`` off drop mask rule 2 / 3.
+    The projection switch acts on the data (the caller zeroes the condition latents), not on the blocks.
+    Training and sampling of a variant both go through here, so an ablated adapter is sampled as trained."""
+    if get_adapter(model) is None:
+        raise ValueError("model: no Full-4D adapter attached; connect it through Full4DAdapterLoader first")
+    if not isinstance(ablation, Ablation):
+        raise ValueError(f"ablation must be a train.Ablation (e.g. Ablation.named('no_intra_time')), got {ablation!r}")
+    m = model.clone()
+    m.model_options["transformer_options"][ABLATION_KEY] = ablation
     return m
 
 
@@ -198,7 +219,7 @@ def _make_wrapper() -> Callable:
         S = ((h + p[1] - 1) // p[1]) * ((w + p[2] - 1) // p[2])
         freqs = dm.rope_encode(V * 2 * T, h, w, device=x.device, dtype=x.dtype, transformer_options=transformer_options)
         run = Full4DRun(num_views=V, frames=2 * T, tokens=S, freqs=freqs, cams=rig["cams"].to(x.device),
-                        blocks=dm.blocks)
+                        blocks=dm.blocks, ablation=transformer_options.get(ABLATION_KEY) or Ablation())
         opts = dict(transformer_options)
         opts[RUN_KEY] = run
         t2 = per_frame_timesteps(timestep, V, T)
@@ -252,10 +273,12 @@ def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tenso
         y = y + cam.repeat(B // V, 1)[:, None, :]
     x = torch.addcmul(x, y, wan.repeat_e(e[2], x))
     del y
-    if not (skip_zero and _is_zero(ab.tv_proj)):
+    sw = run.ablation
+    if sw.fused_attention and not (skip_zero and _is_zero(ab.tv_proj)):
         scene = u.reshape(B // V, V * L, C)  # rows j*V..j*V+V-1 are one scene, tokens view-major
         rope = (lambda q: apply_rope1(q, run.freqs))
-        x = x + ab.fused(scene, V, run.frames, rope).reshape(B, L, C).to(x.dtype)
+        fused = ab.fused(scene, V, run.frames, rope, intra_time=sw.intra_time, cross_half=sw.cross_half)
+        x = x + fused.reshape(B, L, C).to(x.dtype)
     x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
     y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
     return torch.addcmul(x, y, wan.repeat_e(e[5], x))

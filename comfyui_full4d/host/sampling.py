@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..progress import StepFn, report
 from ..sampling import activation_bytes, check_latents, pack_pass, view_groups
-from .patch import _wan, get_adapter, with_rig
+from .patch import _wan, get_adapter, with_ablation, with_rig
 
 __all__ = ["sample_full4d", "sample_rig", "predict_x0", "with_shift", "check_memory"]
 
@@ -117,9 +117,7 @@ def sample_rig(model, positive: list, negative: list, source: dict, projections:
     ab = Ablation.named(ablation)
     proj = projections["samples"]
     if ab.attention_changed:
-        from .training import ablated
-
-        model = ablated(model, ab)
+        model = with_ablation(model, ab)
     if not ab.projection:  # zero condition latents in model space (what training saw)
         proj = model.model.process_latent_out(torch.zeros_like(proj))
     cams = camera_features(rig.cameras.R, rig.cameras.t)

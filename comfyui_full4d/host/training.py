@@ -10,8 +10,17 @@ builds the fused RoPE and the blocks run the adapter. Latents are in the model's
 condition half goes in as ``time_dim_concat``: what the host's sampler hands the model.
 
 Distributed: ``torchrun --nproc_per_node N -m comfyui_full4d.train ...`` starts N processes;
-``init_distributed`` joins the process group and the adapter trains under
-``DistributedDataParallel`` (gradients all-reduced by DDP; every rank draws its own clip).
+``init_distributed`` joins the process group (NCCL on CUDA, gloo on CPU) and every rank draws its
+own clip. Default: the adapter (and LoRA) train under ``DistributedDataParallel`` (every rank holds
+all weights, gradients all-reduced). ``fsdp=True`` (``--fsdp true``): FSDP2 (``fully_shard``) with
+one unit per DiT block, holding that block's frozen base weights, its LoRA and adapter block ``i``;
+every rank keeps 1/N of the base blocks, the adapter, its gradients and the AdamW moments, and a
+unit's full weights exist only while it runs (forward, and again in backward). Gradients are
+reduce-scattered (averaged, as DDP). The rest of the base (embeddings, head) stays replicated.
+The host calls a block through its patch (``(args, extra) -> dict``), so each unit is an
+``nn.Module`` whose forward is that patch function: calling it fires FSDP's hooks.
+Saving gathers the full tensors (``train.gather_full``; rank 0 writes), so checkpoints and the
+adapter file are the same as without FSDP, and a run resumes with or without it.
 """
 
 from __future__ import annotations
@@ -27,10 +36,10 @@ import comfy.sd
 import comfy.utils
 
 from ..adapter import save_adapter
-from ..attention import fused_tv_attention
+from ..train import gather_full
 from . import patch
 
-__all__ = ["HostTrainModel", "LoRALinear", "ablated", "init_distributed", "load_train_model", "progress_bar"]
+__all__ = ["HostTrainModel", "LoRALinear", "init_distributed", "load_train_model", "progress_bar"]
 
 
 class LoRALinear(nn.Module):
@@ -64,71 +73,33 @@ def _add_lora(dm: nn.Module, rank: int, alpha: float) -> dict[str, LoRALinear]:
     return out
 
 
-def save_lora(loras: dict[str, LoRALinear], path: Path) -> None:
-    """Write the LoRA in the host's format, atomically."""
+def save_lora(loras: dict[str, LoRALinear], path: Path, full: dict[str, dict[str, Tensor]] | None = None) -> None:
+    """Write the LoRA in the host's format, atomically; ``full``: {key: {"up", "down"}} gathered tensors
+    to write instead of the modules' own (FSDP shards)."""
     from safetensors.torch import save_file
 
     sd = {}
     for key, m in loras.items():
-        sd[f"{key}.lora_up.weight"] = m.up.detach().float().cpu().contiguous()
-        sd[f"{key}.lora_down.weight"] = m.down.detach().float().cpu().contiguous()
+        up, down = (m.up, m.down) if full is None else (full[key]["up"], full[key]["down"])
+        sd[f"{key}.lora_up.weight"] = up.detach().float().cpu().contiguous()
+        sd[f"{key}.lora_down.weight"] = down.detach().float().cpu().contiguous()
         sd[f"{key}.alpha"] = torch.tensor(m.alpha)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     save_file(sd, str(tmp), metadata={"format": "full4d-lora", "rank": str(next(iter(loras.values())).rank)})
     os.replace(tmp, path)
 
 
-class _AblatedBlock:
-    """Stands in for an ``AdapterBlock`` in ``patch``'s block function with Tab. 4 switches: the
-    same parameters, the fused branch off (zero) or run under a mask without rule 2 / 3."""
-
-    def __init__(self, block, ablation):
-        self.block, self.ablation = block, ablation
-        self.cam, self.tv_proj = block.cam, block.tv_proj
-
-    def camera_embedding(self, cams: Tensor) -> Tensor:
-        return self.block.camera_embedding(cams)
-
-    def fused(self, x: Tensor, num_views: int, frames_per_view: int, rope=None) -> Tensor:
-        """x (B, N, C) -> (B, N, C): ``P(TV(x))`` under the switched mask (TVAttention.forward's steps)."""
-        if not self.ablation.fused_attention:
-            return torch.zeros_like(x)
-        tv = self.block.tv_attn
-        B, N, C = x.shape
-        H = tv.num_heads
-        q = tv.norm_q(tv.q(x)).view(B, N, H, C // H)
-        k = tv.norm_k(tv.k(x)).view(B, N, H, C // H)
-        if rope is not None:
-            q, k = rope(q), rope(k)
-        v = tv.v(x).view(B, N, H, C // H)
-        o = fused_tv_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), num_views, frames_per_view,
-                               intra_time=self.ablation.intra_time, cross_half=self.ablation.cross_half)
-        return self.block.tv_proj(tv.o(o.transpose(1, 2).reshape(B, N, C)))
-
-
-def ablated(model, ablation):
-    """Clone of a patched ModelPatcher whose blocks run the Tab. 4 ablation (``train.Ablation``);
-    the full model is returned unchanged. Used for training and sampling the same variant."""
-    if not ablation.attention_changed:
-        return model
-    adapter = patch.get_adapter(model)
-    if adapter is None:
-        raise ValueError("model: no Full-4D adapter attached")
-    m = model.clone()
-    for i, blk in enumerate(adapter.blocks):
-        # skip_zero=False: a zero projector must still pass gradients (training starts at zero)
-        m.set_model_patch_replace(patch._make_block(_AblatedBlock(blk, ablation), i, False), "dit", "double_block", i)
-    return m
-
-
 class _Step(nn.Module):
-    """Holds the adapter as its only submodule so DDP sees exactly the trainable parameters;
-    ``forward`` runs the patched host model."""
+    """Holds the adapter (and LoRA) as its only submodules so DDP sees exactly the trainable parameters,
+    or, under FSDP, the per-block units that hold them; ``forward`` runs the patched host model."""
 
-    def __init__(self, adapter: nn.Module, patched, context: Tensor, lora: nn.Module | None = None):
+    def __init__(self, adapter: nn.Module, patched, context: Tensor, lora: nn.Module | None = None,
+                 units: nn.ModuleList | None = None):
         super().__init__()
-        self.adapter = adapter
-        self.lora = lora
+        if units is None:
+            self.adapter, self.lora = adapter, lora
+        else:  # FSDP: only through the per-block units (the root must not reach a block's weights another way)
+            self.units = units
         self._patched = [patched]  # a list: not registered as a submodule (the base stays frozen, unsynced)
         self.register_buffer("context", context, persistent=False)
 
@@ -154,16 +125,47 @@ def _checkpointed(fn):
     return block
 
 
+class _BlockUnit(nn.Module):
+    """One FSDP unit: DiT block ``base`` (frozen, with its LoRA) and adapter block ``adapter``;
+    ``forward(args, extra)`` is the block's patch function, which reads both through the run."""
+
+    def __init__(self, base: nn.Module, adapter: nn.Module, fn):
+        super().__init__()
+        self.base, self.adapter = base, adapter
+        self._fn = [fn]  # a plain callable, not a submodule
+
+    def forward(self, args: dict, extra: dict) -> dict:
+        return self._fn[0](args, extra)
+
+
+def _shard_blocks(patched, adapter: nn.Module, dm: nn.Module) -> nn.ModuleList:
+    """``fully_shard`` one ``_BlockUnit`` per DiT block and route the block patches through the units."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+    units = nn.ModuleList()
+    for i, (base, ab) in enumerate(zip(dm.blocks, adapter.blocks)):
+        unit = fully_shard(_BlockUnit(base, ab, blocks[("double_block", i)]))
+        units.append(unit)
+        # a closure, not the module: the host deep-copies model_options on clone() (a function is kept as is)
+        patched.set_model_patch_replace(lambda args, extra, unit=unit: unit(args, extra), "dit", "double_block", i)
+    return units
+
+
 class HostTrainModel:
     """``train.TrainModel`` over a host WAN22 ModelPatcher and a host VAE.
 
     model: ModelPatcher of Wan2.2 (frozen); vae: ``comfy.sd.VAE``; context: (1, L, 4096) text
     embedding used for every clip; adapter_path: start from this file instead of zero-init.
+    distributed: DDP over the joined process group; fsdp: FSDP2 instead (module docstring; needs the group).
     """
 
     def __init__(self, model, vae, context: Tensor, *, device: str | torch.device = "cpu",
                  grad_checkpointing: bool = False, distributed: bool = False, adapter_path: str | None = None,
-                 ablation=None, lora_rank: int = 0, lora_alpha: float | None = None):
+                 ablation=None, lora_rank: int = 0, lora_alpha: float | None = None, fsdp: bool = False):
+        if fsdp and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError("fsdp=True (--fsdp true) shards over a process group: start the run with "
+                             "torchrun --nproc_per_node N (N >= 2), or leave --fsdp false for one process")
         self.device = torch.device(device)
         self.vae = vae
         base = model.model
@@ -172,10 +174,9 @@ class HostTrainModel:
         adapter = patch.make_adapter(model, adapter_path).float().to(self.device)
         adapter.requires_grad_(True)
         self.adapter = adapter
-        patched = patch.attach_adapter(model, adapter, skip_zero_branches=False)  # zero-init must get gradients
+        # skip_zero_branches=False: the zero-init layers must get gradients; the Tab. 4 switches ride on the patch
+        patched = patch.attach_adapter(model, adapter, skip_zero_branches=False, ablation=ablation)
         adapter.to(self.device)  # attach_adapter parks it on the offload device
-        if ablation is not None:
-            patched = ablated(patched, ablation)
         if grad_checkpointing:
             blocks = patched.model_options["transformer_options"]["patches_replace"]["dit"]
             for key, fn in list(blocks.items()):
@@ -185,11 +186,18 @@ class HostTrainModel:
         if lora_rank > 0:  # after make_adapter: the fused copies start from the plain base weights
             self.loras = _add_lora(base.diffusion_model, lora_rank, lora_alpha or float(lora_rank))
         lora = nn.ModuleList(self.loras.values()) if self.loras else None
-        self.step_module = _Step(adapter, patched, context.float(), lora).to(self.device)
+        units = _shard_blocks(patched, adapter, base.diffusion_model) if fsdp else None
+        self.step_module = _Step(adapter, patched, context.float().to(self.device), lora, units)
         self.runner: nn.Module = self.step_module
-        if distributed:
+        if fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            fully_shard(self.step_module)  # the root: owns no parameters, drives the units' lazy init
+        elif distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.runner = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+            unused = ablation is not None and not ablation.fused_attention  # the fused copies then get no gradient
+            self.runner = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids,
+                                                              find_unused_parameters=unused)
         self.trainable = adapter if lora is None else nn.ModuleDict({"adapter": adapter, "lora": lora})
 
     @torch.no_grad()
@@ -203,10 +211,15 @@ class HostTrainModel:
         return self.runner(x.to(self.device), cond.to(self.device), tau.to(self.device), cams.to(self.device))
 
     def save_adapter(self, path: Path) -> None:
-        """The adapter file; with LoRA also ``<stem>_lora.safetensors`` (host LoRA format) beside it."""
-        save_adapter(self.adapter, path)
-        if self.loras:
-            save_lora(self.loras, Path(path).with_name(Path(path).stem + "_lora.safetensors"))
+        """The adapter file; with LoRA also ``<stem>_lora.safetensors`` (host LoRA format) beside it.
+        Call it on every rank (under FSDP it gathers the shards); rank 0 writes."""
+        rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        sd = gather_full(self.adapter.state_dict(), keep=rank0)
+        lora = {k: gather_full({"up": m.up, "down": m.down}, keep=rank0) for k, m in self.loras.items()}
+        if rank0:
+            save_adapter(self.adapter, path, state_dict=sd)
+            if self.loras:
+                save_lora(self.loras, Path(path).with_name(Path(path).stem + "_lora.safetensors"), lora)
 
 
 def init_distributed() -> bool:
@@ -246,7 +259,8 @@ def load_train_model(model_path: str, vae_path: str, cfg, *, device: str = "cuda
     from ..train import Ablation
 
     return HostTrainModel(model, vae, ctx, device=device, grad_checkpointing=cfg.grad_checkpointing,
-                          distributed=distributed, ablation=Ablation.named(cfg.ablation), lora_rank=cfg.lora_rank)
+                          distributed=distributed, ablation=Ablation.named(cfg.ablation), lora_rank=cfg.lora_rank,
+                          fsdp=cfg.fsdp)
 
 
 class _Bar:
