@@ -25,7 +25,7 @@ function buildWidget(node) {
   const fpsIn = el("input", { type: "number", min: 1, max: 120, value: 16, title: "fps", style: "width:44px" }, bar);
   const label = el("span", { text: "no data", className: "full4d-label" }, bar);
   const cams = el("div", { className: "full4d-cams", style: "display:flex;flex-wrap:wrap;gap:3px;font:11px sans-serif" }, root);
-  const st = { data: null, renderer: null, frame: 0, timer: null, follow: false, orbitIdx: 0, cams: null,
+  const st = { data: null, renderer: null, frame: 0, drawId: 0, timer: null, follow: false, orbitIdx: 0, cams: null,
     view: { target: [0, 0, 1], az: 0, el: 0, dist: 1.0, fov: 50 } };
 
   const draw = () => {
@@ -34,10 +34,12 @@ function buildWidget(node) {
     const eye = [v.target[0] + v.dist * Math.sin(v.az) * ce, v.target[1] - v.dist * Math.sin(v.el),
       v.target[2] - v.dist * Math.cos(v.az) * ce];
     const { R, T } = rendererModule_.lookAt(eye, v.target);
-    const rect = canvas.getBoundingClientRect();
-    if (rect.width > 10) { canvas.width = Math.round(rect.width); canvas.height = Math.round(rect.height); }
-    st.renderer.render(st.data.frames[st.frame], { R, T, fovY: v.fov });
-    label.textContent = `t ${st.frame + 1}/${st.data.t} · ${st.data.n} splats`;
+    const rect = canvas.getBoundingClientRect(), w = Math.round(rect.width), h = Math.round(rect.height);
+    if (rect.width > 10 && (canvas.width !== w || canvas.height !== h)) { canvas.width = w; canvas.height = h; }
+    const f = st.frame, id = ++st.drawId; // the label follows the newest draw once it is on the canvas
+    st.renderer.render(st.data.frames[f], { R, T, fovY: v.fov }, st.data.frames).then(() => {
+      if (id === st.drawId) label.textContent = `t ${f + 1}/${st.data.t} · ${st.data.n} splats`;
+    }).catch((e) => { console.warn("[full4d] preview:", e); label.textContent = String(e.message ?? e); });
   };
   let rendererModule_ = null;
   const setCam = (c) => {
@@ -105,7 +107,7 @@ function buildWidget(node) {
     }
     showCams(st.cams ?? {}); setFrame(0);
   };
-  return { root, load, state: st, onRemoved: stop };
+  return { root, load, state: st, onRemoved: () => { stop(); st.renderer?.dispose(); st.renderer = null; } };
 }
 
 app.registerExtension({

@@ -1,135 +1,202 @@
-// Full4D splat renderer (self-written WebGL2): sorted instanced quads with Gaussian falloff.
-// Loaded lazily by ../full4d_preview.js only when a Full4DSplatPreview node exists.
-// Decodes the "F4DP" buffer written by comfyui_full4d/preview.py (see docs/preview.md).
+// Full4D splat renderer: decodes the "F4DP" buffer written by comfyui_full4d/preview.py (docs/preview.md) and
+// draws it with Spark (@sparkjsdev/spark on three.js, bundled in ./spark_bundle.mjs by scripts/build_web.sh).
+// Loaded lazily by ../full4d_preview.js only when a Full4DSplatPreview node gets data; this module imports the
+// bundle (3 MB) only when a SplatRenderer is created, so decodeF4DP also runs in node without a DOM.
+// Time: one Spark SplatMesh per frame (built on first use, the rest in the background); scrubbing the time
+// slider only switches which mesh is visible.
 
+const BUNDLE_URL = new URL("./spark_bundle.mjs", import.meta.url).href;
+let bundle = null;
+const loadBundle = () => (bundle ??= import(BUNDLE_URL));
+
+// Sigma = R S S R^T of splat i, stored as xx xy xz yy yz zz (R from the unit quaternion wxyz).
+function covariances(S, Q, n) {
+  const C = new Float32Array(n * 6);
+  for (let i = 0; i < n; i++) {
+    let w = Q[4 * i], x = Q[4 * i + 1], y = Q[4 * i + 2], z = Q[4 * i + 3];
+    const l = Math.hypot(w, x, y, z) || 1; w /= l; x /= l; y /= l; z /= l;
+    const R = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+      2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)];
+    const M = [0, 1, 2].map((r) => [0, 1, 2].map((c) => R[3 * r + c] * S[3 * i + c]));
+    const d = (a, b) => M[a][0] * M[b][0] + M[a][1] * M[b][1] + M[a][2] * M[b][2];
+    C.set([d(0, 0), d(0, 1), d(0, 2), d(1, 1), d(1, 2), d(2, 2)], 6 * i);
+  }
+  return C;
+}
+
+// Positions (n*3 f32) and scales (n*3 f32) of a frame, from its quantised planes (docs/preview.md, F4DP v1).
+function positions({ pos, lo, hi }) {
+  const P = new Float32Array(pos.length / 2);
+  for (let i = 0; i < P.length; i++) {
+    const k = i % 3;
+    P[i] = lo[k] + ((pos[2 * i] | (pos[2 * i + 1] << 8)) / 65535) * (hi[k] - lo[k]);
+  }
+  return P;
+}
+const scales = ({ sc, scaleLut }) => Float32Array.from(sc, (v) => scaleLut[v]);
+
+// Returns {n, t, fps, lo, hi, frames}. Frame f keeps views into buf (no copies): pos (n*6 u8, u16 LE positions),
+// rgba (n*4 u8), sc (n*3 u8 log-scale codes), Q (n*4 i8 quaternion wxyz x127); P, S (n*3 f32 positions, scales)
+// and C (n*6 f32 covariance xx xy xz yy yz zz) are computed on first access. center: the AABB centre; set: the
+// decode the frame belongs to.
 export function decodeF4DP(buf) {
   const dv = new DataView(buf);
   const magic = String.fromCharCode(dv.getUint8(0), dv.getUint8(1), dv.getUint8(2), dv.getUint8(3));
   if (magic !== "F4DP") throw new Error("not an F4DP buffer");
   const n = dv.getUint32(8, true), t = dv.getUint32(12, true), fps = dv.getFloat32(16, true);
+  if (buf.byteLength < 52 + 17 * n * t) throw new Error(`F4DP buffer too short for ${n} splats x ${t} frames`);
   const lo = [0, 1, 2].map((i) => dv.getFloat32(20 + 4 * i, true));
   const hi = [0, 1, 2].map((i) => dv.getFloat32(32 + 4 * i, true));
   const smin = dv.getFloat32(44, true), smax = dv.getFloat32(48, true);
-  const frames = [];
+  const center = lo.map((x, i) => 0.5 * (x + hi[i]));
+  const scaleLut = Float32Array.from({ length: 256 }, (_, k) => Math.exp(smin + (k / 255) * (smax - smin)));
+  const set = {}, frames = [];
   let off = 52;
+  const take = (Type, bytes) => { const a = new Type(buf, off, bytes); off += bytes; return a; };
   for (let f = 0; f < t; f++) {
-    const pos = new Uint16Array(buf.slice(off, off + n * 6)); off += n * 6;
-    const rgba = new Uint8Array(buf, off, n * 4); off += n * 4;
-    const sc = new Uint8Array(buf, off, n * 3); off += n * 3;
-    const q = new Int8Array(buf, off, n * 4); off += n * 4;
-    const P = new Float32Array(n * 3), C = new Float32Array(n * 6);
-    for (let i = 0; i < n; i++) {
-      for (let k = 0; k < 3; k++) P[3 * i + k] = lo[k] + (pos[3 * i + k] / 65535) * (hi[k] - lo[k]);
-      const s = [0, 1, 2].map((k) => Math.exp(smin + (sc[3 * i + k] / 255) * (smax - smin)));
-      let w = q[4 * i], x = q[4 * i + 1], y = q[4 * i + 2], z = q[4 * i + 3];
-      const l = Math.hypot(w, x, y, z) || 1; w /= l; x /= l; y /= l; z /= l;
-      const R = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)];
-      // Sigma = R S S R^T, stored as xx xy xz yy yz zz
-      const M = [0, 1, 2].map((r) => [0, 1, 2].map((c) => R[3 * r + c] * s[c]));
-      const d = (a, b) => M[a][0] * M[b][0] + M[a][1] * M[b][1] + M[a][2] * M[b][2];
-      C.set([d(0, 0), d(0, 1), d(0, 2), d(1, 1), d(1, 2), d(2, 2)], 6 * i);
-    }
-    frames.push({ P, C, rgba: new Uint8Array(rgba) });
+    const frame = { pos: take(Uint8Array, n * 6), rgba: take(Uint8Array, n * 4), sc: take(Uint8Array, n * 3),
+      Q: take(Int8Array, n * 4), lo, hi, scaleLut, center, set };
+    let P = null, S = null, C = null;
+    Object.defineProperties(frame, {
+      P: { get: () => (P ??= positions(frame)) },
+      S: { get: () => (S ??= scales(frame)) },
+      C: { get: () => (C ??= covariances(frame.S, frame.Q, n)) },
+    });
+    frames.push(frame);
   }
   return { n, t, fps, lo, hi, frames };
 }
 
-const VS = `#version 300 es
-precision highp float;
-in vec2 corner; in vec3 pos; in vec3 cA; in vec3 cB; in vec4 rgba;
-uniform mat3 R; uniform vec3 T; uniform vec2 focal; uniform vec2 size;
-out vec4 vColor; out vec2 vUV;
-void main() {
-  vec3 pc = R * pos + T;
-  if (pc.z < 0.01) { gl_Position = vec4(0.0, 0.0, 2.0, 1.0); return; }
-  mat3 S = mat3(cA.x, cA.y, cA.z, cA.y, cB.x, cB.y, cA.z, cB.y, cB.z);
-  mat3 J = mat3(focal.x / pc.z, 0.0, 0.0, 0.0, focal.y / pc.z, 0.0,
-                -focal.x * pc.x / (pc.z * pc.z), -focal.y * pc.y / (pc.z * pc.z), 0.0);
-  mat3 W = J * R;
-  mat3 cov = W * S * transpose(W);
-  float a = cov[0][0] + 0.3, b = cov[0][1], c = cov[1][1] + 0.3;
-  float mid = 0.5 * (a + c), rad = length(vec2(0.5 * (a - c), b));
-  float l1 = mid + rad, l2 = max(mid - rad, 0.1);
-  vec2 v1 = normalize(abs(b) > 1e-6 ? vec2(b, l1 - a) : (a >= c ? vec2(1.0, 0.0) : vec2(0.0, 1.0)));
-  vec2 v2 = vec2(-v1.y, v1.x);
-  vec2 px = focal * pc.xy / pc.z + 0.5 * size;
-  vec2 off = corner * 3.0 * (v1 * sqrt(l1) + 0.0) * 1.0;
-  vec2 p = px + corner.x * 3.0 * sqrt(l1) * v1 + corner.y * 3.0 * sqrt(l2) * v2;
-  gl_Position = vec4(2.0 * p.x / size.x - 1.0, 1.0 - 2.0 * p.y / size.y, 0.0, 1.0);
-  vColor = rgba; vUV = corner * 3.0;
-}`;
-const FS = `#version 300 es
-precision highp float;
-in vec4 vColor; in vec2 vUV; out vec4 o;
-void main() {
-  float g = exp(-0.5 * dot(vUV, vUV)) * vColor.a;
-  if (g < 1.0 / 255.0) discard;
-  o = vec4(vColor.rgb * g, g);
-}`;
-
-function sh(gl, type, src) {
-  const s = gl.createShader(type); gl.shaderSource(s, src); gl.compileShader(s);
-  if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(s));
-  return s;
+// Spark's packed splat (16 B: RGBA u8, centre float16 x3, log-scales u8 x3, quaternion 24-bit octahedral) of every
+// splat of a frame, B = the bundle module. Positions are relative to frame.center: float16 centres keep their
+// precision when the mesh is placed at the centre instead of carrying world coordinates.
+export function packFrame(B, frame) {
+  const { Q, rgba, center } = frame, n = rgba.length / 4, P = positions(frame), S = scales(frame);
+  const packed = new Uint32Array(4 * n);
+  for (let i = 0; i < n; i++) { // quaternion: Spark normalises the x127 codes itself (xyzw order)
+    B.setPackedSplat(packed, i, P[3 * i] - center[0], P[3 * i + 1] - center[1], P[3 * i + 2] - center[2],
+      S[3 * i], S[3 * i + 1], S[3 * i + 2], Q[4 * i + 1], Q[4 * i + 2], Q[4 * i + 3], Q[4 * i],
+      rgba[4 * i + 3] / 255, rgba[4 * i] / 255, rgba[4 * i + 1] / 255, rgba[4 * i + 2] / 255);
+  }
+  return packed;
 }
 
 export class SplatRenderer {
   constructor(canvas) {
     this.canvas = canvas;
-    const gl = canvas.getContext("webgl2", { preserveDrawingBuffer: true, premultipliedAlpha: true });
-    if (!gl) throw new Error("WebGL2 unavailable");
-    this.gl = gl;
-    const p = gl.createProgram();
-    gl.attachShader(p, sh(gl, gl.VERTEX_SHADER, VS)); gl.attachShader(p, sh(gl, gl.FRAGMENT_SHADER, FS));
-    gl.linkProgram(p);
-    if (!gl.getProgramParameter(p, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(p));
-    this.p = p; gl.useProgram(p);
-    this.vao = gl.createVertexArray(); gl.bindVertexArray(this.vao);
-    const quad = gl.createBuffer(); gl.bindBuffer(gl.ARRAY_BUFFER, quad);
-    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
-    const loc = (n) => gl.getAttribLocation(p, n);
-    gl.enableVertexAttribArray(loc("corner")); gl.vertexAttribPointer(loc("corner"), 2, gl.FLOAT, false, 0, 0);
-    this.buf = {};
-    for (const [name, k, type, norm] of [["pos", 3, gl.FLOAT, false], ["cA", 3, gl.FLOAT, false],
-      ["cB", 3, gl.FLOAT, false], ["rgba", 4, gl.UNSIGNED_BYTE, true]]) {
-      const b = gl.createBuffer(); gl.bindBuffer(gl.ARRAY_BUFFER, b);
-      const l = loc(name); gl.enableVertexAttribArray(l); gl.vertexAttribPointer(l, k, type, norm, 0, 0);
-      gl.vertexAttribDivisor(l, 1); this.buf[name] = b;
-    }
-    this.u = Object.fromEntries(["R", "T", "focal", "size"].map((n) => [n, gl.getUniformLocation(p, n)]));
+    this.set = null; // decode whose frames the meshes below belong to
+    this.meshes = new Map(); // frame -> SplatMesh
+    this.waiters = [];
+    this.queued = false;
+    this.seq = 0;
+    this.ready = loadBundle().then((B) => {
+      this.B = B;
+      // preserveDrawingBuffer: the browser test reads the canvas back with toDataURL()
+      this.gl = new B.WebGLRenderer({ canvas, antialias: false, preserveDrawingBuffer: true });
+      this.gl.setPixelRatio(1);
+      this.gl.setClearColor(0x14141a, 1);
+      this.scene = new B.Scene();
+      this.camera = new B.PerspectiveCamera(50, 1, 0.01, 1000);
+      // Spark sorts in a worker; when a sort lands it asks for a redraw (onDirty). preBlurAmount 0.3 and z-depth
+      // sorting match how the 4DGS fit renders (gsplat "classic", eps2d = 0.3; comfyui_full4d/gaussians/rasterize.py).
+      this.spark = new B.SparkRenderer({ renderer: this.gl, onDirty: () => this.schedule(), preBlurAmount: 0.3,
+        sortRadial: false });
+      this.scene.add(this.spark);
+    });
   }
 
-  // frame: decoded frame; cam: {R: row-major 3x3 world-to-camera (OpenCV), T: [3], fovY (deg)}
-  render(frame, cam) {
-    const gl = this.gl, W = this.canvas.width, H = this.canvas.height;
-    const n = frame.rgba.length / 4, P = frame.P, C = frame.C, R = cam.R, T = cam.T;
-    const depth = new Float32Array(n);
-    for (let i = 0; i < n; i++) depth[i] = R[6] * P[3 * i] + R[7] * P[3 * i + 1] + R[8] * P[3 * i + 2] + T[2];
-    const idx = new Uint32Array(n); for (let i = 0; i < n; i++) idx[i] = i;
-    idx.sort((a, b) => depth[b] - depth[a]); // back to front
-    const pos = new Float32Array(3 * n), cA = new Float32Array(3 * n), cB = new Float32Array(3 * n);
-    const col = new Uint8Array(4 * n);
-    for (let j = 0; j < n; j++) {
-      const i = idx[j];
-      pos[3 * j] = P[3 * i]; pos[3 * j + 1] = P[3 * i + 1]; pos[3 * j + 2] = P[3 * i + 2];
-      cA[3 * j] = C[6 * i]; cA[3 * j + 1] = C[6 * i + 1]; cA[3 * j + 2] = C[6 * i + 2];
-      cB[3 * j] = C[6 * i + 3]; cB[3 * j + 1] = C[6 * i + 4]; cB[3 * j + 2] = C[6 * i + 5];
-      for (let k = 0; k < 4; k++) col[4 * j + k] = frame.rgba[4 * i + k];
+  mesh(frame) {
+    if (frame.set !== this.set) this.clear();
+    this.set = frame.set;
+    let m = this.meshes.get(frame);
+    if (!m) {
+      const n = frame.rgba.length / 4;
+      const packedSplats = new this.B.PackedSplats({ packedArray: packFrame(this.B, frame), numSplats: n });
+      m = new this.B.SplatMesh({ packedSplats });
+      m.position.set(...frame.center);
+      m.visible = false;
+      this.scene.add(m);
+      this.meshes.set(frame, m);
     }
-    for (const [name, data] of [["pos", pos], ["cA", cA], ["cB", cB], ["rgba", col]]) {
-      gl.bindBuffer(gl.ARRAY_BUFFER, this.buf[name]); gl.bufferData(gl.ARRAY_BUFFER, data, gl.DYNAMIC_DRAW);
-    }
-    const f = 0.5 * H / Math.tan((cam.fovY * Math.PI) / 360);
-    gl.viewport(0, 0, W, H); gl.clearColor(0.08, 0.08, 0.1, 1); gl.clear(gl.COLOR_BUFFER_BIT);
-    gl.enable(gl.BLEND); gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
-    gl.useProgram(this.p); gl.bindVertexArray(this.vao);
-    // GLSL mat3 is column-major: pass R transposed flag false with column-major data
-    gl.uniformMatrix3fv(this.u.R, false, [R[0], R[3], R[6], R[1], R[4], R[7], R[2], R[5], R[8]]);
-    gl.uniform3fv(this.u.T, T); gl.uniform2f(this.u.focal, f, f); gl.uniform2f(this.u.size, W, H);
-    gl.drawArraysInstanced(gl.TRIANGLE_STRIP, 0, 4, n);
+    return m;
   }
+
+  clear() {
+    clearTimeout(this.prebuild);
+    for (const m of this.meshes.values()) { this.scene.remove(m); m.packedSplats?.dispose(); m.dispose(); }
+    this.meshes.clear();
+  }
+
+  // frame: decoded frame; cam: {R: row-major 3x3 world-to-camera (OpenCV), T: [3], fovY (deg)}.
+  // Resolves once the frame is on the canvas with Spark's sort for this view.
+  async render(frame, cam, allFrames = null) {
+    const seq = ++this.seq;
+    await this.ready;
+    const shown = this.mesh(frame);
+    await shown.initialized;
+    if (seq !== this.seq) return; // a newer render() call draws instead
+    for (const m of this.meshes.values()) m.visible = m === shown;
+    const { R, T } = cam, W = this.canvas.width, H = this.canvas.height;
+    if (W < 1 || H < 1) return; // collapsed node: nothing to draw
+    if (!this.size || this.size[0] !== W || this.size[1] !== H) { this.gl.setSize(W, H, false); this.size = [W, H]; }
+    new this.B.Matrix4().set(...threeCameraToWorld(R, T))
+      .decompose(this.camera.position, this.camera.quaternion, this.camera.scale);
+    this.camera.fov = cam.fovY; this.camera.aspect = W / Math.max(1, H); this.camera.updateProjectionMatrix();
+    if (allFrames) this.prebuildRest(allFrames);
+    this.changed = true;
+    return new Promise((resolve, reject) => { this.waiters.push({ resolve, reject }); this.schedule(); });
+  }
+
+  // Build the other frames' meshes one per task, so later scrubbing only switches visibility.
+  prebuildRest(frames) {
+    clearTimeout(this.prebuild);
+    const todo = frames.filter((f) => !this.meshes.has(f));
+    const step = () => {
+      const f = todo.shift();
+      if (!f || f.set !== this.set) return;
+      this.mesh(f);
+      this.prebuild = setTimeout(step, 0);
+    };
+    this.prebuild = setTimeout(step, 0);
+  }
+
+  // One paint per animation frame at most. After a change (frame or view) Spark first regenerates and sorts the
+  // visible splats (update: no drawing), so the paint shows the new state instead of the old sort order.
+  schedule() {
+    if (this.queued) return;
+    this.queued = true;
+    requestAnimationFrame(async () => {
+      try {
+        if (this.disposed) return;
+        if (this.changed) { this.changed = false; await this.spark.update({ scene: this.scene, camera: this.camera }); }
+        this.queued = false;
+        this.gl.render(this.scene, this.camera);
+        const s = this.spark; // settled: no sort running or pending, and the sorted splats are the displayed ones
+        if (this.changed) this.schedule(); // changed again while sorting
+        else if (!s.sorting && !s.sortDirty && s.display === s.current) {
+          this.waiters.splice(0).forEach((w) => w.resolve());
+        }
+      } catch (e) {
+        this.queued = false;
+        this.waiters.splice(0).forEach((w) => w.reject(e));
+      }
+    });
+  }
+
+  // Frees the GPU memory (node removed); the renderer is unusable afterwards.
+  dispose() {
+    this.disposed = true;
+    this.ready.then(() => { this.clear(); this.spark.dispose(); this.gl.dispose(); }).catch(() => {});
+  }
+}
+
+// OpenCV world-to-camera (R row-major 3x3, T) -> three.js camera-to-world, row-major 4x4 (Matrix4.set order).
+// OpenCV cameras look along +z with y down, three.js cameras along -z with y up:
+// camera-to-world = [R^T diag(1, -1, -1) | -R^T T].
+export function threeCameraToWorld(R, T) {
+  const c = [0, 1, 2].map((k) => -(R[k] * T[0] + R[3 + k] * T[1] + R[6 + k] * T[2]));
+  return [R[0], -R[3], -R[6], c[0], R[1], -R[4], -R[7], c[1], R[2], -R[5], -R[8], c[2], 0, 0, 0, 1];
 }
 
 // OpenCV look-at with world up = -y: returns {R (row-major world-to-camera), T}.
