@@ -59,11 +59,12 @@ def encode_frames(frames: list[dict], fps: float = 16.0) -> bytes:
                      _np(f["opacities"], "opacities", (), n), _np(f["colors"], "colors", (3,), n)))
     lo = np.min([a[0].min(0) if n else np.zeros(3) for a in arrs], axis=0)
     hi = np.max([a[0].max(0) if n else np.ones(3) for a in arrs], axis=0)
-    hi = np.where(hi - lo < 1e-9, lo + 1e-9, hi)
+    pad = 1e-5 * np.maximum(1.0, np.abs(lo))  # a degenerate range must stay non-empty in float32
+    hi = np.where(hi - lo < pad, lo + pad, hi)
     logs = [np.log(np.clip(a[2], 1e-12, None)) for a in arrs]
     smin = float(min(l.min() for l in logs)) if n else 0.0
     smax = float(max(l.max() for l in logs)) if n else 1.0
-    smax = smax if smax - smin > 1e-9 else smin + 1e-9
+    smax = max(smax, smin + 1e-5 * max(1.0, abs(smin)))
     out = [_HEADER.pack(MAGIC, VERSION, 0, n, len(frames), float(fps), *lo.astype(np.float32),
                         *hi.astype(np.float32), smin, smax)]
     lo32, hi32 = lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64)
