@@ -318,8 +318,9 @@ def _torchrun(mode: str, out, steps: int, data) -> None:
 
 @pytest.mark.slow
 def test_torchrun_fsdp_shards_matches_ddp_and_resumes(tiny, tmp_path):
-    """2 processes on the gloo backend: FSDP2 shards the adapter and the frozen base blocks, trains exactly
-    as DDP does, writes a full adapter file the inference loader reads, and resumes mid-run."""
+    """2 processes on the gloo backend: FSDP2 shards the adapter, the LoRA and the frozen base blocks, trains
+    exactly as DDP does (here with gradient checkpointing on, DDP without), writes full adapter and LoRA
+    files that the inference loaders read, and resumes mid-run."""
     import json
 
     from comfyui_full4d.adapter import load_adapter
@@ -345,6 +346,13 @@ def test_torchrun_fsdp_shards_matches_ddp_and_resumes(tiny, tmp_path):
     for k, a in ddp.items():
         torch.testing.assert_close(fsdp[k], a, rtol=1e-3, atol=1e-5, msg=k)
     assert max(float((ddp[k] - start[k]).abs().max()) for k in ddp) > 1e-3  # it trained
+    from safetensors.torch import load_file
+
+    lora_ddp, lora_fsdp = (load_file(str(tmp_path / m / "adapter_lora.safetensors")) for m in ("ddp", "fsdp"))
+    assert len(lora_ddp) == 2 * 4 * 3 and set(lora_fsdp) == set(lora_ddp)  # 2 blocks x q, k, v, o x (up, down, alpha)
+    for k, a in lora_ddp.items():
+        torch.testing.assert_close(lora_fsdp[k], a, rtol=1e-3, atol=1e-5, msg=k)
+    assert any(float(v.abs().max()) > 0 for k, v in lora_fsdp.items() if "lora_up" in k)  # the LoRA trained
 
     # the FSDP file is a normal adapter file for Full4DAdapterLoader's engine
     dest = tiny["host"].models_dir / "full4d"
@@ -386,7 +394,8 @@ def _worker(mode: str, out: str, steps: str, data: str) -> None:
 
     def tiny_load(model_path, vae_path, cfg, **kw):
         assert kw["distributed"] and cfg.fsdp == (mode == "fsdp")
-        m = ht.HostTrainModel(load_tiny_wan(), tiny_wan_vae(), ctx, distributed=True, fsdp=cfg.fsdp)
+        m = ht.HostTrainModel(load_tiny_wan(), tiny_wan_vae(), ctx, distributed=True, fsdp=cfg.fsdp,
+                              grad_checkpointing=cfg.grad_checkpointing, lora_rank=cfg.lora_rank)
         if cfg.fsdp:
             ad = list(m.adapter.parameters())
             blocks = list(m.patched.model.diffusion_model.blocks.parameters())
@@ -400,7 +409,8 @@ def _worker(mode: str, out: str, steps: str, data: str) -> None:
     ht.load_train_model = tiny_load
     tr.main(["--data", str(own_data), "--out", out, "--model", "tiny", "--vae", "tiny", "--steps", steps,
              "--frames", "5", "--views", "3", "--height", "64", "--width", "64", "--bf16", "false", "--lr", "3e-3",
-             "--save-every", "2", "--device", "cpu", "--fsdp", "true" if mode == "fsdp" else "false"])
+             "--save-every", "2", "--device", "cpu", "--lora-rank", "2", "--fsdp", "true" if mode == "fsdp" else "false",
+             "--grad-checkpointing", "true" if mode == "fsdp" else "false"])
     torch.distributed.destroy_process_group()
 
 
