@@ -14,6 +14,8 @@ from typing import Any
 __all__ = ["WIDGET_TYPES", "FILE_INPUTS", "validate_api", "api_to_ui"]
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# nodes whose DOM widget needs more room than their inputs suggest (the preview canvas + its controls)
+UI_MIN_SIZE = {"Full4DSplatPreview": (440, 560)}
 # Combos that name a user's file (weights, videos): a shared workflow may name files the
 # validating server does not have.
 FILE_INPUTS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
@@ -136,20 +138,22 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
         node, info = prompt[nid], object_info[prompt[nid]["class_type"]]
         col = cols[nid]
         row = rows.get(col, 0)
-        inputs, widgets = [], []
+        inputs, widgets, upload = [], [], []
         for name, typ, opts in _inputs(info):
             value = node.get("inputs", {}).get(name, opts.get("default"))
             linked = isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
             if typ in WIDGET_TYPES and not linked:
                 widgets.append(value if value is not None else (opts.get("options") or [""])[0])
-                if opts.get("control_after_generate"):
+                # the frontend adds a "control after generate" widget to every INT named seed / noise_seed
+                if opts.get("control_after_generate", typ == "INT" and name in ("seed", "noise_seed")):
                     widgets.append("fixed")
                 if opts.get("video_upload") or opts.get("image_upload"):
-                    widgets.append("image")
+                    upload.append("image")  # the upload button comes after all other widgets
             elif typ in WIDGET_TYPES:
                 inputs.append({"name": name, "type": typ, "widget": {"name": name}, "link": None})
             else:
                 inputs.append({"name": name, "type": typ, "link": None})
+        widgets += upload
         for li in links:
             if li[3] == ids[nid]:
                 slot = next(i for i, x in enumerate(inputs) if x["name"] == li[4])
@@ -157,9 +161,11 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
                 li[4] = slot
         outputs = [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, (n, t) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))]
-        height = 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
+        width, height = 340, 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
+        if node["class_type"] in UI_MIN_SIZE:
+            width, height = (max(a, b) for a, b in zip((width, height), UI_MIN_SIZE[node["class_type"]]))
         nodes.append({"id": ids[nid], "type": node["class_type"], "pos": [60 + 380 * col, 60 + row],
-                      "size": [340, height], "flags": {}, "order": order, "mode": 0,
+                      "size": [width, height], "flags": {}, "order": order, "mode": 0,
                       "inputs": inputs, "outputs": outputs,
                       "title": node.get("_meta", {}).get("title", info.get("display_name") or node["class_type"]),
                       "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
