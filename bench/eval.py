@@ -267,9 +267,9 @@ Produced by `{cmd}`.
 
 Columns: `train_*` renders at the rig cameras vs the fitted views; `heldout_*` renders at the
 held-out orbit cameras vs the exact ray-cast ground truth (mean over cameras and frames);
-`seconds` fit wall time (on a shared CPU it moves with the other load by up to 2x between runs;
-compare the two rows of one run only); `gaussians` count at the end (no densification step falls
-in so short a fit).
+`seconds` fit wall time (on a shared CPU it moves with the other load, by 2x between runs and
+between the two rows of one run: time the FMD overhead on an idle machine); `gaussians` count at
+the end (no densification step falls in so short a fit).
 
 What this is and is not: the FMD row runs the real wiring of the Fit4DGS node's FMD inputs
 (`comfyui_full4d.host.fmd.host_fmd`: host VAE encoder, source projection into the sampled orbit
