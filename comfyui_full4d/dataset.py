@@ -242,7 +242,7 @@ def write_video(path: str | os.PathLike, frames: Tensor, fps: float = 16.0) -> N
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may write the same file
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -250,7 +250,7 @@ def _atomic_text(path: Path, text: str) -> None:
 def _save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may write the same file
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
 
