@@ -66,7 +66,7 @@ def main() -> None:
 
     cfg = FitConfig(iterations=iters, sh_degree=1, sh_increase_every=iters // 3, init_opacity=0.5,
                     densify=DensifyConfig(start=100, stop=iters // 2, interval=100, max_gaussians=30_000),
-                    hexplane=HexPlaneConfig(feature_dim=8, base_res=16, time_res=max(2, T), hidden=32))
+                    hexplane=HexPlaneConfig(feature_dim=8, base_res=32, time_res=max(2, T), hidden=32))
     rows = []
     for name, fmd, lam in (("4DGS", None, 0.0),
                            ("4DGS + FMD (stand-in pool encoder, oracle teacher)",

@@ -143,3 +143,38 @@ def test_ssim_matches_kornia():
     torch.testing.assert_close(ssim_map(a, b)[..., 5:-5, 5:-5], ref, atol=1e-5, rtol=0)
     assert abs(float(ssim(a, a)) - 1) < 1e-6
     assert float(photometric_loss(a, a)) < 1e-6
+
+
+def test_contract_inner_box_linear_outside_compressed_and_continuous():
+    from comfyui_full4d.gaussians.model import contract
+
+    box = torch.tensor([[-1.0, 0.0, 2.0], [3.0, 1.0, 4.0]])
+    inner = box[0] + torch.rand(200, 3) * (box[1] - box[0])
+    u = 2 * (inner - box[0]) / (box[1] - box[0]) - 1  # analytic: linear onto [-1/2, 1/2]
+    assert torch.allclose(contract(inner, box), u / 2, atol=1e-6)
+    far = torch.randn(500, 3) * 1e3
+    cf = contract(far, box)
+    assert cf.abs().amax(-1).min() > 0.5 and cf.abs().amax() <= 1.0
+    # continuous across the box surface, and monotone along a ray leaving the box
+    d = torch.tensor([0.3, -0.2, 1.0])
+    ray = box.mean(0) + torch.linspace(0, 50, 2001)[:, None] * d
+    c = contract(ray, box)
+    step = (c[1:] - c[:-1]).norm(dim=-1)
+    assert step.max() < 2 * step[:10].mean()  # no jump at the box surface (steps only shrink outside)
+    assert (c[1:, 2] - c[:-1, 2] >= -1e-7).all()
+
+
+def test_scene_aabb_with_cameras_keeps_the_subject_and_drops_the_backdrop():
+    from comfyui_full4d.gaussians.fit import scene_aabb
+    from comfyui_full4d.rig import ring_rig
+
+    rig = ring_rig(6, intrinsics_from_fov(50.0, 64, 48), 64, 48, radius=1.0, center=(0.0, 0.0, 1.0))
+    cams = rig.metric(2.0)
+    subject = torch.randn(300, 3) * 0.2 + torch.tensor([0.0, 0.0, 2.0])
+    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1)
+    backdrop = 40.0 * d + torch.tensor([0.0, 0.0, 2.0])  # a far sky dome around everything
+    box = scene_aabb(torch.cat([subject, backdrop]), cams)
+    assert ((subject >= box[0]) & (subject <= box[1])).all()  # the subject is inside the inner box
+    assert float((box[1] - box[0]).max()) < 10.0  # which is not stretched to the 80 m dome
+    all_box = scene_aabb(torch.cat([subject, backdrop]))
+    assert float((all_box[1] - all_box[0]).min()) > 80.0

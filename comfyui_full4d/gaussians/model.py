@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .sh import eval_sh
 
-__all__ = ["Gaussians", "HexPlaneConfig", "HexPlane", "Scene4D", "PLANES", "GAUSSIAN_KEYS"]
+__all__ = ["Gaussians", "HexPlaneConfig", "HexPlane", "Scene4D", "PLANES", "GAUSSIAN_KEYS", "contract"]
 
 # (a, b) coordinate indices into (x, y, z, t) of the six planes
 PLANES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
@@ -156,10 +156,24 @@ class HexPlane(nn.Module):
         return total / len(self.planes)
 
 
+def contract(points: Tensor, box: Tensor) -> Tensor:
+    """Unbounded-scene contraction (mip-NeRF 360 / MERF, L-inf form): points (N, 3) -> (N, 3) in [-1, 1].
+
+    With ``u = 2 (x - lo) / (hi - lo) - 1`` for the inner box ``box`` (2, 3) [lo; hi], points inside the
+    box (``|u|_inf <= 1``) map linearly to ``u / 2`` in [-1/2, 1/2]; points outside to
+    ``(1 - 1 / (2 |u|_inf)) u / |u|_inf`` in (1/2, 1). The deformation grid thus spends half its
+    resolution on the inner box (the subject) and still covers a far background such as a sky dome."""
+    lo, hi = box[0], box[1]
+    u = 2 * (points - lo) / (hi - lo).clamp_min(1e-9) - 1
+    n = u.abs().amax(-1, keepdim=True)
+    far = (1 - 0.5 / n.clamp_min(1.0)) * u / n.clamp_min(1.0)
+    return torch.where(n <= 1, 0.5 * u, far)
+
+
 @dataclass
 class Scene4D:
-    """A 4D Gaussian scene: canonical Gaussians, HexPlane, time range (t0, t1), AABB (2, 3) [min; max]
-    used to normalise positions, and the SH degree."""
+    """A 4D Gaussian scene: canonical Gaussians, HexPlane, time range (t0, t1), inner box ``aabb`` (2, 3)
+    [min; max] of the deformation grid (positions outside it are contracted, ``contract``), SH degree."""
 
     gaussians: Gaussians
     hexplane: HexPlane
@@ -169,8 +183,9 @@ class Scene4D:
     extras: dict = field(default_factory=dict)
 
     def normalise(self, means: Tensor, time: float) -> tuple[Tensor, Tensor]:
-        lo, hi = self.aabb[0].to(means), self.aabb[1].to(means)
-        xyz = (2 * (means - lo) / (hi - lo).clamp_min(1e-9) - 1).clamp(-1, 1)
+        """HexPlane coordinates: space contracted into [-1, 1]^3 (``contract``) by the inner box ``aabb``,
+        time mapped linearly from ``time_range`` to [-1, 1]."""
+        xyz = contract(means, self.aabb.to(means))
         t0, t1 = self.time_range
         tn = 0.0 if t1 <= t0 else 2 * (float(time) - t0) / (t1 - t0) - 1
         return xyz, torch.full_like(means[:, :1], max(-1.0, min(1.0, tn)))
