@@ -35,8 +35,9 @@ class Full4DFit4DGS(io.ComfyNode):
                 io.Float.Input("lr_means", default=1.6e-4, min=0.0, max=1.0, step=1e-5,
                                tooltip="Learning rate of the Gaussian centres (times the scene extent; decays "
                                        "100x over the fit)."),
-                io.Float.Input("lr_planes", default=1.6e-3, min=0.0, max=1.0, step=1e-4,
-                               tooltip="Learning rate of the HexPlane feature planes."),
+                io.Float.Input("lr_planes", default=0.05, min=0.0, max=1.0, step=1e-3,
+                               tooltip="Learning rate of the HexPlane feature planes (decays 10x over the fit). "
+                                       "0.05 learns motion within a few hundred iterations; much higher diverges."),
                 io.Float.Input("lambda_dssim", default=0.2, min=0.0, max=1.0, step=0.05,
                                tooltip="Weight of (1 - SSIM) against L1 in the photometric loss."),
                 io.Float.Input("lambda_tv", default=2e-4, min=0.0, max=1.0, step=1e-4,
