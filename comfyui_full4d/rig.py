@@ -226,6 +226,8 @@ def interpolate_rig(R: Tensor, t: Tensor, n: int = 120) -> tuple[Tensor, Tensor]
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
     Rn, tn = R.detach().cpu().double().numpy(), t.detach().cpu().double().numpy()
+    if not (np.isfinite(Rn).all() and np.isfinite(tn).all()):
+        raise ValueError("interpolate_rig: R and t must be finite (a camera has NaN or inf)")
     order, C, Rs = _sorted_keys(Rn, tn)
     if np.linalg.norm(C[1:] - C[:-1], axis=-1).min() < 1e-9 or np.linalg.norm(C[-1] - C[0]) < 1e-9:
         raise ValueError("interpolate_rig: two consecutive cameras (by azimuth) share a centre; remove duplicates")
