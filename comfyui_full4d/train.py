@@ -238,16 +238,23 @@ def shard_like(full: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Te
     return out
 
 
+def _frozen_names(module: nn.Module) -> set[str]:
+    """State-dict keys of parameters that do not train (checkpoints leave them out)."""
+    return {n for n, p in module.named_parameters() if not p.requires_grad}
+
+
 def save_checkpoint(ckpt: Path, step: int, trainable: nn.Module, opt: torch.optim.Optimizer,
                     model: TrainModel, cfg: TrainConfig, *, write: bool = True) -> None:
-    """``ckpt/``: adapter.safetensors (the inference file), trainable.safetensors, optimizer.safetensors,
-    state.json ({"step", "config"}) written last, so a checkpoint with state.json is complete.
+    """``ckpt/``: adapter.safetensors (the inference file), trainable.safetensors (trainable tensors only: not
+    the frozen base Linears inside LoRA), optimizer.safetensors, state.json ({"step", "config"}) written last,
+    so a checkpoint with state.json is complete.
 
     Under torchrun every rank calls it (FSDP shards are gathered); only the rank with ``write`` writes."""
     if write:
         ckpt.mkdir(parents=True, exist_ok=True)
     model.save_adapter(ckpt / "adapter.safetensors")
-    weights = gather_full(trainable.state_dict(), keep=write)
+    frozen = _frozen_names(trainable)  # e.g. the base Linear inside each LoRA: the host model already has it
+    weights = gather_full({k: v for k, v in trainable.state_dict().items() if k not in frozen}, keep=write)
     osd = opt.state_dict()
     flat = {}
     for idx, st in osd["state"].items():
@@ -270,7 +277,13 @@ def load_checkpoint(ckpt: Path, trainable: nn.Module, opt: torch.optim.Optimizer
     if not state_path.is_file():
         raise ValueError(f"{ckpt}: no state.json; not a complete checkpoint")
     state = json.loads(state_path.read_text())
-    trainable.load_state_dict(shard_like(load_file(str(ckpt / "trainable.safetensors")), trainable.state_dict()))
+    frozen = _frozen_names(trainable)
+    saved = {k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items() if k not in frozen}
+    missing, unexpected = trainable.load_state_dict(shard_like(saved, trainable.state_dict()), strict=False)
+    if set(missing) - frozen or unexpected:
+        raise ValueError(f"{ckpt / 'trainable.safetensors'} does not match this model (missing "
+                         f"{sorted(set(missing) - frozen)[:5]}, unexpected {sorted(unexpected)[:5]}); resume with the "
+                         "same config (adapter, lora_rank) or start a new checkpoint folder")
     flat = load_file(str(ckpt / "optimizer.safetensors"))
     params = [p for g in opt.param_groups for p in g["params"]]
     per: dict[int, dict[str, Tensor]] = {}

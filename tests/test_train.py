@@ -277,6 +277,16 @@ def test_lora_option_saves_a_host_lora(tiny, tmp_path):
     lora_file = tmp_path / "lora" / "adapter_lora.safetensors"
     assert lora_file.is_file() and (tmp_path / "lora" / "checkpoint" / "adapter_lora.safetensors").is_file()
     assert any(float(m.up.detach().abs().max()) > 0 for m in model.loras.values())  # the LoRA trained
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lora" / "checkpoint" / "trainable.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(".up" in k for k in keys) and not any(".base." in k for k in keys)  # frozen base not stored
+    again = _model(tiny, lora_rank=4)  # a resumed LoRA run gets the trained LoRA back from that checkpoint
+    params = [p for p in again.trainable.parameters() if p.requires_grad]
+    assert tr.load_checkpoint(tmp_path / "lora" / "checkpoint", again.trainable, torch.optim.AdamW(params)) == 3
+    for k, m in model.loras.items():
+        torch.testing.assert_close(again.loras[k].up, m.up)
     # the host's own LoRA loader applies it; with the trained adapter the output matches training's
     base = tiny["load"]()
     lora_sd = comfy.utils.load_torch_file(str(lora_file), safe_load=True)
