@@ -319,3 +319,20 @@ def test_sh_dc_round_trip_and_bad_input():
         eval_sh(2, coeffs, torch.randn(10, 3))
     with pytest.raises(ValueError, match="dirs"):
         eval_sh(1, coeffs, torch.randn(9, 3))
+
+
+def test_overflowing_gaussian_is_culled_without_nan_gradients():
+    """A Gaussian whose covariance overflows float32 (what a runaway scale deformation makes) renders like the
+    scene without it, and every gradient stays finite (it used to be 0 * inf = NaN through the conic)."""
+    scene = random_scene(40, 32, 24, seed=5)
+    ref, _ = rasterize(*[x[1:] if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 40 else x
+                         for x in scene])
+    means, quats, scales, opac, colors = (x.clone().requires_grad_(True) for x in scene[:5])
+    with torch.no_grad():
+        scales[0] = 1e25  # its 2D covariance is inf in float32
+        means[0] = torch.tensor([0.0, 0.0, 3.0])
+    rgb, alpha = rasterize(means, quats, scales, opac, colors, *scene[5:])
+    torch.testing.assert_close(rgb, ref)
+    (rgb.sum() + alpha.sum()).backward()
+    for name, x in zip(("means", "quats", "scales", "opacities", "colors"), (means, quats, scales, opac, colors)):
+        assert torch.isfinite(x.grad).all(), name

@@ -40,6 +40,7 @@ NEAR_PLANE = 0.01
 EPS2D = 0.3
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
+MAX_SCALE = 1e12  # larger scales (scene units) are culled: their covariance would overflow float32
 T_MIN = 1e-4
 EXTEND = 3.33
 _BATCH_ELEMS = 1 << 17  # (pixel, Gaussian) pairs per chunk: small enough to stay in cache
@@ -96,6 +97,10 @@ def project_gaussians(
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     means_c = means @ R.T + t  # (N, 3)
+    # a runaway scale (> MAX_SCALE, e.g. from a diverging deformation) overflows the covariance in float32;
+    # such Gaussians are culled and get a finite stand-in, so no 0 * inf = NaN gradient flows back
+    sane = (scales.detach() < MAX_SCALE).all(-1)
+    scales = torch.where(sane[:, None], scales, torch.ones_like(scales))
     cov_c = R @ quat_scale_to_covariance(quats, scales) @ R.T  # (N, 3, 3)
     x, y, z = means_c.unbind(-1)
     in_front = z >= NEAR_PLANE
@@ -107,7 +112,11 @@ def project_gaussians(
     ty = zs * torch.minimum(torch.maximum(y / zs, -lim_y_neg), lim_y_pos)
     zero = torch.zeros_like(zs)
     J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], -1).reshape(-1, 2, 3)
-    cov2d = J @ cov_c @ J.transpose(-1, -2) + EPS2D * torch.eye(2, dtype=means.dtype, device=means.device)
+    eye = EPS2D * torch.eye(2, dtype=means.dtype, device=means.device)
+    cov2d = J @ cov_c @ J.transpose(-1, -2) + eye
+    # a 2D covariance that overflowed (huge footprint) is culled too, with a stand-in for the conic's gradient
+    finite = sane & torch.isfinite(cov2d.detach()).all(-1).all(-1)
+    cov2d = torch.where(finite[:, None, None], cov2d, eye)
     means2d = (means_c @ K[:2].T) / zs[:, None]  # (N, 2)
     det = cov2d[:, 0, 0] * cov2d[:, 1, 1] - cov2d[:, 0, 1] * cov2d[:, 1, 0]
     det_safe = det.clamp_min(1e-10)
@@ -115,7 +124,7 @@ def project_gaussians(
         [cov2d[:, 1, 1] / det_safe, -0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0]) / det_safe, cov2d[:, 0, 0] / det_safe], -1
     )
     with torch.no_grad():
-        valid = in_front & (det > 0)
+        valid = in_front & finite & (det > 0)
         extend = torch.full_like(z, EXTEND)
         if opacities is not None:
             o = opacities.detach()
