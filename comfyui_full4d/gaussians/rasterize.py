@@ -118,11 +118,13 @@ def project_gaussians(
     finite = sane & torch.isfinite(cov2d.detach()).all(-1).all(-1)
     cov2d = torch.where(finite[:, None, None], cov2d, eye)
     means2d = (means_c @ K[:2].T) / zs[:, None]  # (N, 2)
-    det = cov2d[:, 0, 0] * cov2d[:, 1, 1] - cov2d[:, 0, 1] * cov2d[:, 1, 0]
-    det_safe = det.clamp_min(1e-10)
-    conics = torch.stack(
-        [cov2d[:, 1, 1] / det_safe, -0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0]) / det_safe, cov2d[:, 0, 0] / det_safe], -1
-    )
+    # conic = adj(cov2d) / det(cov2d), computed on cov2d / s (s = its largest entry, >= 0.3 from the low-pass):
+    # the same value for any constant s, but det stays in range for footprints whose det overflows float32
+    s = cov2d.detach().abs().amax((-1, -2))  # (N,)
+    c = cov2d / s[:, None, None]
+    det = c[:, 0, 0] * c[:, 1, 1] - c[:, 0, 1] * c[:, 1, 0]  # det(cov2d) / s^2, same sign
+    conics = torch.stack([c[:, 1, 1], -0.5 * (c[:, 0, 1] + c[:, 1, 0]), c[:, 0, 0]], -1) / (
+        det.clamp_min(1e-20) * s)[:, None]
     with torch.no_grad():
         valid = in_front & finite & (det > 0)
         extend = torch.full_like(z, EXTEND)
