@@ -94,6 +94,14 @@ def test_enormous_gaussian_at_the_near_plane_matches_brute_force():
     rgb_ref, alpha_ref = rasterize_reference(*args)
     assert float(alpha_ref.min()) > 0.4
     assert psnr(rgb, rgb_ref) >= 40 and psnr(alpha, alpha_ref) >= 40
+    # turned 45 degrees in the image and anisotropic, its det(cov2d) is inf - inf in float32: the conic and
+    # every gradient must stay finite
+    c, s_ = math.cos(math.pi / 8), math.sin(math.pi / 8)
+    args = (args[0], torch.tensor([[c, 0, 0, s_]]), torch.tensor([[1e3, 3e2, 1e-3]]), *args[3:])
+    leaves = [a.clone().requires_grad_(True) for a in args[:5]]
+    rgb, alpha = rasterize(*leaves, *args[5:])
+    (rgb.sum() + alpha.sum()).backward()
+    assert all(bool(torch.isfinite(x.grad).all()) for x in leaves)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat rasterises on CUDA only")
