@@ -132,6 +132,7 @@ def test_nodes_fit_render_save(comfy_host, tiny):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~4-7 min on 2 idle cores; the suite-wide 900 s is too tight on a loaded machine
 def test_fit_reaches_psnr_on_synthetic_capture():
     """6 views x 9 frames at 96x160, initialised from the ground-truth frame-0 depth of all views. Training-view
     PSNR must reach FIT_MIN_PSNR; held-out interpolated cameras (ray-cast ground truth) are reported, with a
