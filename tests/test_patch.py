@@ -234,3 +234,49 @@ def test_ablation_switches_reach_the_fused_branch(base, name):
         finally:
             del blk.fused
         assert seen == {"intra_time": ab.intra_time, "cross_half": ab.cross_half}
+
+
+def _rope_reference(q: torch.Tensor, pos: torch.Tensor, axes: list, theta: float) -> torch.Tensor:
+    """Independent float64 RoPE of q (N, D) at time positions pos (N,), h = w = 0: channel pairs (2d, 2d+1)
+    of the time axis rotated by ``pos * theta^(-2d / axes[0])``, the h and w pairs unrotated."""
+    q = q.double().reshape(q.shape[0], -1, 2).clone()
+    half = axes[0] // 2
+    ang = pos.double()[:, None] * theta ** (-torch.arange(0, axes[0], 2, dtype=torch.float64) / axes[0])
+    x0, x1 = q[:, :half, 0].clone(), q[:, :half, 1].clone()
+    q[:, :half, 0] = ang.cos() * x0 - ang.sin() * x1
+    q[:, :half, 1] = ang.sin() * x0 + ang.cos() * x1
+    return q.reshape(q.shape[0], -1)
+
+
+def test_fused_rope_positions_are_distinct_in_bf16(comfy_host, monkeypatch):
+    """SPEC 2 positions under bf16 (how Wan2.2-5B runs) at V*2T = 294 > 256, where bf16 holds integers only
+    up to 256: every (view, frame) slot gets its own RoPE time index v*2T + f (float64 reference)."""
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter, with_rig
+
+    Vb, Tb = 7, 21
+    base16 = load_tiny_wan(dtype=torch.bfloat16)
+    dm = base16.model.diffusion_model
+    adapter = make_adapter(base16)
+    model = with_rig(attach_adapter(base16, adapter, skip_zero_branches=False), _cams(Vb))
+    seen = {}
+    orig = adapter.blocks[0].fused
+
+    def fused_spy(x, V_, F_, rope, **switches):
+        seen.update(rope=rope, dtype=x.dtype)
+        return orig(x, V_, F_, rope, **switches)
+
+    monkeypatch.setattr(adapter.blocks[0], "fused", fused_spy)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(Vb, 48, Tb, 2, 2, generator=g).bfloat16()  # 2x2 latent: one token per frame
+    ctx = torch.randn(Vb, 7, 4096, generator=g).bfloat16()
+    t = torch.rand(Vb, Tb, generator=g) * 1000
+    _run(model, x, x.clone(), ctx, t)
+    assert seen["dtype"] == torch.bfloat16
+    N = Vb * 2 * Tb
+    head = dm.dim // dm.num_heads
+    q = torch.randn(head, generator=g).expand(1, N, 1, head).contiguous()  # the same vector in every slot
+    out = seen["rope"](q)[0, :, 0]
+    assert torch.unique(out, dim=0).shape[0] == N, "two (view, frame) slots share a RoPE position"
+    ref = _rope_reference(q[0, :, 0], torch.arange(N), dm.rope_embedder.axes_dim, dm.rope_embedder.theta)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-4)
+

@@ -13,8 +13,9 @@ How it hooks into the host (all public ``ModelPatcher`` APIs, on a ``clone()``):
    host's per-frame timesteps ``(B, T)`` (from ``WAN22.process_timestep`` and the denoise mask)
    or ``(B,)`` into ``(B, 2T)`` with the condition half and all of view 0 at 0 (the host's own
    expansion puts ``T`` entries over ``2T`` frames with ``time_dim_concat``), builds the fused
-   RoPE (``WanModel.rope_encode`` over ``V*2T`` frames: time index ``v*2T + f``; the per-view
-   branch keeps ``0..2T-1``) and hands a per-call ``Full4DRun`` to the blocks in
+   RoPE (``WanModel.rope_encode`` over ``V*2T`` frames: time index ``v*2T + f``, positions built in
+   float32 whatever the model dtype; the per-view branch keeps ``0..2T-1``) and hands a per-call
+   ``Full4DRun`` to the blocks in
    ``transformer_options["full4d_run"]``.
 3. ``set_model_patch_replace(fn, "dit", "double_block", i)`` per block: runs the block with the
    host's own submodules (norm1, self_attn, cross_attn, norm2/3, ffn, modulation, ``repeat_e``)
@@ -217,7 +218,9 @@ def _make_wrapper() -> Callable:
         dm = executor.class_obj
         p = dm.patch_size
         S = ((h + p[1] - 1) // p[1]) * ((w + p[2] - 1) // p[2])
-        freqs = dm.rope_encode(V * 2 * T, h, w, device=x.device, dtype=x.dtype, transformer_options=transformer_options)
+        # float32 positions: V*2T exceeds 256 (bf16 holds integers exactly only up to 256), the table is float32 anyway
+        freqs = dm.rope_encode(V * 2 * T, h, w, device=x.device, dtype=torch.float32,
+                               transformer_options=transformer_options)
         run = Full4DRun(num_views=V, frames=2 * T, tokens=S, freqs=freqs, cams=rig["cams"].to(x.device),
                         blocks=dm.blocks, ablation=transformer_options.get(ABLATION_KEY) or Ablation())
         opts = dict(transformer_options)
