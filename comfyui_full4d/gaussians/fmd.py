@@ -6,8 +6,10 @@
 injected callables, so gradients reach the Gaussians through the encoder and the renderer only.
 
 Host wiring: pass ``FMDConfig(encode_fn=..., velocity_fn=...)`` to ``fit_4dgs``; ``encode_fn(frames
-(T, H, W, 3) in [0, 1]) -> z`` must be differentiable; ``velocity_fn(z_tau, tau (float), camera)``
-may run under ``torch.no_grad`` (its output is detached here anyway).
+(T, H, W, 3) in [0, 1]) -> z`` must be differentiable and return ``z`` in the space the teacher's flow
+was trained in (noise, teacher call and loss all happen there; for the host model that is the
+normalised latent ``process_latent_in(VAE(frames))``, see ``host.fmd``); ``velocity_fn(z_tau, tau
+(float), camera)`` may run under ``torch.no_grad`` (its output is detached here anyway).
 """
 
 from __future__ import annotations

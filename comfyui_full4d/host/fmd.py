@@ -1,12 +1,18 @@
 """Flow Matching Distillation wired to the host's models (SPEC 8).
 
-``host_fmd`` builds the ``FMDConfig`` the 4DGS fit takes (``comfyui_full4d.gaussians.fmd``):
+``host_fmd`` builds the ``FMDConfig`` the 4DGS fit takes (``comfyui_full4d.gaussians.fmd``).
+The whole FMD step (noise, teacher call, loss) runs in the model's normalised latent space, the
+space rectified flow was trained in (``host.training.HostTrainModel.encode``, SPEC 5):
+``z = process_latent_in(VAE(frames))`` with the host's latent format (Wan2.2: per-channel
+``(z - mean) / std``). Noising the raw VAE latent instead would give the model noise it never saw
+and weight the loss by ``std^2`` per channel.
 
 * ``encode_fn(frames (T, H, W, 3))``: the host VAE's ``encode`` (differentiable; the fit leaves
-  inference mode), giving ``z`` (1, C, T', h, w) in the VAE's latent space;
+  inference mode) followed by the model's ``process_latent_in``, giving ``z`` (1, C, T', h, w) in the
+  model's space (``process_latent_in`` is affine, so gradients pass);
 * ``velocity_fn(z_tau, tau, camera)``: the frozen multi-view model on a two-view scene (the
   source + this interpolated camera, conditioned on the source's projection render into the
-  camera and on its camera numbers), through ``host.sampling.predict_x0``:
+  camera and on its camera numbers), through ``host.sampling.predict_x0(..., model_space=True)``:
   ``v = (z_tau - z0_hat) / tau``, so the fit's ``z0_hat = z_tau - tau v`` is the model's.
 
 Cameras arrive metric (the fit's units); the adapter's camera numbers and the projection use
@@ -31,15 +37,17 @@ from .sampling import predict_x0
 def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, geometry: Geometry,
              source_camera: Camera, **kw) -> FMDConfig:
     """model: patched MODEL (Full4DAdapterLoader); vae: host VAE; positive: CONDITIONING;
-    source_latent (1, C, T', h, w) VAE latent of ``source`` (T, H, W, 3); geometry: its depth;
+    source_latent (1, C, T', h, w) VAE latent of ``source`` (T, H, W, 3) (as VAEEncode returns it); geometry: its depth;
     source_camera: the rig's view 0 in scene units (K at the fit's image size). ``kw`` go to FMDConfig.
     """
     if source_latent.dim() != 5 or source_latent.shape[0] != 1:
         raise ValueError(f"source_latent: expected one video latent (1, C, T, h, w), got {tuple(source_latent.shape)}")
     scale = float(geometry.scale)
+    to_model = model.model.process_latent_in  # VAE latent -> the model's normalised latent space
+    source_z = to_model(source_latent.float())
 
     def encode_fn(frames: Tensor) -> Tensor:
-        return vae.encode(frames)
+        return to_model(vae.encode(frames))
 
     @torch.no_grad()
     def velocity_fn(z_tau: Tensor, tau: float, camera: Camera) -> Tensor:
@@ -47,9 +55,9 @@ def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, 
         pair = Camera(K=torch.stack([source_camera.K, cam.K]).float(), R=torch.stack([source_camera.R, cam.R]).float(),
                       t=torch.stack([source_camera.t, cam.t]).float(), width=cam.width, height=cam.height)
         renders, _ = project_rig(source, geometry, Rig(cameras=pair), size=(cam.height, cam.width))
-        proj = vae.encode(renders[1])  # (1, C, T', h, w)
+        proj = to_model(vae.encode(renders[1]))  # (1, C, T', h, w)
         cams = camera_features(pair.R, pair.t)
-        z0_hat = predict_x0(model, positive, source_latent, proj, cams, z_tau.detach(), float(tau))
+        z0_hat = predict_x0(model, positive, source_z, proj, cams, z_tau.detach(), float(tau), model_space=True)
         return (z_tau - z0_hat.to(z_tau)) / max(float(tau), 1e-6)
 
     return FMDConfig(encode_fn=encode_fn, velocity_fn=velocity_fn, **kw)

@@ -125,14 +125,16 @@ def sample_rig(model, positive: list, negative: list, source: dict, projections:
 
 
 def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams: Tensor, z_tau: Tensor,
-               tau: float) -> Tensor:
+               tau: float, *, model_space: bool = False) -> Tensor:
     """One model call of the multi-view model (SPEC 8): ``z0_hat = z_tau - tau * v`` per target view.
 
     model: patched ModelPatcher; positive: host CONDITIONING (its first entry's text tensor is used,
     no CFG); source (1, C, T, h, w); projections (P-1, C, T, h, w) and cams (P, 12) of the views in
     this call (view 0 first); z_tau (P-1, C, T, h, w) the noised target latents; tau in (0, 1].
-    All latents in the VAE's space (as VAEEncode returns them). Returns z0_hat (P-1, C, T, h, w),
-    no gradient (the FMD target is ``stopgrad(z0_hat)``).
+    model_space False: all latents in and out in the VAE's space (as VAEEncode returns them; the
+    model's ``process_latent_in`` / ``process_latent_out`` are applied here); True: all already in the
+    model's normalised space (``process_latent_in`` of the VAE latent), where rectified flow noises
+    (what FMD uses). Returns z0_hat (P-1, C, T, h, w), no gradient (the FMD target is ``stopgrad(z0_hat)``).
     """
     if get_adapter(model) is None:
         raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
@@ -149,11 +151,13 @@ def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams:
     bm = m.model
     dev = m.load_device
     sp = pack_pass(source.float(), projections.float(), tuple(range(P)))
-    x = bm.process_latent_in(torch.cat([source.float(), z_tau.float()]).to(dev))
-    cond = bm.process_latent_in(sp.cond.to(dev))
+    into = (lambda z: z) if model_space else bm.process_latent_in
+    x = into(torch.cat([source.float(), z_tau.float()]).to(dev))
+    cond = into(sp.cond.to(dev))
     ctx = positive[0][0].to(dev).expand(P, -1, -1)
     sigma = torch.full((P,), float(tau), device=dev)
     with torch.no_grad():
         x0 = bm.apply_model(x, sigma, c_crossattn=ctx, time_dim_concat=cond, denoise_mask=sp.mask.to(dev),
                             transformer_options=diffusion_transformer_options(m))
-    return bm.process_latent_out(x0[1:].float()).cpu()
+    x0 = x0[1:].float()
+    return (x0 if model_space else bm.process_latent_out(x0)).cpu()
