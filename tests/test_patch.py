@@ -280,3 +280,88 @@ def test_fused_rope_positions_are_distinct_in_bf16(comfy_host, monkeypatch):
     ref = _rope_reference(q[0, :, 0], torch.arange(N), dm.rope_embedder.axes_dim, dm.rope_embedder.theta)
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-4)
 
+
+def test_fused_copy_is_each_blocks_self_attention(base):
+    """SPEC 2: make_adapter copies every block's self-attention into the fused branch (q, k, v, o and the q/k
+    RMS norms): equal state dicts, and with one view (the mask is then the view's own frames) the copy gives
+    the block's own self-attention output on the same input and RoPE (the fixture's norms are not 1)."""
+    from comfy.ldm.flux.math import apply_rope1
+
+    from comfyui_full4d.host.patch import make_adapter
+
+    dm = base.model.diffusion_model
+    adapter = make_adapter(base)
+    F_, S = 2 * T, (H // 2) * (W // 2)
+    u = torch.randn(2, F_ * S, dm.dim, generator=torch.Generator().manual_seed(3))
+    freqs = dm.rope_encode(F_, H, W, dtype=torch.float32)
+    for i, (blk, ab) in enumerate(zip(dm.blocks, adapter.blocks)):
+        sd, copy = blk.self_attn.state_dict(), ab.tv_attn.state_dict()
+        assert set(copy) == set(sd) and {"norm_q.weight", "norm_k.weight"} <= set(copy)
+        for k, v in copy.items():
+            assert torch.equal(v, sd[k]), f"block {i}: tv_attn.{k} is not the base self_attn.{k}"
+        with torch.no_grad():
+            ref = blk.self_attn(u, freqs)
+            out = ab.tv_attn(u, 1, F_, lambda q: apply_rope1(q, freqs))
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_camera_embedding_is_added_before_the_gate(base, monkeypatch):
+    """SPEC 4 (Eq. 7-8): x += gate * (SA(u) + c_v). Reference: the unpatched base model whose blocks'
+    self-attention returns SA(u) + c_v, c_v = W2 silu(W1 p_v + b1) + b2 computed here for each row's view
+    (two scenes: cond + uncond). Only the camera branch is non-zero."""
+    from comfyui_full4d.host.patch import get_adapter
+
+    x, c, ctx, t = _inputs(2)
+    cams = _cams()
+    model = _patched(base, {"fc2": 0.5}, cams)
+    out = _run(model, x, c, ctx, t)
+    plain = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    for blk, ab in zip(base.model.diffusion_model.blocks, get_adapter(model).blocks):
+        fc1, fc2 = ab.cam.fc1, ab.cam.fc2
+        cam = torch.nn.functional.silu(cams @ fc1.weight.T + fc1.bias) @ fc2.weight.T + fc2.bias  # (V, C)
+
+        def sa_plus_cam(x_, freqs, transformer_options={}, orig=blk.self_attn.forward, cam=cam):
+            return orig(x_, freqs, transformer_options=transformer_options) + cam.repeat(x_.shape[0] // V, 1)[:, None]
+
+        monkeypatch.setattr(blk.self_attn, "forward", sa_plus_cam)
+    ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
+    assert (ref - plain).abs().max() > 1e-2  # the camera term matters
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_branch_is_added_ungated_to_the_residual(base, monkeypatch):
+    """SPEC 2: the block adds P(TV(u)) to the residual stream, ungated, after the gated self-attention.
+    Block 0's call (two scenes, only the projector non-zero) with its cross-attention and FFN zeroed:
+    patched block - the host's own block == P(TV(u)) from the adapter block on the host block's modulated u."""
+    from comfy.ldm.flux.math import apply_rope1
+
+    import comfyui_full4d.host.patch as patch
+
+    calls = []
+    orig_forward = patch._block_forward
+
+    def spy(*args, **kw):
+        calls.append(args)
+        return orig_forward(*args, **kw)
+
+    monkeypatch.setattr(patch, "_block_forward", spy)
+    x, c, ctx, t = _inputs(2)
+    _run(_patched(base, {"tv_proj": 0.5}), x, c, ctx, t)
+    block, ab, run, xb, e, freqs, context, to = calls[0][:8]
+    monkeypatch.setattr(block.cross_attn, "forward", lambda y, *a, **k: torch.zeros_like(y))
+    monkeypatch.setattr(block.ffn, "forward", lambda y: torch.zeros_like(y))
+    seen = {}
+    orig_sa = block.self_attn.forward
+
+    def sa_spy(u, fr, transformer_options={}):
+        seen["u"] = u
+        return orig_sa(u, fr, transformer_options=transformer_options)
+
+    monkeypatch.setattr(block.self_attn, "forward", sa_spy)
+    with torch.no_grad():
+        host = block(xb, e, freqs, context, transformer_options=to)
+        B, L, C = xb.shape
+        fused = ab.fused(seen["u"].reshape(B // V, V * L, C), V, 2 * T, lambda q: apply_rope1(q, run.freqs))
+        ours = orig_forward(block, ab, run, xb, e, freqs, context, to)
+    assert fused.abs().max() > 1e-2
+    torch.testing.assert_close(ours - host, fused.reshape(B, L, C), rtol=1e-4, atol=1e-5)

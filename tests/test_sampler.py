@@ -234,3 +234,26 @@ def test_ablation_option(base, scene, comfy_host):
     torch.testing.assert_close(_sample(m, scene, ablation="no_projection"), manual, rtol=0, atol=0)
     with pytest.raises(ValueError, match="ablation"):
         _sample(m, scene, ablation="no_such_switch")
+
+
+def test_sampler_runs_the_shifted_schedule(base, scene, monkeypatch):
+    """SPEC 5: Euler from tau = 1 towards 0 on the shifted schedule ``tau' = s u / (1 + (s - 1) u)``: the
+    target-view timesteps the model sees with shift 3 are the shift-1 ones (u) mapped by that formula."""
+    import comfyui_full4d.host.patch as patch
+
+    seen = []
+    orig = patch.per_frame_timesteps
+
+    def spy(timestep, num_views, frames):
+        seen.append(float(timestep[1].max()) / 1000)  # view 1's target half
+        return orig(timestep, num_views, frames)
+
+    monkeypatch.setattr(patch, "per_frame_timesteps", spy)
+    m = _patched(base)
+    _sample(m, scene, shift=1.0)
+    plain = sorted(set(seen), reverse=True)
+    seen.clear()
+    _sample(m, scene, shift=3.0)
+    shifted = sorted(set(seen), reverse=True)
+    assert len(plain) == STEPS and plain[0] == pytest.approx(1.0)
+    assert shifted == pytest.approx([3 * u / (1 + 2 * u) for u in plain], abs=1e-5)
