@@ -1,0 +1,267 @@
+"""Mutation check of the method rules (SPEC 2, 4, 5, 8): each rule broken once on purpose, and the test
+that must go red.
+
+Every break is a text substitution in a temporary copy of the ``comfyui_full4d`` package; the copy
+shadows the editable install through ``PYTHONPATH`` (the repository's tests, nodes and host stay as
+they are) and only the tests named for that break run (``scripts/run_tests.py ... -x``). A baseline
+run of every named test on an unmodified copy must pass first, so a red run means the break was seen.
+A break counts as caught when pytest reports failed tests (exit code 1); an import or collection error
+(other codes) is reported as such and counts as not caught.
+
+Prints a table ``rule | break | test | caught`` and exits 1 when any break is not caught, 2 when the
+baseline fails or a break no longer applies to the code (its text is not found exactly once).
+
+    .venv/bin/python scripts/mutations.py            # all breaks (about 5-10 min on 2 CPU cores)
+    .venv/bin/python scripts/mutations.py --only 5   # the breaks whose rule starts with "5"
+    .venv/bin/python scripts/mutations.py --list     # the table of breaks, nothing run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = "comfyui_full4d"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """rule: SPEC section and rule; brk: what the break does; edits: (file under the package, old, new)
+    substitutions (old must occur exactly once); tests: pytest node ids that must fail."""
+
+    rule: str
+    brk: str
+    edits: tuple[tuple[str, str, str], ...]
+    tests: tuple[str, ...]
+
+
+def _m(rule: str, brk: str, edits, tests) -> Mutation:
+    return Mutation(rule, brk, tuple(edits), tuple(tests))
+
+
+ATT, PATCH, ADAPTER = "attention.py", "host/patch.py", "adapter.py"
+SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/fmd.py", "train.py"
+T_ATT, T_PATCH, T_ADAPTER = "tests/test_attention.py", "tests/test_patch.py", "tests/test_adapter.py"
+T_SAMPLER, T_FMD, T_FMD_HOST, T_TRAIN = ("tests/test_sampler.py", "tests/test_fmd.py", "tests/test_fmd_host.py",
+                                         "tests/test_train.py")
+
+MUTATIONS: list[Mutation] = [
+    # ---- SPEC 2: fused time-view attention
+    _m("2 mask rule 1 (intra-view)", "own view only at the same frame slot",
+       [(ATT, "    vis = vq == vk\n", "    vis = (vq == vk) & (fq == fk)\n")],
+       [f"{T_ATT}::test_frame_visibility_matches_loop"]),
+    _m("2 mask rule 2 (intra-time)", "exact path drops the other views' same-slot keys",
+       [(ATT, "    if V > 1 and intra_time:", "    if False and intra_time:")],
+       [f"{T_ATT}::test_matches_dense_reference"]),
+    _m("2 mask rule 3 (cross-half)", "exact path drops the source condition half for target queries",
+       [(ATT, "    if V > 1 and cross_half:", "    if False and cross_half:")],
+       [f"{T_ATT}::test_matches_dense_reference"]),
+    _m("2 scenes never mixed", "fused branch groups rows j, j+B/V, ... (mixes cond and uncond)",
+       [(PATCH, "scene = u.reshape(B // V, V * L, C)",
+         "scene = u.reshape(V, B // V, L, C).transpose(0, 1).reshape(B // V, V * L, C)")],
+       [f"{T_PATCH}::test_scenes_in_one_batch_do_not_mix"]),
+    _m("2 RoPE time index v*2T+f", "fused RoPE restarts at 0 in every view (index f)",
+       [(PATCH, "        run = Full4DRun(",
+         "        freqs = dm.rope_encode(2 * T, h, w, device=x.device, dtype=torch.float32).repeat(1, V, 1, 1, 1, 1)\n"
+         "        run = Full4DRun(")],
+       [f"{T_PATCH}::test_fused_branch_layout_and_rope_positions"]),
+    _m("2 RoPE positions in float32", "positions built in the model dtype (bf16 collapses > 256)",
+       [(PATCH, "device=x.device, dtype=torch.float32,\n", "device=x.device, dtype=x.dtype,\n")],
+       [f"{T_PATCH}::test_fused_rope_positions_are_distinct_in_bf16"]),
+    _m("2 copy initialised from the block", "fused attention copy gets random weights",
+       [(PATCH, "return adapter.reset_parameters(base)", "return adapter.reset_parameters(None)")],
+       [f"{T_PATCH}::test_fused_copy_is_each_blocks_self_attention"]),
+    _m("2 copy includes q/k RMS norms", "norm_q / norm_k of the copy left at 1",
+       [(ADAPTER, '_load_strict(blk.tv_attn, base, "base self-attention")',
+         '_load_strict(blk.tv_attn, {**base, "norm_q.weight": torch.ones_like(base["norm_q.weight"]), '
+         '"norm_k.weight": torch.ones_like(base["norm_k.weight"])}, "base self-attention")')],
+       [f"{T_PATCH}::test_fused_copy_is_each_blocks_self_attention"]),
+    _m("2 projector zero-initialised", "tv_proj weight starts at U(+-1e-3)",
+       [(ADAPTER, "                p.zero_()\n", "                p.zero_()\n            _uniform_(blk.tv_proj.weight, 1e-3, g)\n")],
+       [f"{T_PATCH}::test_zero_adapter_is_the_base_model"]),
+    _m("2 fused output added ungated", "P(TV(u)) multiplied by the self-attention gate",
+       [(PATCH, "x = x + fused.reshape(B, L, C).to(x.dtype)",
+         "x = x + wan.repeat_e(e[2], x) * fused.reshape(B, L, C).to(x.dtype)")],
+       [f"{T_PATCH}::test_fused_branch_is_added_ungated_to_the_residual"]),
+    # ---- SPEC 4: camera conditioning
+    _m("4 camera MLP last layer zero-init", "fc2 weight starts at U(+-1e-3)",
+       [(ADAPTER, "                p.zero_()\n", "                p.zero_()\n            _uniform_(blk.cam.fc2.weight, 1e-3, g)\n")],
+       [f"{T_PATCH}::test_zero_adapter_is_the_base_model"]),
+    _m("4 camera added before the gate", "c_v added to the residual after the gated self-attention",
+       [(PATCH, "        y = y + cam.repeat(B // V, 1)[:, None, :]", "        x = x + cam.repeat(B // V, 1)[:, None, :]")],
+       [f"{T_PATCH}::test_camera_embedding_is_added_before_the_gate"]),
+    _m("4 embedding per view", "views get the cameras in reverse order",
+       [(PATCH, "cam.repeat(B // V, 1)", "cam.flip(0).repeat(B // V, 1)")],
+       [f"{T_PATCH}::test_camera_embedding_is_per_view"]),
+    _m("4 [R|t/s] relative to view 0", "absolute rotations instead of R_v R_0^T",
+       [(ADAPTER, "    R_rel = R @ R[0].T\n", "    R_rel = R.clone()\n")],
+       [f"{T_ADAPTER}::test_camera_features_relative_to_view0"]),
+    _m("4 model-size mismatch is an error", "load_adapter skips the dims check",
+       [(ADAPTER, "        if diff:\n", "        if False:\n")],
+       [f"{T_PATCH}::test_adapter_for_another_model_size_is_rejected"]),
+    # ---- SPEC 5: timesteps and sampling
+    _m("5 condition half at timestep 0", "condition half gets the target timestep",
+       [(PATCH, "torch.cat([tgt, torch.zeros_like(tgt)], dim=1)", "torch.cat([tgt, tgt], dim=1)")],
+       [f"{T_PATCH}::test_zero_adapter_is_the_base_model"]),
+    _m("5 view 0 at timestep 0", "view 0's target half keeps the host timestep",
+       [(PATCH, "    out.view(B // num_views, num_views, 2 * frames)[:, 0] = 0\n", "")],
+       [f"{T_PATCH}::test_zero_adapter_is_the_base_model"]),
+    _m("5 source re-imposed every step", "no denoise mask: the source row is sampled too",
+       [(SAMPLING, "noise_mask=sp.mask,", "noise_mask=None,")],
+       [f"{T_SAMPLER}::test_sample_shapes_progress_and_clean_source"]),
+    _m("5 only target views returned", "the source row is returned as well",
+       [(SAMPLING, "return out if include_source else out[1:]", "return out")],
+       [f"{T_SAMPLER}::test_sample_shapes_progress_and_clean_source"]),
+    _m("5 shifted schedule", "the shift is ignored (1.0)",
+       [(SAMPLING, "ms.set_parameters(shift=float(shift), multiplier=1000)",
+         "ms.set_parameters(shift=1.0, multiplier=1000)")],
+       [f"{T_SAMPLER}::test_sampler_runs_the_shifted_schedule"]),
+    _m("5 z_tau = (1-tau) z0 + tau eps", "z_tau = z0 + tau eps in training",
+       [(TRAIN, "return (1 - t) * z0 + t * eps, taus", "return z0 + t * eps, taus")],
+       [f"{T_TRAIN}::test_noisy_latents_and_loss_follow_the_formulas"]),
+    _m("5 velocity target eps - z0", "training target z0 - eps",
+       [(TRAIN, "(eps[1:] - z0[1:]).float()", "(z0[1:] - eps[1:]).float()")],
+       [f"{T_TRAIN}::test_noisy_latents_and_loss_follow_the_formulas"]),
+    # ---- SPEC 8: flow matching distillation
+    _m("8 tau ~ U[0.02, 0.98]", "tau ~ U[0, 1]",
+       [(FMD, "tau = float(lo + (hi - lo) * torch.rand((), generator=generator))",
+         "tau = float(torch.rand((), generator=generator))")],
+       [f"{T_FMD}::test_formula_matches_hand_computation"]),
+    _m("8 z_tau = (1-tau) z + tau eps", "z_tau = z + tau eps",
+       [(FMD, "z_tau = (1 - tau) * z.detach() + tau * eps", "z_tau = z.detach() + tau * eps")],
+       [f"{T_FMD}::test_formula_matches_hand_computation"]),
+    _m("8 z0_hat = z_tau - tau v", "z0_hat = z_tau - v",
+       [(FMD, "z0_hat = (z_tau - tau * v).detach()", "z0_hat = (z_tau - v).detach()")],
+       [f"{T_FMD}::test_formula_matches_hand_computation"]),
+    _m("8 stopgrad(z0_hat)", "gradient flows through z0_hat (via z_tau)",
+       [(FMD, "z_tau = (1 - tau) * z.detach() + tau * eps", "z_tau = (1 - tau) * z + tau * eps"),
+        (FMD, "z0_hat = (z_tau - tau * v).detach()", "z0_hat = z_tau - tau * v")],
+       [f"{T_FMD}::test_standin_teacher_pulls_towards_targets"]),
+    _m("8 w(tau) = 1 by default", "w(tau) = tau",
+       [(FMD, "def _unit_weight(tau: float) -> float:\n    return 1.0", "def _unit_weight(tau: float) -> float:\n    return tau")],
+       [f"{T_FMD}::test_standin_teacher_pulls_towards_targets"]),
+    _m("8 model's normalised latent space", "noise, teacher and loss on the raw VAE latent (the old code)",
+       [(HOST_FMD, "        return to_model(vae.encode(frames))", "        return vae.encode(frames)"),
+        (HOST_FMD, "proj = to_model(vae.encode(renders[1]))", "proj = vae.encode(renders[1])"),
+        (HOST_FMD, "predict_x0(model, positive, source_z, proj, cams, z_tau.detach(), float(tau), model_space=True)",
+         "predict_x0(model, positive, source_latent, proj, cams, z_tau.detach(), float(tau))")],
+       [f"{T_FMD_HOST}::test_host_fmd_runs_in_the_models_latent_space"]),
+    _m("8 teacher conditioned on the projection", "the source frame instead of its projection into the camera",
+       [(HOST_FMD, "proj = to_model(vae.encode(renders[1]))", "proj = to_model(vae.encode(renders[0]))")],
+       [f"{T_FMD_HOST}::test_host_fmd_runs_in_the_models_latent_space"]),
+    _m("8 teacher conditioned on the camera (scene units)", "metric translation passed as camera numbers",
+       [(HOST_FMD, "cams = camera_features(pair.R, pair.t)", "cams = camera_features(pair.R, pair.t * scale)")],
+       [f"{T_FMD_HOST}::test_host_fmd_runs_in_the_models_latent_space"]),
+    _m("8 gradient through the VAE encoder", "frames detached before the encoder",
+       [(HOST_FMD, "        return to_model(vae.encode(frames))", "        return to_model(vae.encode(frames.detach()))")],
+       [f"{T_FMD_HOST}::test_host_fmd_gradient_reaches_gaussians"]),
+]
+
+
+def _copy_package(dst: Path) -> Path:
+    out = dst / PKG
+    shutil.copytree(ROOT / PKG, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return out
+
+
+def _apply(pkg: Path, m: Mutation) -> None:
+    for rel, old, new in m.edits:
+        path = pkg / rel
+        text = path.read_text()
+        n = text.count(old)
+        if n != 1:
+            raise LookupError(f"{rel}: the text to break occurs {n} times (expected once): {old.strip()[:70]!r}")
+        path.write_text(text.replace(old, new))
+
+
+def _pytest(copy_root: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(copy_root)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    cmd = [sys.executable, str(ROOT / "scripts" / "run_tests.py"), *tests, "-x", "-q", "-p", "no:cacheprovider"]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return r.returncode, (r.stdout + r.stderr)
+
+
+def _check_shadowing(copy_root: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(copy_root))
+    out = subprocess.run([sys.executable, "-c", f"import {PKG}; print({PKG}.__file__)"], cwd=ROOT / "tests", env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    if not out.startswith(str(copy_root)):
+        raise RuntimeError(f"the copy does not shadow the installed package: {PKG} imports from {out}")
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    head = ("rule", "break", "test", "caught")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def _short(test: str) -> str:
+    return test.replace("tests/", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default="", help="run only the breaks whose rule starts with this (e.g. 2, 5, '8 z0')")
+    p.add_argument("--list", action="store_true", help="print the breaks and their tests, run nothing")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
+    a = p.parse_args(argv)
+    chosen = [m for m in MUTATIONS if m.rule.startswith(a.only)]
+    if not chosen:
+        p.error(f"--only {a.only!r} matches no rule")
+    if a.list:
+        print(_table([(m.rule, m.brk, ", ".join(map(_short, m.tests)), "-") for m in chosen]))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="full4d-mut-") as tmp:
+        base = Path(tmp) / "baseline"
+        _copy_package(base)
+        _check_shadowing(base)
+        tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        t0 = time.perf_counter()
+        rc, log = _pytest(base, tests, a.timeout)
+        print(f"baseline: {len(tests)} tests on the unmodified code, exit {rc} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        if rc != 0:
+            print(log[-4000:])
+            print("baseline failed: fix the tests before reading the mutation table")
+            return 2
+        rows, missed, stale = [], 0, 0
+        for i, m in enumerate(chosen):
+            work = Path(tmp) / f"m{i}"
+            pkg = _copy_package(work)
+            try:
+                _apply(pkg, m)
+            except LookupError as e:
+                rows.append((m.rule, m.brk, ", ".join(map(_short, m.tests)), f"STALE ({e})"))
+                stale += 1
+                continue
+            t0 = time.perf_counter()
+            rc, log = _pytest(work, m.tests, a.timeout)
+            caught = "yes" if rc == 1 else ("NO" if rc == 0 else f"NO (pytest exit {rc})")
+            missed += caught != "yes"
+            rows.append((m.rule, m.brk, ", ".join(map(_short, m.tests)), caught))
+            print(f"[{i + 1}/{len(chosen)}] {m.rule}: {caught} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if rc not in (0, 1):
+                print(log[-2000:])
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(_table(rows))
+    print(f"\n{len(rows) - missed - stale} of {len(rows)} breaks caught"
+          + (f"; {missed} NOT caught" if missed else "") + (f"; {stale} no longer apply" if stale else ""))
+    return 2 if stale else (1 if missed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
