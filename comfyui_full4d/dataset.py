@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                        "into this format (streaming, resumable)")
     c.add_argument("input", help="a capture folder, or a folder with capture folders below it")
     c.add_argument("out", help="output folder: one scene folder per capture")
-    c.add_argument("--format", default="auto", choices=["auto", "n3dv", "recammaster", "panoptic", "dycheck"])
+    c.add_argument("--format", default="auto", choices=["auto", "n3dv", "recammaster", "panoptic", "dycheck"],
+                   help="layout of the capture folders (auto: detect each)")
     c.add_argument("--views", default="", help="comma-separated view names (default: the format's usual set); "
                    "'-name' leaves a view out, e.g. '-cam00'")
     c.add_argument("--start", type=int, default=0, help="first frame")

@@ -429,3 +429,23 @@ def test_mixed_frame_rates_are_refused(data, tmp_path, cap):
     assert c.default == ("00_00", "00_01", "00_02", "00_03")
     with pytest.raises(C.CaptureError, match=r"different frame rates.*'01_01': 25.0"):
         select(c, "00_00,01_01", num_frames=5)
+
+
+def test_own_scene_format_reads_back(tmp_path, cap):
+    """A folder in this pack's training format (your own calibrated rig, or convert's output) is a capture."""
+    from comfyui_full4d import dataset as ds
+
+    ds.write_synthetic_scene(tmp_path / "own", cap, depth=False)
+    c = C.open_capture(tmp_path / "own", label="own")
+    assert c.format == "full4d" and c.names == ("cam00", "cam01", "cam02", "cam03")
+    metric = cap.metric_cameras
+    pts = _points(metric)
+    for v, view in enumerate(c.views):
+        _same_cameras(view, metric[v], pts)
+    mv = C.load_multiview(tmp_path / "own", views="cam03,cam00", num_frames=5, size=(64, 64))
+    rel = metric.viewmat.double()[[3, 0]] @ torch.linalg.inv(metric.viewmat.double()[3])
+    torch.testing.assert_close(mv.rig.cameras.t * mv.scale, rel[:, :3, 3].float(), atol=1e-5, rtol=0)
+    assert float((mv.frames - cap.views[[3, 0]]).abs().max()) <= 0.5 / 255 + 1e-6
+    (tmp_path / "own" / "cam01.mp4").unlink()
+    with pytest.raises(C.CaptureError, match=r"own/cameras.json: cameras\[1\].video: camera 'cam01'"):
+        C.open_capture(tmp_path / "own", label="own")

@@ -3,6 +3,7 @@ the errors a user sees, and Full4DLoadMultiView -> Full4DFit4DGS through the rea
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -14,6 +15,7 @@ from comfyui_full4d.cameras import Rig
 from comfyui_full4d.synthetic import SyntheticCapture
 from comfyui_full4d.video import crop_intrinsics, resize_center_crop
 from fixtures import captures as fx
+from host import ROOT
 
 pytestmark = pytest.mark.server
 
@@ -55,6 +57,15 @@ def test_node_defaults_on_an_n3dv_capture(comfy_host):
     torch.testing.assert_close(rig.cameras.t.double() * float(q[2]), rel[:, :3, 3], atol=1e-5, rtol=0)
     torch.testing.assert_close(rig.cameras.R.double(), rel[:, :3, :3], atol=1e-5, rtol=0)
     torch.testing.assert_close(rig.cameras.K, crop_intrinsics(metric.K.double(), (64, 64), (384, 672)).float())
+    # the shipped fit_multiview workflow's values (its folder swapped for the fixture)
+    wf = json.loads((ROOT / "workflows" / "api" / "fit_multiview_api.json").read_text())["1"]
+    assert wf["class_type"] == "Full4DLoadMultiView"
+    comfy_host.run(_prompt(**{**wf["inputs"], "folder": "captures/coffee"}))
+    images, rig2 = comfy_host.outputs("1")[0][0], comfy_host.outputs("1")[1][0]
+    T, H, W = wf["inputs"]["num_frames"], wf["inputs"]["height"], wf["inputs"]["width"]
+    assert images.shape == (2 * T, H, W, 3)
+    assert float((images.reshape(2, T, H, W, 3) - gt.reshape(2, 81, H, W, 3)[:, :T]).abs().mean()) < 2e-3
+    torch.testing.assert_close(rig2.cameras.t, rig.cameras.t)
 
 
 def test_node_errors_name_the_folder_as_given(comfy_host):
@@ -105,7 +116,7 @@ def test_load_multiview_to_fit4dgs_through_the_server(comfy_server):
 
     def images(node):
         files = hist["outputs"][node]["images"]
-        return torch.stack([torch.from_numpy(np.asarray(Image.open(
+        return torch.stack([torch.from_numpy(np.array(Image.open(
             comfy_server.output_dir / f["subfolder"] / f["filename"]).convert("RGB"))).float() / 255 for f in files])
 
     rendered, loaded, orbit = images("4"), images("5"), images("6")

@@ -12,6 +12,7 @@ dataset format (``python -m comfyui_full4d.dataset convert``).
 | ``recammaster`` | ``videos/camNN.mp4`` + ``cameras/camera_extrinsics.json`` (MultiCamVideo, SynCamVideo) |
 | ``panoptic`` | ``calibration_<seq>.json`` + ``hdVideos/`` / ``vgaVideos/`` (CMU Panoptic Studio) |
 | ``dycheck`` | ``dataset.json`` + ``metadata.json`` + ``camera/`` + ``rgb/`` (DyCheck iPhone, Nerfies) |
+| ``full4d`` | ``cameras.json`` + videos: this pack's training scene format (``dataset.py``), e.g. your own rig |
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import dycheck, n3dv, panoptic, recammaster
+from . import dycheck, full4d, n3dv, panoptic, recammaster
 from .base import Capture, CaptureError, FrameSource, View, parse_views
 
 __all__ = ["FORMATS", "Capture", "CaptureError", "FrameSource", "View", "open_capture", "detect_format",
            "parse_views"]
 
-FORMATS = {"n3dv": n3dv, "recammaster": recammaster, "panoptic": panoptic, "dycheck": dycheck}
+FORMATS = {"n3dv": n3dv, "recammaster": recammaster, "panoptic": panoptic, "dycheck": dycheck, "full4d": full4d}
 _LAYOUTS = ("n3dv: poses_bounds.npy + camXX.mp4; recammaster: cameras/camera_extrinsics.json + videos/camNN.mp4; "
-            "panoptic: calibration_<seq>.json + hdVideos/; dycheck: dataset.json + metadata.json + camera/ + rgb/")
+            "panoptic: calibration_<seq>.json + hdVideos/; dycheck: dataset.json + metadata.json + camera/ + rgb/; "
+            "full4d: cameras.json + videos (docs/training.md)")
 
 
 def detect_format(root: str | os.PathLike, label: str | None = None) -> str:

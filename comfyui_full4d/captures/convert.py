@@ -55,8 +55,8 @@ class ConvertOptions:
 def find_captures(root: Path, format: str = "auto", max_depth: int = 4) -> list[Path]:
     """``root`` when it is a capture, else every capture folder below it (sorted, not below another)."""
     def is_capture(p: Path) -> bool:
-        if format == "auto":
-            return any(m.matches(p) for m in FORMATS.values())
+        if format == "auto":  # public layouts only: a converted scene (full4d) is not converted again
+            return any(m.matches(p) for k, m in FORMATS.items() if k != "full4d")
         return FORMATS[format].matches(p)
 
     if not root.is_dir():
