@@ -449,3 +449,15 @@ def test_own_scene_format_reads_back(tmp_path, cap):
     (tmp_path / "own" / "cam01.mp4").unlink()
     with pytest.raises(C.CaptureError, match=r"own/cameras.json: cameras\[1\].video: camera 'cam01'"):
         C.open_capture(tmp_path / "own", label="own")
+
+
+@pytest.mark.parametrize("name", ["n3dv", "dycheck"])
+def test_frames_are_read_by_index_from_videos_and_images(data, cap, name):
+    """Frames 2 and 4 only (a video seeks to the keyframe before frame 2; images are read by index)."""
+    c = C.open_capture(data / name)
+    view = c.views[1]
+    frames = torch.stack(list(view.frames.read([2, 4])))
+    tol = 0.5 / 255 + 1e-6 if name == "n3dv" else 0.02  # lossless video / distorted PNG vs pinhole render
+    assert float((frames - cap.views[1, [2, 4]]).abs().mean()) < tol
+    with pytest.raises(C.CaptureError, match="end.? before frame 7"):
+        list(view.frames.read([3, 7]))

@@ -61,6 +61,8 @@ class FrameSource:
         """Decode frames ``indices`` (ascending) one at a time -> (H, W, 3) float32 in [0, 1]."""
         if self.images is not None:
             for i in indices:
+                if not 0 <= i < len(self.images):
+                    raise CaptureError(f"the frames end before frame {i} ({len(self.images)} frames)")
                 yield _read_image(self.images[i])
         else:
             yield from _read_video(self.video, indices)
