@@ -174,8 +174,9 @@ def _panutils_project(X_cm, K, R, t, Kd):
     x = R @ X_cm + t
     x[0:2] = x[0:2] / x[2]
     r = x[0] * x[0] + x[1] * x[1]
-    x0 = x[0] * (1 + Kd[0] * r + Kd[1] * r * r + Kd[4] * r * r * r) + 2 * Kd[2] * x[0] * x[1] + Kd[3] * (r + 2 * x[0] * x[0])
-    x1 = x[1] * (1 + Kd[0] * r + Kd[1] * r * r + Kd[4] * r * r * r) + 2 * Kd[3] * x[0] * x[1] + Kd[2] * (r + 2 * x[1] * x[1])
+    radial = 1 + Kd[0] * r + Kd[1] * r * r + Kd[4] * r * r * r
+    x0 = x[0] * radial + 2 * Kd[2] * x[0] * x[1] + Kd[3] * (r + 2 * x[0] * x[0])
+    x1 = x[1] * radial + 2 * Kd[3] * x[0] * x[1] + Kd[2] * (r + 2 * x[1] * x[1])
     return np.stack([K[0, 0] * x0 + K[0, 1] * x1 + K[0, 2], K[1, 0] * x0 + K[1, 1] * x1 + K[1, 2]])
 
 
@@ -397,7 +398,8 @@ def test_unsynchronised_frame_counts(data, tmp_path, cap):
     c = C.open_capture(n3, label="n3")
     with pytest.raises(C.CaptureError, match=r"n3: the views have unequal frame counts \(.*'cam01': 3.*set num_frames"):
         select(c, "", num_frames=0)
-    with pytest.raises(C.CaptureError, match=r"hold 3 frames \(cam01 has 3\) but num_frames=5 was asked; set num_frames <= 1"):
+    with pytest.raises(C.CaptureError, match=r"hold 3 frames \(cam01 has 3\) but num_frames=5 was asked; "
+                                              r"set num_frames <= 1"):
         select(c, "", num_frames=5)
     assert select(c, "-cam01", num_frames=0).indices == (0, 1, 2, 3, 4)  # the others are in sync
     dy = tmp_path / "dy"

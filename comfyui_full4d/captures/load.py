@@ -178,9 +178,9 @@ def select(capture: Capture, views: str = "", num_frames: int = 81, start: int =
         detail = ", ".join(f"{k}: {a:.2f} deg, {s:.3g} {capture.units.split()[0]}" for k, (a, s) in moved.items())
         if moving == "error":
             keep = [v.name for v in vs if v.name not in moved]
-            raise CaptureError(f"{capture.label}: camera(s) move during the selected frames ({detail}); a rig holds one "
-                               f"pose per view: leave them out (views={','.join(keep)!r}) or choose frames where "
-                               "they stand still")
+            raise CaptureError(f"{capture.label}: camera(s) move during the selected frames ({detail}); a rig holds "
+                               f"one pose per view: leave them out (views={','.join(keep)!r}) or choose frames "
+                               "where they stand still")
         warnings.warn(f"{capture.label}: leaving out moving camera(s) {detail}", stacklevel=2)
         vs = [v for v in vs if v.name not in moved]
         if len(vs) < 2:
@@ -261,7 +261,8 @@ def undistorter(view: View) -> Callable[[Tensor], Tensor] | None:
 
     def apply(frame: Tensor) -> Tensor:
         if tuple(frame.shape[:2]) != (H, W):
-            raise CaptureError(f"view {view.name}: frame is {frame.shape[1]}x{frame.shape[0]}, calibration says {W}x{H}")
+            raise CaptureError(f"view {view.name}: frame is {frame.shape[1]}x{frame.shape[0]}, calibration says "
+                               f"{W}x{H}")
         x = frame.permute(2, 0, 1)[None].float()
         return remap(x, mx, my, mode="bilinear", padding_mode="zeros", align_corners=True)[0].permute(1, 2, 0)
 

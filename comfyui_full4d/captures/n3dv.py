@@ -71,8 +71,8 @@ def read(root: Path, label: str) -> Capture:
         H, W, f = (float(x) for x in hwf[i])
         h, w, fps = video_info(video, label, video.name)
         if abs(h / w - H / W) > 0.01:
-            raise CaptureError(f"{where(label, video.name)}: the video is {w}x{h} but {POSES} row {i} says {W:.0f}x{H:.0f} "
-                               "(another aspect ratio); use the videos that came with these poses")
+            raise CaptureError(f"{where(label, video.name)}: the video is {w}x{h} but {POSES} row {i} says "
+                               f"{W:.0f}x{H:.0f} (another aspect ratio); use the videos that came with these poses")
         s = w / W  # videos may be downsampled copies: scale K with them
         K = torch.tensor([[f * s, 0, w / 2], [0, f * h / H, h / 2], [0, 0, 1]], dtype=torch.float64)
         near, far = (float(x) for x in arr[i, 15:17])

@@ -99,12 +99,14 @@ def read(root: Path, label: str, focal_mm: float | None = None) -> Capture:
         if m and isinstance(cams, dict):
             frames[int(m.group(1))] = cams
     if not frames or sorted(frames) != list(range(len(frames))):
+        got = sorted(map(str, data))[:5] if isinstance(data, dict) else type(data).__name__
         raise CaptureError(f"{where(label, EXTRINSICS)}: expected keys frame0, frame1, ... with no gaps, "
-                           f"each {{'camNN': '<4x4 rows>'}}; got {sorted(map(str, data))[:5] if isinstance(data, dict) else type(data).__name__}")
+                           f"each {{'camNN': '<4x4 rows>'}}; got {got}")
     names = sorted(frames[0])
     for i, cams in frames.items():
         if sorted(cams) != names:
-            raise CaptureError(f"{where(label, EXTRINSICS)}: frame{i} has cameras {sorted(cams)} but frame0 has {names}")
+            raise CaptureError(f"{where(label, EXTRINSICS)}: frame{i} has cameras {sorted(cams)} but frame0 has "
+                               f"{names}")
     videos = root / "videos"
     listed = set(names)
     strays = sorted(p.name for p in videos.glob("*.mp4") if p.stem not in listed) if videos.is_dir() else []
