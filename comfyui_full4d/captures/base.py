@@ -114,7 +114,6 @@ class Capture:
     held_out: tuple[str, ...] = ()
     default: tuple[str, ...] = ()
     bounds: tuple[float, float] | None = None
-    files: tuple[Path, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -11,8 +11,9 @@ with centres at +0.5 (their ``get_pixel_centers``), the same convention as ours;
 ``[k1, k2, p1, p2, k3]``); ``image_size`` [W, H]. ``rgb/<f>x`` holds the frames downscaled by f:
 ``K`` scales by 1/f (focal and principal point, as Nerfies' ``Camera.scale``).
 
-Units: DyCheck iPhone captures (``extra.json`` present, Record3D poses) are metric; Nerfies /
-HyperNeRF are posed by COLMAP (arbitrary scale). ``scene.json`` ``near`` and ``far`` are in the
+Units: DyCheck iPhone captures (``extra.json`` with ``fps``, Record3D poses) are metric; Nerfies /
+HyperNeRF are posed by COLMAP (arbitrary scale) and store no frame rate (15 fps assumed, DyCheck's
+default for them). ``scene.json`` ``near`` and ``far`` are in the
 normalised frame ``(p - center) * scale``: divided by ``scale`` they bound the scene in world
 units. The DyCheck iPhone camera 0 is the moving hand-held one; cameras 1 and 2 are fixed.
 """
@@ -123,12 +124,12 @@ def read(root: Path, label: str) -> Capture:
             bounds = (near / scale, far / scale) if 0 < near < far and scale > 0 else None
         except (KeyError, TypeError, ValueError):
             bounds = None
-    fps = float(extra.get("fps", DEFAULT_FPS)) if isinstance(extra, dict) else DEFAULT_FPS
+    iphone = isinstance(extra, dict) and "fps" in extra  # DyCheck's iPhone processing writes fps and factor
+    fps = float(extra["fps"]) if iphone else DEFAULT_FPS
     fixed = tuple(v.name for v in views if _is_fixed(v.w2c))
     return Capture(format="dycheck", label=label, views=tuple(views), fps=fps,
-                   units="metres" if extra is not None else "arbitrary (COLMAP)",
-                   default=fixed if 2 <= len(fixed) < len(views) else (), bounds=bounds,
-                   files=(root / "dataset.json", root / "metadata.json"))
+                   units="metres" if iphone else "arbitrary (COLMAP)",
+                   default=fixed if 2 <= len(fixed) < len(views) else (), bounds=bounds)
 
 
 def _is_fixed(w2c: Tensor, deg: float = 0.05) -> bool:

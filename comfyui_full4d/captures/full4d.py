@@ -32,5 +32,4 @@ def read(root: Path, label: str) -> Capture:
                   for i, (n, v) in enumerate(zip(scene.names, scene.videos)))
     if not views:
         raise CaptureError(f"{where(label, 'cameras.json')}: no cameras")
-    return Capture(format="full4d", label=label, views=views, fps=scene.fps, units=str(units),
-                   files=(root / "cameras.json", *scene.videos))
+    return Capture(format="full4d", label=label, views=views, fps=scene.fps, units=str(units))

@@ -39,7 +39,7 @@ from . import open_capture
 from .base import Capture, CaptureError, View, parse_views, rotation_angle_deg
 
 __all__ = ["Selection", "MultiView", "select", "focus_depth", "look_at_point", "capture_rig", "undistorter",
-           "read_view", "load_multiview"]
+           "read_view", "resized_cameras", "load_multiview"]
 
 MOVE_DEG = 0.05  # a "fixed" camera turns less than this over the selection ...
 MOVE_REL = 1e-3  # ... and moves less than this fraction of the rig's median camera spacing

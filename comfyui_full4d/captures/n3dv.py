@@ -80,6 +80,5 @@ def read(root: Path, label: str) -> Capture:
                           bounds=(near, far) if 0 < near < far else None, fps=fps))
     fps = views[0].fps or 30.0
     return Capture(format="n3dv", label=label, views=tuple(views), fps=fps, units="arbitrary (COLMAP)",
-                   held_out=("cam00",) if any(v.name == "cam00" for v in views) else (),
-                   files=(path, *videos))
+                   held_out=("cam00",) if any(v.name == "cam00" for v in views) else ())
 

@@ -88,4 +88,4 @@ def read(root: Path, label: str) -> Capture:
                            "hdVideos/hd_00_00.mp4 ... or vgaVideos/vga_01_01.mp4 ...)")
     hd = tuple(v.name for v in views if v.frames.video.parent.name == "hdVideos")
     return Capture(format="panoptic", label=label, views=tuple(views), fps=views[0].fps or 29.97, units="metres",
-                   default=hd if hd and len(hd) < len(views) else (), files=(path, *(v.frames.video for v in views)))
+                   default=hd if hd and len(hd) < len(views) else ())

@@ -135,5 +135,4 @@ def read(root: Path, label: str, focal_mm: float | None = None) -> Capture:
                          dtype=torch.float64)
         views.append(View(name=name, frames=FrameSource(video=video), K=K, w2c=unreal_to_w2c(M), width=w, height=h,
                           fps=fps))
-    return Capture(format="recammaster", label=label, views=tuple(views), fps=views[0].fps or 15.0, units="metres",
-                   files=(path, *(v.frames.video for v in views)))
+    return Capture(format="recammaster", label=label, views=tuple(views), fps=views[0].fps or 15.0, units="metres")
