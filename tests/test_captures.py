@@ -414,7 +414,7 @@ def test_unsynchronised_frame_counts(data, tmp_path, cap):
 def test_moving_cameras_are_refused_or_dropped(data):
     c = C.open_capture(data / "dycheck", label="dy")
     with pytest.raises(C.CaptureError, match=r"dy: camera\(s\) move during the selected frames \(cam0: 0.00 deg, "
-                                              r"0.2 metres\).*views='cam1,cam2'"):
+                                              r"0.2 m\).*views='cam1,cam2'"):
         select(c, "cam0,cam1,cam2", num_frames=5)
     with pytest.warns(UserWarning, match="leaving out moving camera"):
         sel = select(c, "cam0,cam1,cam2", num_frames=5, moving="drop")

@@ -175,7 +175,8 @@ def select(capture: Capture, views: str = "", num_frames: int = 81, start: int =
     idx = _frame_indices(capture, vs, num_frames, start, stride, snap)
     moved = _moving(vs, idx)
     if moved:
-        detail = ", ".join(f"{k}: {a:.2f} deg, {s:.3g} {capture.units.split()[0]}" for k, (a, s) in moved.items())
+        unit = "m" if capture.units == "metres" else "units"
+        detail = ", ".join(f"{k}: {a:.2f} deg, {s:.3g} {unit}" for k, (a, s) in moved.items())
         if moving == "error":
             keep = [v.name for v in vs if v.name not in moved]
             raise CaptureError(f"{capture.label}: camera(s) move during the selected frames ({detail}); a rig holds "
