@@ -56,6 +56,17 @@ def test_convert_all_formats_streams_valid_scenes_and_resumes(data, tmp_path):
             want = torch.stack(list(read_view(view, sel.indices, (32, 64))))
             got = ds.read_video(scene.videos[v])
             assert float((got - want).abs().max()) <= 0.5 / 255 + 1e-6  # lossless up to 8-bit rounding
+    # against the synthetic truth: the Panoptic scene (distorted lenses, cm) holds metric pinhole cameras
+    # and undistorted frames of the ring
+    cap = fx.capture()
+    pan = ds.load_scene(out / "panoptic")
+    metric = cap.metric_cameras
+    from comfyui_full4d.video import crop_intrinsics, resize_center_crop
+
+    torch.testing.assert_close(pan.cameras.K, crop_intrinsics(metric.K.double(), (64, 64), (32, 64)).float())
+    torch.testing.assert_close(pan.cameras.t, metric.t, atol=1e-5, rtol=0)
+    for v in range(4):
+        assert float((ds.read_video(pan.videos[v]) - resize_center_crop(cap.views[v], (32, 64))).abs().mean()) < 0.01
     # a rerun skips everything
     before = {s.root.name: _mtimes(s.root) for s in scenes}
     res = dict(convert(data, out, "auto", opts, log=lambda s: None))
