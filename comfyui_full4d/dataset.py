@@ -384,25 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--height", type=int, default=96)
     s.add_argument("--width", type=int, default=160)
     s.add_argument("--seed", type=int, default=0)
-    c = sub.add_parser("convert", help="convert public multi-view captures (N3DV, ReCamMaster, Panoptic, DyCheck) "
-                       "into this format (streaming, resumable)")
-    c.add_argument("input", help="a capture folder, or a folder with capture folders below it")
-    c.add_argument("out", help="output folder: one scene folder per capture")
-    c.add_argument("--format", default="auto", choices=["auto", "n3dv", "recammaster", "panoptic", "dycheck"],
-                   help="layout of the capture folders (auto: detect each)")
-    c.add_argument("--views", default="", help="comma-separated view names (default: the format's usual set); "
-                   "'-name' leaves a view out, e.g. '-cam00'")
-    c.add_argument("--start", type=int, default=0, help="first frame")
-    c.add_argument("--frames", type=int, default=0, help="frames per view (0 = all common frames)")
-    c.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
-    c.add_argument("--height", type=int, default=0, help="resize + centre-crop to this height (0 = native)")
-    c.add_argument("--width", type=int, default=0, help="resize + centre-crop to this width (0 = native)")
-    c.add_argument("--moving", default="error", choices=["error", "drop"],
-                   help="cameras that move during the frames: refuse the capture, or leave them out")
-    c.add_argument("--metres-per-unit", type=float, default=1.0,
-                   help="multiply translations (COLMAP-posed N3DV / Nerfies: make them agree with metric depth)")
-    c.add_argument("--focal-mm", type=float, default=None,
-                   help="recammaster: focal length in mm when the folder name does not say (f24_aperture5)")
+    from .captures.convert import add_parser as add_convert
+
+    add_convert(sub)
     a = p.parse_args(argv)
     if a.cmd == "convert":
         from .captures.convert import main as convert_main

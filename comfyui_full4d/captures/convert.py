@@ -26,7 +26,7 @@ from . import FORMATS, detect_format, open_capture
 from .base import CaptureError
 from .load import read_view, resized_cameras, select
 
-__all__ = ["ConvertOptions", "find_captures", "convert_capture", "convert", "main"]
+__all__ = ["ConvertOptions", "find_captures", "convert_capture", "convert", "add_parser", "main"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,29 @@ def convert(root: str | os.PathLike, out: str | os.PathLike, format: str = "auto
         results.append((name, status))
         log(f"{name}: {status}")
     return results
+
+
+def add_parser(sub) -> None:
+    """The ``convert`` sub-command's arguments (``python -m comfyui_full4d.dataset convert``)."""
+    c = sub.add_parser("convert", help="convert public multi-view captures (N3DV, ReCamMaster, Panoptic, DyCheck) "
+                       "into this format (streaming, resumable)")
+    c.add_argument("input", help="a capture folder, or a folder with capture folders below it")
+    c.add_argument("out", help="output folder: one scene folder per capture")
+    c.add_argument("--format", default="auto", choices=["auto", "n3dv", "recammaster", "panoptic", "dycheck"],
+                   help="layout of the capture folders (auto: detect each)")
+    c.add_argument("--views", default="", help="comma-separated view names (default: the format's usual set); "
+                   "'-name' leaves a view out, e.g. '-cam00'")
+    c.add_argument("--start", type=int, default=0, help="first frame")
+    c.add_argument("--frames", type=int, default=0, help="frames per view (0 = all common frames)")
+    c.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    c.add_argument("--height", type=int, default=0, help="resize + centre-crop to this height (0 = native)")
+    c.add_argument("--width", type=int, default=0, help="resize + centre-crop to this width (0 = native)")
+    c.add_argument("--moving", default="error", choices=["error", "drop"],
+                   help="cameras that move during the frames: refuse the capture, or leave them out")
+    c.add_argument("--metres-per-unit", type=float, default=1.0,
+                   help="multiply translations (COLMAP-posed N3DV / Nerfies: make them agree with metric depth)")
+    c.add_argument("--focal-mm", type=float, default=None,
+                   help="recammaster: focal length in mm when the folder name does not say (f24_aperture5)")
 
 
 def main(a) -> int:
