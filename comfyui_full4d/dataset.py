@@ -368,7 +368,8 @@ def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m comfyui_full4d.dataset validate DIR`` or ``synthetic OUT [--scenes N ...]``."""
+    """``python -m comfyui_full4d.dataset validate DIR``, ``synthetic OUT [--scenes N ...]`` or
+    ``convert IN OUT --format n3dv|recammaster|panoptic|dycheck`` (``captures.convert``)."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m comfyui_full4d.dataset")
@@ -383,7 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--height", type=int, default=96)
     s.add_argument("--width", type=int, default=160)
     s.add_argument("--seed", type=int, default=0)
+    from .captures.convert import add_parser as add_convert
+
+    add_convert(sub)
     a = p.parse_args(argv)
+    if a.cmd == "convert":
+        from .captures.convert import main as convert_main
+
+        return convert_main(a)
     if a.cmd == "validate":
         for sc in find_scenes(a.root):
             print(f"ok: {sc.root} ({sc.num_views} cameras, {sc.num_frames} frames, "

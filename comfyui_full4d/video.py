@@ -30,8 +30,8 @@ from torch import Tensor
 
 from .progress import StepFn, report
 
-__all__ = ["DEFAULT_SIZE", "snap_frame_count", "default_size", "resize_center_crop", "load_video",
-           "prepare_frames", "save_video"]
+__all__ = ["DEFAULT_SIZE", "snap_frame_count", "default_size", "resize_center_crop", "crop_intrinsics",
+           "load_video", "prepare_frames", "save_video", "VideoWriter"]
 
 DEFAULT_SIZE = (384, 672)  # (H, W) landscape; portrait is (672, 384)
 SIZE_MULTIPLE = 32
@@ -100,14 +100,33 @@ def resize_center_crop(frames: Tensor, size: tuple[int, int]) -> Tensor:
     T, H, W, _ = frames.shape
     if (H, W) == (h, w):
         return frames
-    s = max(h / H, w / W)
-    sh, sw = max(h, round(H * s)), max(w, round(W * s))
+    sh, sw, top, left = _cover((H, W), (h, w))
     x = frames.permute(0, 3, 1, 2)
     if (sh, sw) != (H, W):
-        x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=s < 1)
-    top, left = (sh - h) // 2, (sw - w) // 2
+        x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=max(h / H, w / W) < 1)
     x = x[:, :, top:top + h, left:left + w]
     return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
+
+
+def _cover(src: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(scaled h, scaled w, top, left) of ``resize_center_crop`` from src (H, W) to size (h, w)."""
+    (H, W), (h, w) = src, size
+    s = max(h / H, w / W)
+    sh, sw = max(h, round(H * s)), max(w, round(W * s))
+    return sh, sw, (sh - h) // 2, (sw - w) // 2
+
+
+def crop_intrinsics(K: Tensor, src: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """The intrinsics after ``resize_center_crop`` from src (H, W) to size (h, w).
+
+    K (..., 3, 3) in pixels (centres at +0.5). Per-axis scale ``sx = sw / W``, ``sy = sh / H``
+    (bilinear, align_corners=False maps u -> u * sx exactly), then the crop shifts the principal
+    point: ``K' = [[sx fx, sx s, sx cx - left], [0, sy fy, sy cy - top], [0, 0, 1]]``.
+    """
+    sh, sw, top, left = _cover(src, size)
+    S = torch.tensor([[sw / src[1], 0.0, -float(left)], [0.0, sh / src[0], -float(top)], [0.0, 0.0, 1.0]],
+                     dtype=K.dtype, device=K.device)
+    return S @ K
 
 
 def _target_count(num_frames: int, snap: bool) -> int:
@@ -292,3 +311,84 @@ def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike],
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+class VideoWriter:
+    """Streaming H.264 MP4 writer, atomic like ``save_video``: frames go to a temp file in the
+    same folder, which replaces ``path`` only on ``close()`` after a clean exit; an exception inside
+    ``with`` (or ``abort()``) removes it. Same codecs and options as ``save_video``.
+
+    ``write(frame)`` takes one (H, W, 3) frame, float in [0, 1] or uint8; every frame must have the
+    size of the first.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], fps: float, *, crf: int = 12, lossless: bool = False,
+                 keyframe_every: Optional[int] = None) -> None:
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._fps, self._crf, self._lossless, self._gop = fps, int(crf), lossless, keyframe_every
+        self._out = self._stream = None
+        self._size: Optional[tuple[int, int]] = None
+        self.frames = 0
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame: Union[Tensor, np.ndarray]) -> None:
+        import av
+
+        x = torch.as_tensor(frame)
+        if x.dim() != 3 or x.shape[-1] != 3:
+            raise ValueError(f"frame must be (H, W, 3), got {tuple(x.shape)}")
+        H, W = int(x.shape[0]), int(x.shape[1])
+        if self._out is None:
+            if not self._lossless and (H % 2 or W % 2):
+                raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {H}x{W}; crop or resize the frames")
+            self._out = av.open(str(self._tmp), mode="w", format="mp4")
+            codec, pix_fmt = ("libx264rgb", "rgb24") if self._lossless else ("libx264", "yuv420p")
+            self._stream = self._out.add_stream(codec, rate=Fraction(round(self._fps * 1000), 1000))
+            self._stream.width, self._stream.height, self._stream.pix_fmt = W, H, pix_fmt
+            opts = {"crf": "0", "preset": "ultrafast"} if self._lossless else {"crf": str(self._crf)}
+            self._stream.options = {**opts, **({"g": str(int(self._gop))} if self._gop else {})}
+            self._size = (H, W)
+        elif (H, W) != self._size:
+            raise ValueError(f"frame {self.frames} is {H}x{W} but the video is {self._size[0]}x{self._size[1]}")
+        if x.dtype != torch.uint8:
+            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        for pkt in self._stream.encode(av.VideoFrame.from_ndarray(x.cpu().numpy(), format="rgb24")):
+            self._out.mux(pkt)
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Flush, close and move the temp file to ``path``. Raises ValueError when no frame was written."""
+        if self._out is None:
+            raise ValueError(f"{self.path.name}: no frames were written")
+        try:
+            for pkt in self._stream.encode():
+                self._out.mux(pkt)
+            self._out.close()
+            self._out = None
+            os.replace(self._tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file (idempotent)."""
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:  # noqa: BLE001 - the file is being discarded
+                pass
+            self._out = None
+        if self._tmp.exists():
+            self._tmp.unlink()

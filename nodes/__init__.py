@@ -2,9 +2,10 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import depth, evaluate, gaussians, grid, latents, preview, projection, rig, sampler, synthetic, video
+from . import depth, evaluate, gaussians, grid, latents, multiview, preview, projection, rig, sampler, synthetic, video
 
-_MODULES = [synthetic, video, depth, rig, projection, latents, sampler, gaussians, preview, grid, evaluate]
+_MODULES = [synthetic, video, depth, rig, projection, latents, sampler, gaussians, preview, grid, evaluate,
+            multiview]
 
 NODES: list[type[io.ComfyNode]] = [node for m in _MODULES for node in m.NODES]
 

@@ -57,3 +57,21 @@ def safe_join(base: str, rel: str, what: str) -> str:
     if os.path.commonpath([root, path]) != root:
         raise ValueError(f"{what}={rel!r} leads outside {base}; only files inside it can be used")
     return path
+
+
+def input_dir() -> str:
+    """The host's input folder (``folder_paths.get_input_directory()``)."""
+    return folder_paths.get_input_directory()
+
+
+def input_subfolder(rel: str, what: str) -> str:
+    """Absolute path of the folder ``rel`` inside the input folder (``safe_join``); errors name the
+    folder as the user gave it and say "the input folder", never the server's absolute path."""
+    base = input_dir()
+    try:
+        path = safe_join(base, rel, what)
+    except ValueError as e:
+        raise ValueError(str(e).replace(base, "the input folder")) from None
+    if not os.path.isdir(path):
+        raise ValueError(f"{what}={rel!r}: no such folder in the input folder")
+    return path
