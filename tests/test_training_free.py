@@ -121,7 +121,7 @@ def test_vae_temporal_footprint_is_the_hosts(comfy_host):
     with torch.no_grad():
         z = vae.encode(video)
     assert z.shape[2] == 3
-    for f in range(9):
+    for f in (0, 1, 4, 5, 8):  # the first and last frame of every chunk
         moved = video.clone()
         moved[f] = torch.rand(16, 16, 3, generator=g)
         with torch.no_grad():
