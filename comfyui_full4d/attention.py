@@ -54,13 +54,15 @@ _FLEX_COMPILE_CPU = False  # compile Flex on CPU too (about 20 s per shape here;
 _CPU_FLASH = True  # use aten's fused CPU flash kernel (returns lse) for inference tiles when available
 
 
-def _check_counts(num_views: int, frames_per_view: int) -> tuple[int, int]:
+def _check_counts(num_views: int, frames_per_view: int, cross_half: bool = True) -> tuple[int, int]:
     V, F = int(num_views), int(frames_per_view)
     if V < 1 or V != num_views:
         raise ValueError(f"num_views must be a positive integer, got {num_views!r}")
-    if F < 2 or F % 2 or F != frames_per_view:
+    if cross_half and (F < 2 or F % 2 or F != frames_per_view):
         raise ValueError(f"frames_per_view must be a positive even integer (2T: target half then condition "
                          f"half), got {frames_per_view!r}")
+    if F < 1 or F != frames_per_view:  # without rule 3 there are no halves: any frame count
+        raise ValueError(f"frames_per_view must be a positive integer, got {frames_per_view!r}")
     return V, F
 
 
@@ -79,17 +81,19 @@ def frame_visibility(num_views: int, frames_per_view: int, *, intra_time: bool =
                      cross_half: bool = True) -> Tensor:
     """SPEC 2 rule at frame granularity: ``vis[q, k]`` for query frame row ``q = v_q*F + f_q``, key column k.
 
-    frames_per_view F = 2T (target half then condition half); view 0 is the source.
+    frames_per_view F = 2T (target half then condition half); view 0 is the source. Without rule 3
+    (``cross_half=False``) there are no halves and any F >= 1 is allowed.
     Returns (V*F, V*F) bool. Density at V=6, T=21 is 0.221.
     """
-    V, F = _check_counts(num_views, frames_per_view)
+    V, F = _check_counts(num_views, frames_per_view, cross_half)
     idx = torch.arange(V * F)
     v, f = idx // F, idx % F
     return _visible(v[:, None], f[:, None], v[None, :], f[None, :], F // 2, intra_time, cross_half)
 
 
-def _check_qkv(q: Tensor, k: Tensor, v: Tensor, num_views: int, frames_per_view: int) -> tuple[int, int, int]:
-    V, F = _check_counts(num_views, frames_per_view)
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor, num_views: int, frames_per_view: int,
+               cross_half: bool = True) -> tuple[int, int, int]:
+    V, F = _check_counts(num_views, frames_per_view, cross_half)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dim() != 4:
             raise ValueError(f"{name} must be (B, heads, V*F*S, head_dim), got shape {tuple(x.shape)}")
@@ -286,13 +290,14 @@ def fused_tv_attention(q: Tensor, k: Tensor, v: Tensor, num_views: int, frames_p
     """Softmax attention restricted to the SPEC 2 rule, scale 1/sqrt(head_dim).
 
     q, k: (B, heads, N, D); v: (B, heads, N, Dv) with N = V*F*S ordered view, frame, spatial
-    (F = frames_per_view = 2T, S derived from N). Returns (B, heads, N, Dv) in q's dtype.
+    (F = frames_per_view = 2T, or any F >= 1 with ``cross_half=False``; S derived from N).
+    Returns (B, heads, N, Dv) in q's dtype.
     backend: "auto" (flex on CUDA, exact otherwise, exact if flex fails), "exact", "flex".
     """
     global _warned_fallback
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    V, F, S = _check_qkv(q, k, v, num_views, frames_per_view)
+    V, F, S = _check_qkv(q, k, v, num_views, frames_per_view, cross_half)
     args = (V, F, S, bool(intra_time), bool(cross_half))
     if backend == "flex" or (backend == "auto" and q.is_cuda):
         try:
@@ -312,7 +317,7 @@ def fused_tv_attention_reference(q: Tensor, k: Tensor, v: Tensor, num_views: int
     """Dense masked SDPA with the token-level (N, N) mask materialised. Tests and benchmarks only.
 
     Same shapes as ``fused_tv_attention``."""
-    V, F, S = _check_qkv(q, k, v, num_views, frames_per_view)
+    V, F, S = _check_qkv(q, k, v, num_views, frames_per_view, cross_half)
     vis = frame_visibility(V, F, intra_time=intra_time, cross_half=cross_half).to(q.device)
     mask = vis.repeat_interleave(S, 0).repeat_interleave(S, 1)  # (N, N)
     return F_nn.scaled_dot_product_attention(q, k, v, attn_mask=mask)

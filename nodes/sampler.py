@@ -1,4 +1,5 @@
-"""Full4D nodes: adapter loader and the multi-view sampler (SPEC 4, 5)."""
+"""Full4D nodes: adapter loader, the multi-view sampler (SPEC 4, 5) and the training-free sampler
+(base Wan2.2 only, docs/training-free.md)."""
 
 import comfy.samplers
 from comfy_api.latest import io
@@ -7,7 +8,9 @@ from comfyui_full4d.host.paths import FULL4D, list_files
 from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.host.sampling import sample_rig
+from comfyui_full4d.host.training_free import sample_rig_training_free
 from comfyui_full4d.train import Ablation
+from comfyui_full4d.training_free import TrainingFreeConfig
 
 from .types import RIG
 
@@ -83,4 +86,69 @@ class Full4DSampler(io.ComfyNode):
                                         on_step=progress(steps)))
 
 
-NODES: list[type[io.ComfyNode]] = [Full4DAdapterLoader, Full4DSampler]
+_TF = TrainingFreeConfig()
+
+
+class Full4DTrainingFreeSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DTrainingFreeSampler", display_name="Full4D Training-Free Multi-View Sampler",
+            category="Full4D/diffusion",
+            description="Multi-view videos from the public Wan2.2-TI2V-5B alone (no adapter): each target view is "
+                        "sampled by the base model as a video whose known pixels come from its projection render "
+                        "(latent inpainting with a soft mask, RePaint style), released for the last steps so "
+                        "the seams heal. Views are not coupled unless cross_view is on.",
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B straight from Load Diffusion Model "
+                                                "(not through Full4DAdapterLoader)."),
+                io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
+                io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, 48, T, h, w)."),
+                io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
+                                                       "view-major batch (V-1, 48, T, h, w)."),
+                io.Mask.Input("masks", tooltip="Validity masks of the projection renders (Full4DProjectToCameras "
+                                               "'masks', all V views, view 0 first), at the renders' size."),
+                RIG.Input("rig", tooltip="The camera rig the projections were rendered into (view 0 = source)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Noise seed (noise is drawn for all views at once)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
+                io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
+                               tooltip="Rectified-flow schedule shift (Wan2.2-TI2V-5B uses 5)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                               tooltip="Host sampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                               tooltip="Host scheduler."),
+                io.Float.Input("stop", default=_TF.stop, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps during which the known (projected) region is replaced "
+                                       "by the projection latent noised to the current level; the model finishes "
+                                       "the rest freely so the seams heal. 1 = pinned to the end, 0 = no guidance."),
+                io.Float.Input("start_sigma", default=_TF.start_sigma, min=0.01, max=1.0, step=0.01,
+                               tooltip="1 = start from pure noise. Below 1: start from the projection latent noised "
+                                       "to this level (SDEdit) and run only the steps below it."),
+                io.Int.Input("views_per_pass", default=0, min=0, max=64,
+                             tooltip="Target views sampled together in one pass; 0 = all. Lower it when memory "
+                                     "runs out (without cross_view the views are independent anyway)."),
+                io.Boolean.Input("include_source", default=False,
+                                 tooltip="Also return the source latent as the first view."),
+                io.Boolean.Input("cross_view", default=_TF.cross_view,
+                                 tooltip="Experimental: each pass also holds the source view, and the base "
+                                         "self-attention also sees the other views' tokens at the same frame. "
+                                         "Untrained; may help or hurt consistency. More memory per pass."),
+            ],
+            outputs=[io.Latent.Output(tooltip="Target views, view-major batch (V-1 or V latents).")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, source, projections, masks, rig, seed, steps, cfg, shift,
+                sampler_name, scheduler, stop, start_sigma, views_per_pass, include_source,
+                cross_view) -> io.NodeOutput:
+        config = TrainingFreeConfig(stop=stop, start_sigma=start_sigma, cross_view=cross_view)
+        return io.NodeOutput(sample_rig_training_free(
+            model, positive, negative, source, projections, masks, rig, seed=seed, steps=steps, cfg=cfg, shift=shift,
+            sampler_name=sampler_name, scheduler=scheduler, config=config, views_per_pass=views_per_pass,
+            include_source=include_source, on_step=progress(steps)))
+
+
+NODES: list[type[io.ComfyNode]] = [Full4DAdapterLoader, Full4DSampler, Full4DTrainingFreeSampler]
