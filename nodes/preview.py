@@ -11,7 +11,7 @@ import os
 
 from comfy_api.latest import io
 
-from comfyui_full4d.host.paths import safe_join, output_dir, temp_dir
+from comfyui_full4d.host.paths import client_paths, safe_join, output_dir, temp_dir
 from comfyui_full4d.preview import cameras_json, encode_frames, read_ply_gaussians, scene_frames
 
 from .types import RIG, SCENE4D
@@ -47,14 +47,15 @@ class Full4DSplatPreview(io.ComfyNode):
             times = [t0 + (t1 - t0) * i / max(n - 1, 1) for i in range(n)]
             frames = scene_frames(scene4d, times)
         elif ply_path:
-            p = safe_join(output_dir(), ply_path, "ply_path")
-            paths = sorted(glob.glob(p)) if "*" in p else ([p] if os.path.isfile(p) else [])
-            for q in paths:  # a file matched by a pattern may itself be a symlink leading out
-                safe_join(output_dir(), os.path.relpath(q, os.path.realpath(output_dir())), "ply_path")
-            if not paths:
-                raise ValueError(f"ply_path={ply_path!r}: no such file in the output folder; give a path relative "
-                                 f"to it (a '*' pattern loads one PLY per frame)")
-            frames = [read_ply_gaussians(q) for q in paths]
+            with client_paths():
+                p = safe_join(output_dir(), ply_path, "ply_path")
+                paths = sorted(glob.glob(p)) if "*" in p else ([p] if os.path.isfile(p) else [])
+                for q in paths:  # a file matched by a pattern may itself be a symlink leading out
+                    safe_join(output_dir(), os.path.relpath(q, os.path.realpath(output_dir())), "ply_path")
+                if not paths:
+                    raise ValueError(f"ply_path={ply_path!r}: no such file in the output folder; give a path "
+                                     f"relative to it (a '*' pattern loads one PLY per frame)")
+                frames = [read_ply_gaussians(q) for q in paths]
         else:
             raise ValueError("Full4DSplatPreview needs scene4d connected or ply_path set")
         buf = encode_frames(frames, fps=fps)

@@ -5,8 +5,8 @@ import os
 from comfy_api.latest import io
 
 from comfyui_full4d.host.progress import progress
-from comfyui_full4d.host.video import input_exists, input_path, input_videos, load_video_input
-from comfyui_full4d.video import SIZE_MULTIPLE, load_video
+from comfyui_full4d.host.video import input_exists, input_path, input_videos, load_input_video, load_video_input
+from comfyui_full4d.video import SIZE_MULTIPLE
 
 
 def _size(width: int, height: int):
@@ -64,7 +64,7 @@ class Full4DLoadVideo(io.ComfyNode):
         elif not file:
             raise ValueError("Full4DLoadVideo: no video; choose a file (upload one) or connect a VIDEO input")
         else:
-            frames, fps = load_video(input_path(file), num_frames, start, stride, _size(width, height), on_step=step)
+            frames, fps = load_input_video(file, num_frames, start, stride, _size(width, height), on_step=step)
         return io.NodeOutput(frames, fps, int(frames.shape[0]))
 
 

@@ -8,7 +8,7 @@ import comfy.model_management
 import folder_paths
 
 from ..depth import CONFIG_FILE, WEIGHTS_FILE, DA3Model, load_da3
-from .paths import DEPTH, list_files, register
+from .paths import DEPTH, client_paths, list_files, register
 
 
 def da3_folders() -> list[str]:
@@ -34,5 +34,7 @@ def da3_folder(name: str) -> str:
 
 
 def load_da3_model(name: str) -> DA3Model:
-    """The DA3 network of folder ``name`` on the host's torch device (float32)."""
-    return load_da3(da3_folder(name), device=comfy.model_management.get_torch_device())
+    """The DA3 network of folder ``name`` on the host's torch device (float32); errors name files relative
+    to the models folder (``client_paths``)."""
+    with client_paths():
+        return load_da3(da3_folder(name), device=comfy.model_management.get_torch_device())

@@ -293,7 +293,8 @@ NONE_ADAPTER = "none (zero-init)"
 def load_full4d(model, adapter_name: str):
     """Patched clone of ``model`` with the adapter file ``adapter_name`` from models/full4d/,
     or a zero-init adapter (exactly the base model per view) for ``NONE_ADAPTER``."""
-    from .paths import FULL4D, full_path
+    from .paths import FULL4D, client_paths, full_path
 
-    path = None if adapter_name == NONE_ADAPTER else full_path(FULL4D, adapter_name)
-    return attach_adapter(model, make_adapter(model, path))
+    with client_paths():  # errors name models/full4d/<file>, not the server's absolute path
+        path = None if adapter_name == NONE_ADAPTER else full_path(FULL4D, adapter_name)
+        return attach_adapter(model, make_adapter(model, path))

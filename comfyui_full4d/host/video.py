@@ -9,6 +9,7 @@ import folder_paths
 from comfy_api.latest import InputImpl, Input
 
 from ..progress import StepFn
+from .paths import client_paths
 from ..video import load_video, prepare_frames
 
 
@@ -26,6 +27,14 @@ def input_path(file: str) -> str:
 
 def input_exists(file: str) -> bool:
     return bool(file) and folder_paths.exists_annotated_filepath(file)
+
+
+def load_input_video(file: str, num_frames: int = 81, start: int = 0, stride: int = 1,
+                     size: Optional[tuple[int, int]] = None, *, on_step: StepFn | None = None):
+    """Frames (T, H, W, 3) and fps of ``file`` in the input folder (``load_video``); errors name the file as
+    the user gave it, not by its absolute path on the server."""
+    with client_paths():
+        return load_video(input_path(file), num_frames, start, stride, size, on_step=on_step)
 
 
 def load_video_input(video: Input.Video, num_frames: int = 81, start: int = 0, stride: int = 1,

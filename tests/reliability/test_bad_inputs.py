@@ -171,6 +171,8 @@ CASES += [
     Case("empty video file", lambda s: load_video(put_input(s, "empty.mp4", b"")), "1", ("empty.mp4",)),
     Case("truncated video", lambda s: load_video(put_input(s, "truncated.mp4", truncated_video(s))), "1",
          ("truncated.mp4",)),
+    Case("unreadable video (a directory named .mp4)",
+         lambda s: load_video((s.input_dir / "folder.mp4").mkdir(exist_ok=True) or "folder.mp4"), "1", ("folder.mp4",)),
     Case("text file renamed .mp4", lambda s: load_video(put_input(s, "notes.mp4", b"hello, not a video\n" * 50)), "1",
          ("notes.mp4",)),
     Case("1-frame video", lambda s: load_video(put_input(s, "one_frame.mp4", frames=1)), "1", ("frame",)),
@@ -231,6 +233,9 @@ def test_bad_input_fails_cleanly(case: Case, comfy_server, comfy_host, artifacts
     for w in case.words:
         assert w.lower() in message.lower(), f"error does not mention {w!r}: {message}"
     assert "Traceback" not in message
+    # files are named as the user gave them: the client never learns the server's folders
+    for folder in {str(comfy_server.base), str(comfy_server.base.resolve())}:
+        assert folder not in message, f"error names the server path {folder!r}: {message}"
     # nothing partial left behind
     assert _output_files(comfy_server) == before
     # the server is healthy: the next good prompt completes
