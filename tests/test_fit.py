@@ -1,5 +1,7 @@
 """fit_4dgs: input errors, interrupt -> resumable checkpoint, resume continues from its iteration (and matches
-an uninterrupted fit), NaN keeps the last good checkpoint; slow: PSNR on training and held-out cameras."""
+an uninterrupted fit), guard rails (a non-finite step is skipped, a diverged parameter rolled back, persistent
+NaN stops with the last good checkpoint). The fit's quality is judged on the node's own path in
+tests/test_fit_node.py."""
 
 import os
 
@@ -10,11 +12,6 @@ from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, b
 from comfyui_full4d.gaussians import fit as fit_mod
 from comfyui_full4d.synthetic import make_capture
 
-# slow fit test (issue 6): 6 views x 9 frames at 96x160, a CI-affordable iteration budget, the FitConfig
-# default learning rates; training-view PSNR must reach 28 dB (measured 29.7 dB; held-out 13.3 dB)
-FIT_ITERS = 1000
-FIT_MIN_PSNR = 28.0
-HELD_OUT_SANITY_PSNR = 8.0  # held-out PSNR is reported; this floor only catches a broken (blank) render
 SMALL_HEX = HexPlaneConfig(feature_dim=4, base_res=8, time_res=2, multires=(1,), hidden=16)
 
 
@@ -72,27 +69,95 @@ def test_interrupt_resume_matches_uninterrupted(tiny, tmp_path):
         fit_4dgs(cap.views * 0.5, cams, cap.times, _cfg(), pts, cols, checkpoint_path=ck)
 
 
-def test_nan_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-    cap, cams, pts, cols = tiny
-    ck = str(tmp_path / "fit.safetensors")
+def _poison_loss(monkeypatch, bad_calls):
     real, calls = fit_mod.photometric_loss, {"n": 0}
 
     def poisoned(*a, **k):
         calls["n"] += 1
         out = real(*a, **k)
-        return out * float("nan") if calls["n"] == 8 else out
+        return out * float("nan") if bad_calls(calls["n"]) else out
 
     monkeypatch.setattr(fit_mod, "photometric_loss", poisoned)
-    with pytest.raises(RuntimeError, match="iteration 8.*last good checkpoint"):
-        fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols, checkpoint_path=ck, checkpoint_every=5)
+    return real
+
+
+def _all_finite(scene) -> bool:
+    tensors = list(scene.gaussians.as_dict().values()) + list(scene.hexplane.parameters())
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def test_a_non_finite_step_is_skipped(tiny, monkeypatch):
+    cap, cams, pts, cols = tiny
+    _poison_loss(monkeypatch, lambda n: n == 8)
+    scene, stats = fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols)
+    assert stats.skipped == 1 and stats.iteration == 12 and _all_finite(scene)
+
+
+def test_persistent_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    cap, cams, pts, cols = tiny
+    ck = str(tmp_path / "fit.safetensors")
+    real = _poison_loss(monkeypatch, lambda n: n >= 8)
+    cfg = FitConfig(**{**_cfg().__dict__, "max_bad_steps": 3})
+    with pytest.raises(RuntimeError, match="3 steps in a row.*iteration 10.*last good checkpoint"):
+        fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols, checkpoint_path=ck, checkpoint_every=5)
     from safetensors import safe_open
 
     with safe_open(ck, "pt") as f:
         assert f.metadata()["iteration"] == "5"
         assert all(torch.isfinite(f.get_tensor(k)).all() for k in f.keys() if k.startswith("g."))
     monkeypatch.setattr(fit_mod, "photometric_loss", real)
-    _, stats = fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols, checkpoint_path=ck)
+    _, stats = fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols, checkpoint_path=ck)
     assert stats.resumed_from == 5 and stats.iteration == 12
+
+
+def test_a_diverged_parameter_is_rolled_back(tiny, monkeypatch):
+    """A step that leaves a non-finite parameter (here: an Adam step that writes inf into the log-scales and
+    NaN into a plane) returns the fit to its last finite snapshot; every render sees finite parameters."""
+    cap, cams, pts, cols = tiny
+    real_render, real_step, seen = fit_mod.render_scene, torch.optim.Adam.step, {"renders": 0, "steps": 0}
+
+    def checked_render(scene, *a, **k):
+        seen["renders"] += 1
+        assert _all_finite(scene), f"render {seen['renders']} saw a non-finite parameter"
+        return real_render(scene, *a, **k)
+
+    def diverging_step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        seen["steps"] += 1
+        if 60 <= seen["steps"] < 62:  # iteration 9 (7 Adam steps per iteration)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.data.view(-1)[0] = float("inf") if p.dim() == 2 and p.shape[-1] == 3 else float("nan")
+        return out
+
+    monkeypatch.setattr(fit_mod, "render_scene", checked_render)
+    monkeypatch.setattr(torch.optim.Adam, "step", diverging_step)
+    scene, stats = fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols)
+    assert stats.restored >= 1 and stats.iteration == 12 and _all_finite(scene)
+
+
+def test_absurd_learning_rates_never_give_non_finite_parameters(tiny, monkeypatch):
+    """Learning rates 10^3-10^4 times the defaults: every render sees finite parameters and the log-scales stay
+    within the guard's bounds; the fit either finishes or stops with the clear RuntimeError."""
+    from comfyui_full4d.gaussians.guard import scale_bounds
+
+    cap, cams, pts, cols = tiny
+    real_render, worst = fit_mod.render_scene, {"log_scale": -1e9}
+
+    def checked_render(scene, *a, **k):
+        assert _all_finite(scene)
+        worst["log_scale"] = max(worst["log_scale"], float(scene.gaussians.log_scales.detach().max()))
+        return real_render(scene, *a, **k)
+
+    monkeypatch.setattr(fit_mod, "render_scene", checked_render)
+    cfg = FitConfig(**{**_cfg(30).__dict__, "lr_scales": 50.0, "lr_opacity": 50.0, "lr_means": 1.0, "lr_sh": 10.0,
+                       "lr_planes": 50.0, "lr_mlp": 10.0})
+    try:
+        scene, _ = fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols)
+        assert _all_finite(scene)
+    except RuntimeError as e:
+        assert "steps in a row" in str(e)
+    assert worst["log_scale"] <= scale_bounds(pts, fit_mod.camera_extent(cams))[1] + 1e-6
 
 
 @pytest.mark.slow  # ~20-50 s on the shared CPU (host start + fit + renders)
@@ -104,7 +169,8 @@ def test_nodes_fit_render_save(comfy_host, tiny):
               sh_degree=1, checkpoint_every=3, resume=True, render_time=0.5, orbit_frames=4)
     ckpt_dir = comfy_host.base / "temp" / "full4d_4dgs"
     before = set(ckpt_dir.glob("*.safetensors"))  # the session's host may hold other tests' checkpoints
-    scene, orbit = fit.execute(**kw).result
+    scene, orbit, node_psnr = fit.execute(**kw).result
+    assert node_psnr == node_psnr  # a number (the fit reports its training-view PSNR)
     assert orbit.shape == (4, 24, 40, 3) and bool(torch.isfinite(orbit).all())
     assert scene.extras["scale"] == pytest.approx(cap.scale)
     assert len(set(ckpt_dir.glob("*.safetensors")) - before) == 1
@@ -129,43 +195,6 @@ def test_nodes_fit_render_save(comfy_host, tiny):
     assert torch.equal(back.gaussians.means, scene.gaussians.means) and back.extras["scale"] == scene.extras["scale"]
     with pytest.raises(ValueError, match="filename_prefix"):
         save.execute(scene4d=scene, filename_prefix="../escape", num_frames=1)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~4-7 min on 2 idle cores; the suite-wide 900 s is too tight on a loaded machine
-def test_fit_reaches_psnr_on_synthetic_capture():
-    """6 views x 9 frames at 96x160, initialised from the ground-truth frame-0 depth of all views. Training-view
-    PSNR must reach FIT_MIN_PSNR; held-out interpolated cameras (ray-cast ground truth) are reported, with a
-    loose floor (the rig's 60-degree gaps leave parts of the scene unseen)."""
-    from comfyui_full4d.cameras import Camera
-    from comfyui_full4d.gaussians import render_scene
-    from comfyui_full4d.metrics import psnr
-    from comfyui_full4d.rig import interpolate_rig
-    from comfyui_full4d.synthetic import make_scene, render
-
-    torch.manual_seed(0)
-    V, T, H, W = 6, 9, 96, 160
-    cap = make_capture(V, T, H, W)
-    cams = cap.metric_cameras
-    pts, cols = backproject_views(cap.depth[:, 0], cap.views[:, 0], cams, max_points=30_000)
-    cfg = FitConfig(iterations=FIT_ITERS, sh_degree=0, init_opacity=0.5,
-                    densify=DensifyConfig(start=50, stop=FIT_ITERS // 2, interval=50, max_gaussians=30_000),
-                    hexplane=HexPlaneConfig(feature_dim=8, base_res=32, time_res=T, multires=(1, 2), hidden=32))
-    scene, stats = fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols)
-    with torch.no_grad():
-        train = [psnr(render_scene(scene, cams[v], float(t))[0].clamp(0, 1), cap.views[v, f])
-                 for v in range(V) for f, t in enumerate(cap.times)]
-        R, tr = interpolate_rig(cams.R, cams.t, 12)
-        held = Camera(K=cams.K[0].expand(3, 3, 3), R=R[[1, 5, 9]], t=tr[[1, 5, 9]], width=W, height=H)
-        times = cap.times[[0, T // 2, T - 1]]
-        gt, _ = render(make_scene(0), held, times)
-        held_psnr = [psnr(render_scene(scene, held[b], float(t))[0].clamp(0, 1), gt[b, f])
-                     for b in range(3) for f, t in enumerate(times)]
-    mean_train, mean_held = sum(train) / len(train), sum(held_psnr) / len(held_psnr)
-    print(f"4DGS fit: train PSNR {mean_train:.2f} dB, held-out PSNR {mean_held:.2f} dB, {stats.count} Gaussians")
-    assert stats.count <= 30_000
-    assert mean_train >= FIT_MIN_PSNR
-    assert mean_held >= HELD_OUT_SANITY_PSNR
 
 
 def test_fit_with_fmd_uses_interpolated_cameras(tiny):

@@ -32,11 +32,13 @@ from ..cameras import Camera
 from ..progress import StepFn, report
 from .densify import DensifyConfig, DensifyState, densify_step
 from .fmd import FMDConfig, fmd_loss
+from .guard import Snapshot, clamp_, finite_grads, finite_params, scale_bounds
 from .init import init_gaussians
 from .losses import photometric_loss, psnr
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
 
-__all__ = ["FitConfig", "FitStats", "fit_4dgs", "render_scene", "scene_aabb", "camera_extent"]
+__all__ = ["FitConfig", "FitStats", "fit_4dgs", "render_scene", "scene_aabb", "camera_extent", "estimate_background",
+           "training_psnr"]
 
 CKPT_FORMAT = "full4d.4dgs_checkpoint"
 
@@ -58,8 +60,10 @@ class FitConfig:
     lambda_tv: float = 2e-4
     lambda_fmd: float = 0.0
     init_opacity: float = 0.1
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    background: tuple[float, float, float] | None = None  # None: estimate_background(views)
     seed: int = 0
+    max_bad_steps: int = 20  # consecutive skipped / rolled-back steps before the fit gives up
+    snapshot_every: int = 25
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     hexplane: HexPlaneConfig = field(default_factory=HexPlaneConfig)
 
@@ -86,6 +90,8 @@ class FitStats:
     psnr: float = float("nan")
     count: int = 0
     resumed_from: int = 0
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    restored: int = 0  # times the fit returned to its last finite snapshot
     history: list = field(default_factory=list)  # (iteration, loss, psnr, count) every 10 iterations
 
 
@@ -117,16 +123,43 @@ def camera_extent(cameras: Camera) -> float:
     return max(1.1 * float((c - c.mean(0)).norm(dim=-1).max()), 1e-3)
 
 
+def estimate_background(views: Tensor) -> tuple[float, float, float]:
+    """The colour the fit shows where no Gaussian covers a pixel: the per-channel median of the outermost
+    pixel ring of every training image, views (V, T, H, W, 3). Novel views see parts of the far field that
+    no training view saw (behind the subject); this colour is a better guess there than black."""
+    x = views.detach().float()
+    ring = torch.cat([x[:, :, 0].reshape(-1, 3), x[:, :, -1].reshape(-1, 3), x[:, :, :, 0].reshape(-1, 3),
+                      x[:, :, :, -1].reshape(-1, 3)])
+    return tuple(float(c) for c in ring.median(0).values.clamp(0, 1))
+
+
 def render_scene(scene: Scene4D, camera: Camera, time: float, background: Tensor | None = None,
                  sh_degree: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Render one frame: rgb (H, W, 3), alpha (H, W), and the deformed means (N, 3) (for gradients)."""
+    """Render one frame: rgb (H, W, 3), alpha (H, W), and the deformed means (N, 3) (for gradients).
+    ``background`` (3,) defaults to the scene's own (``extras["background"]``, set by the fit) or black."""
     from .rasterize import rasterize
 
+    if background is None and "background" in scene.extras:
+        background = torch.tensor(scene.extras["background"], dtype=torch.float32)
     means, quats, scales, opac, sh = scene.at(time)
     colors = scene.colors(means, sh, camera.center, sh_degree)
     rgb, alpha = rasterize(means, quats, scales, opac, colors, camera.viewmat.to(means), camera.K.to(means),
                            camera.width, camera.height, background)
     return rgb, alpha, means
+
+
+@torch.no_grad()
+def training_psnr(scene: Scene4D, views: Tensor, cameras: Camera, times: Tensor,
+                  on_step: StepFn | None = None) -> Tensor:
+    """PSNR (V, T) in dB of the scene's render (its own background) against every training image, views
+    (V, T, H, W, 3) seen by metric ``cameras`` (V,) at ``times`` (T,). ``on_step(done, V * T)`` per image."""
+    V, T = views.shape[:2]
+    out = torch.empty(V, T)
+    for v in range(V):
+        for f in range(T):
+            out[v, f] = psnr(render_scene(scene, cameras[v], float(times[f]))[0].clamp(0, 1), views[v, f])
+            report(on_step, v * T + f + 1, V * T)
+    return out
 
 
 def _view_grad(means: Tensor, cam: Camera) -> tuple[Tensor, Tensor]:
@@ -267,13 +300,26 @@ def _fingerprint(views: Tensor, cameras: Camera, times: Tensor, points: Tensor, 
     return h.hexdigest()[:32]
 
 
+def _bad_step(bad: int, cfg: FitConfig, it: int, loss: float, checkpoint_path: str | None) -> int:
+    """Count one more bad step in a row; raise once there are ``cfg.max_bad_steps`` of them."""
+    bad += 1
+    if bad >= cfg.max_bad_steps:
+        kept = f"; the last good checkpoint {checkpoint_path!r} is kept" if checkpoint_path else ""
+        raise RuntimeError(f"4DGS fit: {bad} steps in a row gave a non-finite loss, gradient or parameter (the "
+                           f"loss was {loss} at iteration {it}){kept}. Lower the learning rates (lr_means, "
+                           "lr_planes) or check the input images for NaN.")
+    return bad
+
+
 def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, points: Tensor, colours: Tensor,
              on_step: StepFn | None = None, checkpoint_path: str | None = None, checkpoint_every: int = 500,
              resume: bool = True, fmd: FMDConfig | None = None,
              on_metrics: Callable[[dict], None] | None = None) -> tuple[Scene4D, FitStats]:
     """Fit a ``Scene4D`` to views (V, T, H, W, 3) in [0, 1] seen by metric ``cameras`` (V,) at ``times`` (T,),
-    initialised from ``points`` (N, 3) / ``colours`` (N, 3) (module docstring). Raises ValueError on bad
-    inputs and RuntimeError on a non-finite loss (the last checkpoint is kept untouched)."""
+    initialised from ``points`` (N, 3) / ``colours`` (N, 3) (module docstring). The parameters stay finite at
+    every iteration (``guard``): a step with a non-finite loss or gradient is skipped, a step that still makes
+    a parameter non-finite is rolled back to the last finite snapshot. Raises ValueError on bad inputs and
+    RuntimeError after ``config.max_bad_steps`` bad steps in a row (the last checkpoint is kept untouched)."""
     times = torch.as_tensor(times, dtype=torch.float32).reshape(-1)
     _check_inputs(views, cameras, times, points, colours)
     if checkpoint_every < 1:
@@ -298,7 +344,11 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
         opts, hopt = _make_optimizers(scene, cfg, extent)
         dstate = DensifyState(len(g))
         gen = torch.Generator().manual_seed(cfg.seed)
-    bg = torch.tensor(cfg.background, dtype=torch.float32)
+    bg = torch.tensor(cfg.background if cfg.background is not None else estimate_background(views),
+                      dtype=torch.float32)
+    scene.extras["background"] = [float(c) for c in bg]
+    lo, hi = scale_bounds(points, extent)
+    snapshot, bad = Snapshot.take(scene, start), 0
     fmd_cams = None
     if fmd is not None and not cfg.lambda_fmd > 0:
         raise ValueError(f"an FMD config was given but FitConfig.lambda_fmd = {cfg.lambda_fmd}; set lambda_fmd > 0 "
@@ -332,11 +382,15 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
             lf, _ = fmd_loss(render_all, fmd.encode_fn, fmd.velocity_fn, c, gen, fmd.weight,
                              (fmd.tau_min, fmd.tau_max))
             loss = loss + cfg.lambda_fmd * lf
-        if not bool(torch.isfinite(loss)):
-            kept = f"; the last good checkpoint {checkpoint_path!r} is kept" if checkpoint_path else ""
-            raise RuntimeError(f"4DGS fit: the loss became {float(loss.detach())} at iteration {it}{kept}. Lower the learning "
-                               "rates (lr_means, lr_planes) or check the input images for NaN.")
-        loss.backward()
+        if bool(torch.isfinite(loss)):
+            loss.backward()
+        if not (bool(torch.isfinite(loss)) and finite_grads(scene)):
+            stats.skipped += 1
+            bad = _bad_step(bad, cfg, it, float(loss.detach()), checkpoint_path)
+            for o in [*opts.values(), hopt]:
+                o.zero_grad(set_to_none=True)
+            report(on_step, it, total)
+            continue
         gn, vis = _view_grad(means, cam)
         dstate.accumulate(gn, vis)
         for o in opts.values():
@@ -344,6 +398,16 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
             o.zero_grad(set_to_none=True)
         hopt.step()
         hopt.zero_grad(set_to_none=True)
+        clamp_(scene.gaussians, lo, hi)
+        if not finite_params(scene):  # roll back to the last finite state with fresh Adam moments
+            stats.restored += 1
+            bad = _bad_step(bad, cfg, it, float("nan"), checkpoint_path)
+            snapshot.restore(scene)
+            opts, hopt = _make_optimizers(scene, cfg, extent)
+            dstate = DensifyState(len(scene.gaussians))
+            report(on_step, it, total)
+            continue
+        bad = 0
         if cfg.densify.due(it) and it < total:
             scene.gaussians, _ = densify_step(scene.gaussians, opts, dstate, cfg.densify, extent, gen)
         stats.iteration, stats.loss, stats.count = it, float(loss.detach()), len(scene.gaussians)
@@ -354,6 +418,8 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
             on_metrics({"iteration": it, "loss": stats.loss, "psnr": stats.psnr, "count": stats.count})
         if checkpoint_path and (it % checkpoint_every == 0 or it == total):
             _save_checkpoint(checkpoint_path, scene, opts, hopt, dstate, gen, it, fp, stats)
+        if it % cfg.snapshot_every == 0:
+            snapshot = Snapshot.take(scene, it)
         report(on_step, it, total)
     stats.iteration, stats.count = max(stats.iteration, start), len(scene.gaussians)
     for k in GAUSSIAN_KEYS:  # hand back plain tensors

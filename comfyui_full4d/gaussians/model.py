@@ -5,7 +5,9 @@ A Gaussian at time ``t`` is ``(mu + dmu, q + dq, log s + dlog s)`` with
 ``r`` the product over the six planes ``P_r^{ab}`` (ab in xy, xz, yz, xt, yt, zt) of the bilinear
 sample at the normalised coordinates ``(a, b)``, concatenated over resolutions (K-Planes / 4D-GS).
 Coordinates are normalised to [-1, 1] by an AABB (space) and the time range (time).
-The heads are zero-initialised, so a fresh field is the identity deformation.
+The heads are zero-initialised, so a fresh field is the identity deformation. The scale offset is bounded
+smoothly, ``dlog s -> B tanh(dlog s / B)`` with ``B = MAX_DLOG_SCALE`` (identity for small offsets): a Gaussian
+may grow or shrink ``e^B`` times over time, never to an overflowing size (the fit's guard rails).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from torch import Tensor
 
 from .sh import eval_sh
 
-__all__ = ["Gaussians", "HexPlaneConfig", "HexPlane", "Scene4D", "PLANES", "GAUSSIAN_KEYS", "contract"]
+__all__ = ["Gaussians", "HexPlaneConfig", "HexPlane", "Scene4D", "PLANES", "GAUSSIAN_KEYS", "contract",
+           "MAX_DLOG_SCALE"]
 
 # (a, b) coordinate indices into (x, y, z, t) of the six planes
 PLANES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 GAUSSIAN_KEYS = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
+MAX_DLOG_SCALE = 3.0  # bound of the deformation's log-scale offset (module docstring)
 
 
 @dataclass
@@ -198,6 +202,7 @@ class Scene4D:
         dmu, dq, ds = self.hexplane(xyz, tn)
         q = g.quats + dq
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        ds = MAX_DLOG_SCALE * torch.tanh(ds / MAX_DLOG_SCALE)
         return g.means + dmu, q, torch.exp(g.log_scales + ds), torch.sigmoid(g.opacity_logits), g.sh
 
     def colors(self, means: Tensor, sh: Tensor, camera_center: Tensor, degree: int | None = None) -> Tensor:
