@@ -33,6 +33,8 @@ class Geometry:
     K: (3, 3) source intrinsics in pixels at (H, W).
     w2c: (T, 4, 4) per-frame source world-to-camera; world = source camera at frame 0.
     scale: metres per scene unit (median depth of frame 0).
+    views_depth: (V, T, H, W) metric z-depth of every rig view (view 0 = the source), or None. Only a
+      synthetic scene knows it (its ground truth); the 4DGS fit initialises from it when present.
     """
 
     depth: Tensor
@@ -40,6 +42,7 @@ class Geometry:
     w2c: Tensor
     scale: float
     conf: Optional[Tensor] = None
+    views_depth: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         if self.depth.dim() != 3:
@@ -51,6 +54,8 @@ class Geometry:
             raise ValueError(f"geometry w2c must be (T={T}, 4, 4), got {tuple(self.w2c.shape)}")
         if self.conf is not None and self.conf.shape != self.depth.shape:
             raise ValueError(f"geometry conf {tuple(self.conf.shape)} must match depth {tuple(self.depth.shape)}")
+        if self.views_depth is not None and (self.views_depth.dim() != 4 or self.views_depth.shape[1] != T):
+            raise ValueError(f"geometry views_depth must be (V, T={T}, H, W), got {tuple(self.views_depth.shape)}")
 
     @property
     def num_frames(self) -> int:

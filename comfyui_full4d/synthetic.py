@@ -19,7 +19,7 @@ with ``D = LAYOUT_DEPTH``; the layout makes the median depth of source frame 0 c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -362,8 +362,10 @@ class SyntheticCapture:
         return self.views.reshape(-1, *self.views.shape[2:])
 
     def geometry(self) -> Geometry:
-        """Ground-truth source geometry (static camera, K of view 0, scale of this capture)."""
-        return Geometry.static(self.source_depth.clone(), self.rig.cameras.K[0].clone())
+        """Ground-truth source geometry (static camera, K of view 0, scale of this capture), carrying the
+        ground-truth depth of every rig view (``views_depth``) for the 4DGS fit's initialisation."""
+        g = Geometry.static(self.source_depth.clone(), self.rig.cameras.K[0].clone())
+        return replace(g, views_depth=self.depth.clone())
 
 
 def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, width: int = 160, seed: int = 0,

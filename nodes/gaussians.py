@@ -8,10 +8,11 @@ import os
 import torch
 from comfy_api.latest import io, ui
 
-from comfyui_full4d.host.paths import output_dir, temp_dir
-from comfyui_full4d.host.progress import progress
+from comfyui_full4d.gaussians.pipeline import INIT_AUTO, INIT_MODES
+from comfyui_full4d.host.paths import client_paths, output_dir, temp_dir
+from comfyui_full4d.host.progress import progress, progress_text
 
-from .types import GEOMETRY, RIG, SCENE4D
+from .types import DA3_MODEL, GEOMETRY, RIG, SCENE4D
 
 CATEGORY = "Full4D/4dgs"
 
@@ -22,15 +23,21 @@ class Full4DFit4DGS(io.ComfyNode):
         return io.Schema(
             node_id="Full4DFit4DGS", display_name="Full4D Fit 4D Gaussians", category=CATEGORY,
             description="Fits canonical 3D Gaussians + a HexPlane deformation field to the multi-view video grid "
-                        "(SPEC 6). Checkpoints in the temp folder keyed by the inputs; an interrupted fit resumes.",
+                        "(SPEC 6), initialised from the fused point clouds of all views. Shows the training-view "
+                        "PSNR while it runs and outputs it. Checkpoints in the temp folder keyed by the inputs; an "
+                        "interrupted fit resumes. init is optional, so prompts saved before it existed still run (auto).",
             inputs=[
                 io.Image.Input("images", tooltip="Multi-view video grid, view-major: all T frames of view 0, then "
                                                  "view 1, ... (V*T images, V = rig views)."),
                 RIG.Input("rig", tooltip="The camera rig the views were generated for (scene units)."),
                 GEOMETRY.Input("geometry", optional=True,
-                               tooltip="Source geometry: its frame-0 depth (back-projected with the source camera) "
-                                       "initialises the Gaussians and its scale makes the rig metric. Without it "
-                                       "the Gaussians start as random points around the rig centre."),
+                               tooltip="Source geometry: its scale makes the rig metric; the synthetic scene's also "
+                                       "carries the ground-truth depth of every view for the initialisation."),
+                io.Combo.Input("init", options=list(INIT_MODES), default=INIT_AUTO, optional=True,
+                               tooltip="Initial Gaussians (SPEC 6): the fused point clouds of all views, from the "
+                                       "ground-truth depth (synthetic) or DA3 run on the views (aligned to the rig); "
+                                       "'source: depth of frame 0' and 'random' start the other views empty (poor "
+                                       "fits). 'auto' takes the best the connected inputs allow."),
                 io.Int.Input("iterations", default=3000, min=1, max=100000, tooltip="Optimisation steps."),
                 io.Float.Input("lr_means", default=1.6e-4, min=0.0, max=1.0, step=1e-5,
                                tooltip="Learning rate of the Gaussian centres (times the scene extent; decays "
@@ -55,6 +62,9 @@ class Full4DFit4DGS(io.ComfyNode):
                                tooltip="Time (0 = first frame, 1 = last) of the orbit preview render."),
                 io.Int.Input("orbit_frames", default=60, min=1, max=480,
                              tooltip="Cameras of the App. B interpolated orbit in the preview render."),
+                DA3_MODEL.Input("da3_model", optional=True,
+                                tooltip="Depth Anything 3 (Full4DDA3Loader): run on the views to initialise from "
+                                        "all of them (init 'views: DA3 depth', or 'auto' without ground truth)."),
                 io.Float.Input("lambda_fmd", default=0.0, min=0.0, max=10.0, step=0.01, optional=True,
                                tooltip="Weight of Flow Matching Distillation (SPEC 8); needs the fmd_* inputs, "
                                        "the source video and its latent. 0 = off."),
@@ -65,14 +75,16 @@ class Full4DFit4DGS(io.ComfyNode):
                 io.Latent.Input("fmd_source_latent", optional=True, tooltip="FMD: the VAE latent of the source video."),
             ],
             outputs=[SCENE4D.Output(display_name="scene4d", tooltip="The fitted 4D Gaussian scene."),
-                     io.Image.Output(display_name="orbit", tooltip="Render of the interpolated orbit at render_time.")],
+                     io.Image.Output(display_name="orbit", tooltip="Render of the interpolated orbit at render_time."),
+                     io.Float.Output(display_name="psnr", tooltip="Mean PSNR (dB) of the fit's renders against all "
+                                                                  "V*T training images.")],
         )
 
     @classmethod
     def execute(cls, images, rig, iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians,
                 prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
-                geometry=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None, fmd_positive=None, fmd_source=None,
-                fmd_source_latent=None) -> io.NodeOutput:
+                geometry=None, init=INIT_AUTO, da3_model=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None,
+                fmd_positive=None, fmd_source=None, fmd_source_latent=None) -> io.NodeOutput:
         from comfyui_full4d.gaussians.pipeline import fit_from_grid
         from comfyui_full4d.host.fmd import fmd_from_inputs
 
@@ -83,16 +95,19 @@ class Full4DFit4DGS(io.ComfyNode):
         key.update(images[:, ::4, ::4].contiguous().float().cpu().numpy().tobytes())
         key.update(rig.cameras.R.numpy().tobytes() + rig.cameras.t.numpy().tobytes())
         key.update(repr((iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians, prune_opacity,
-                         sh_degree, geometry is not None, lambda_fmd if fmd is not None else 0.0)).encode())
+                         sh_degree, geometry is not None, init, da3_model is not None,
+                         lambda_fmd if fmd is not None else 0.0)).encode())
         folder = os.path.join(temp_dir(), "full4d_4dgs")
         os.makedirs(folder, exist_ok=True)
-        scene, orbit = fit_from_grid(
-            images, rig, geometry, iterations=iterations, lr_means=lr_means, lr_planes=lr_planes,
-            lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
-            prune_opacity=prune_opacity, sh_degree=sh_degree, checkpoint_every=checkpoint_every, resume=resume,
-            checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"), render_time=render_time,
-            orbit_frames=orbit_frames, on_step=progress(iterations), fmd=fmd, lambda_fmd=lambda_fmd)
-        return io.NodeOutput(scene, orbit)
+        with client_paths():
+            scene, orbit, report = fit_from_grid(
+                images, rig, geometry, iterations=iterations, lr_means=lr_means, lr_planes=lr_planes,
+                lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
+                prune_opacity=prune_opacity, sh_degree=sh_degree, checkpoint_every=checkpoint_every, resume=resume,
+                checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"), render_time=render_time,
+                orbit_frames=orbit_frames, init=init, da3_model=da3_model, on_step=progress(iterations),
+                on_text=progress_text, fmd=fmd, lambda_fmd=lambda_fmd)
+        return io.NodeOutput(scene, orbit, report.psnr, ui=ui.PreviewText(report.text()))
 
 
 class Full4DRender4DGS(io.ComfyNode):
@@ -150,7 +165,8 @@ class Full4DSave4DGS(io.ComfyNode):
     def execute(cls, scene4d, filename_prefix, num_frames) -> io.NodeOutput:
         from comfyui_full4d.gaussians.export import export_scene
 
-        files = export_scene(scene4d, output_dir(), filename_prefix, num_frames, on_step=progress(num_frames + 1))
+        with client_paths():
+            files = export_scene(scene4d, output_dir(), filename_prefix, num_frames, on_step=progress(num_frames + 1))
         return io.NodeOutput(ui=ui.PreviewText("\n".join(files)))
 
 

@@ -33,3 +33,37 @@ def test_fit_render_save_graph_in_the_host(comfy_host):
         assert (comfy_host.output_dir / f).stat().st_size > 0
     orbit = comfy_host.outputs("2")[1][0]
     assert orbit.shape == (4, 48, 64, 3) and float(orbit.std()) > 0.01  # not a blank render
+
+
+def test_fit_shows_its_training_psnr_under_the_node(comfy_host, monkeypatch):
+    """The running training PSNR every 25 iterations and the final report go to the browser as the host's
+    progress text of the executing node (what core nodes send with PromptServer.send_progress_text), and the
+    final PSNR is the node's FLOAT output and UI text."""
+    import sys
+    import types
+
+    sent = []
+
+    class FakeServer:
+        def send_progress_text(self, text, node_id, sid=None):
+            sent.append((str(node_id), text))
+
+    # the host's server module (its PromptServer.instance) is not imported in-process: stand one in
+    fake = types.ModuleType("server")
+    fake.PromptServer = type("PromptServer", (), {"instance": FakeServer()})
+    monkeypatch.setitem(sys.modules, "server", fake)
+    p = {"1": {"class_type": "Full4DSyntheticScene", "inputs": {"seed": 0, "num_views": 3, "num_frames": 3, "width": 48,
+                                                                "height": 32, "radius": 1.0, "elevation": 0.0, "fov": 50.0}},
+         "2": {"class_type": "Full4DFit4DGS", "inputs": {
+             "images": ["1", 1], "rig": ["1", 2], "geometry": ["1", 3], "iterations": 50, "lr_means": 1.6e-4,
+             "lr_planes": 0.05, "lambda_dssim": 0.2, "lambda_tv": 2e-4, "max_gaussians": 5000,
+             "prune_opacity": 0.015, "sh_degree": 1, "checkpoint_every": 50, "resume": False, "render_time": 0.0,
+             "orbit_frames": 2}},
+         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}}
+    out = comfy_host.run(p)
+    texts = [t for nid, t in sent if nid == "2"]
+    assert [t.split(":")[0] for t in texts[:2]] == ["iteration 25/50", "iteration 50/50"], texts
+    assert "training PSNR ~" in texts[0] and texts[-1].startswith("training-view PSNR")
+    psnr = comfy_host.outputs("2")[2][0]
+    assert f"training-view PSNR {psnr:.2f} dB" == texts[-1].split(" (")[0] and out["2"]["text"][0] == texts[-1]
+    assert "init: views: ground-truth depth" in texts[-1]

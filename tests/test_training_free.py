@@ -390,8 +390,10 @@ class _TestText:
 
 def _pipeline_prompt(unet_name: str) -> dict:
     """workflows/api/training_free_pipeline_api.json with only what needs files or a GPU swapped: the
-    video + DA3 by the synthetic scene (exact geometry), the VAE / text encoder by tiny stand-ins, the
-    UNET file by the tiny Wan2.2, 64x64 renders and a short fit. The sampler keeps the workflow's values."""
+    video + DA3 source depth by the synthetic scene (exact geometry), the DA3 loader by the tiny random
+    ``da3-small`` fixture (the fit runs it on the generated views), the VAE / text encoder by tiny stand-ins,
+    the UNET file by the tiny Wan2.2, 64x64 renders and a short fit. The sampler keeps the workflow's values."""
+    from fixtures.da3 import NAME as DA3_NAME
     import json
 
     from host import ROOT
@@ -404,7 +406,8 @@ def _pipeline_prompt(unet_name: str) -> dict:
         for name, v in node["inputs"].items():
             if isinstance(v, list) and tuple(v) in relink:
                 node["inputs"][name] = relink[tuple(v)]
-    del p["2"], p["3"]
+    del p["3"]
+    p["2"]["inputs"]["model"] = DA3_NAME
     p["1"] = {"class_type": "Full4DSyntheticScene", "inputs": {"seed": 0, "num_views": 2, "num_frames": 5, "width": 64,
                                                                 "height": 64, "radius": 1.0, "elevation": 0.0,
                                                                 "fov": 50.0}}
@@ -499,8 +502,10 @@ def test_training_free_pipeline_workflow_end_to_end(comfy_host, monkeypatch):
     import folder_paths
     import nodes
 
+    from fixtures.da3 import install_da3
     from fixtures.wan import tiny_wan_path, tiny_wan_vae
 
+    install_da3(comfy_host.models_dir)
     dest = comfy_host.models_dir / "diffusion_models"
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(tiny_wan_path(), dest / "full4d_tiny_tf.safetensors")
@@ -522,3 +527,4 @@ def test_training_free_pipeline_workflow_end_to_end(comfy_host, monkeypatch):
     orbit = comfy_host.outputs("23")[0][0]
     assert orbit.shape == (4, 64, 64, 3) and bool(torch.isfinite(orbit).all()) and float(orbit.std()) > 0.01
     assert out["17"]  # the grid video was saved
+    assert "init: views: DA3 depth" in out["20"]["text"][0]  # the fit ran DA3 on the generated views

@@ -3,12 +3,27 @@
 Times: the grid's T frames sit at ``linspace(0, 1, T)``; render times in [0, 1] map onto the scene's range.
 Units: the rig is in scene units; with source geometry, ``geometry.scale`` makes it metric (kept in
 ``Scene4D.extras["scale"]`` so renders use the same cameras).
+
+Initialisation (SPEC 6: the fused point clouds of all views; ``INIT_MODES``):
+
+* ``views: ground-truth depth``: ``geometry.views_depth`` (a synthetic scene's ground truth), frame 0 of
+  every view back-projected with the rig's metric cameras;
+* ``views: DA3 depth``: Depth Anything 3 on the V views of frame 0 as one multi-view batch, aligned to the
+  rig by a Umeyama similarity of DA3's camera centres to the rig's (``view_depth.estimate_view_depth``);
+* ``source: depth of frame 0``: the source view alone (the other views' surfaces start empty: a poor fit,
+  kept for graphs with neither of the above);
+* ``random``: points uniform in a cube of half-size 1 scene unit about the rig centre.
+
+``auto`` (the default) takes the first of these the inputs allow. The fused cloud is subsampled uniformly
+to ``init_points_cap(max_gaussians)`` so that densification has room to add detail.
 """
 
 from __future__ import annotations
 
-
-from dataclasses import replace
+import math
+import warnings
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,38 +32,124 @@ from torch import Tensor
 from ..cameras import Camera, Rig
 from ..progress import StepFn, report
 from .densify import DensifyConfig
-from .fit import FitConfig, fit_4dgs, render_scene
+from .fit import FitConfig, FitStats, fit_4dgs, render_scene, training_psnr
 from .init import backproject_views
 from .model import Scene4D
 
-__all__ = ["fit_from_grid", "render_rig", "init_points"]
+__all__ = ["INIT_MODES", "FitReport", "fit_from_grid", "render_rig", "init_points", "init_points_cap",
+           "resolve_init"]
+
+INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM = (
+    "auto", "views: ground-truth depth", "views: DA3 depth", "source: depth of frame 0", "random")
+INIT_MODES = (INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM)
+ALIGN_WARN = 0.1  # DA3-to-rig alignment residual (relative to the rig's size) above which the fit warns
 
 
-def init_points(views: Tensor, rig: Rig, geometry, scale: float, n_random: int = 5000,
-                seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Frame-0 source depth back-projected with the source camera (colours from view 0 frame 0), or without
-    geometry ``n_random`` points uniform in a cube of half-size 1 scene unit about the rig centre (grey)."""
-    if geometry is not None:
+def init_points_cap(max_gaussians: int) -> int:
+    """Initial points for a Gaussian budget: 60% of it (the rest is room for densification), at most 60,000."""
+    return max(1, min(60_000, int(max_gaussians) * 3 // 5))
+
+
+def resolve_init(mode: str, V: int, geometry=None, da3_model=None) -> str:
+    """The concrete init mode for ``mode`` (``auto`` picks the best the inputs allow); ValueError when an
+    explicit mode lacks its input."""
+    if mode not in INIT_MODES:
+        raise ValueError(f"init={mode!r} is not one of {list(INIT_MODES)}")
+    has_gt = geometry is not None and geometry.views_depth is not None
+    if mode == INIT_AUTO:
+        if has_gt and geometry.views_depth.shape[0] == V:
+            return INIT_VIEWS_GT
+        return INIT_VIEWS_DA3 if da3_model is not None else INIT_SOURCE if geometry is not None else INIT_RANDOM
+    if mode == INIT_VIEWS_GT and not has_gt:
+        raise ValueError(f"init={mode!r} needs geometry with the depth of every view (only the synthetic scene has "
+                         "it); use 'auto' or connect a DA3 model for 'views: DA3 depth'")
+    if mode == INIT_VIEWS_GT and geometry.views_depth.shape[0] != V:
+        raise ValueError(f"init={mode!r}: geometry has the depth of {geometry.views_depth.shape[0]} views but the "
+                         f"rig has {V}")
+    if mode == INIT_VIEWS_DA3 and da3_model is None:
+        raise ValueError(f"init={mode!r} needs the da3_model input (Full4DDA3Loader)")
+    if mode == INIT_SOURCE and geometry is None:
+        raise ValueError(f"init={mode!r} needs the geometry input (Full4DDA3Depth)")
+    return mode
+
+
+def _fuse_views(views: Tensor, depth: Tensor, cams: Camera, max_points: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Frame-0 depth (V, H', W') of every view back-projected with the metric cameras (resized to the depth)."""
+    V, h, w = depth.shape
+    img = views[:, 0].permute(0, 3, 1, 2).float()
+    if img.shape[-2:] != (h, w):
+        img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False)
+    if (cams.width, cams.height) != (w, h):
+        cams = cams.resized(w, h)
+    return backproject_views(depth.float(), img.permute(0, 2, 3, 1), cams, max_points=max_points, seed=seed)
+
+
+def init_points(views: Tensor, rig: Rig, geometry, scale: float, mode: str = INIT_AUTO, da3_model=None,
+                max_points: int = 60_000, n_random: int = 5000, seed: int = 0,
+                on_step: StepFn | None = None) -> tuple[Tensor, Tensor, str]:
+    """Initial points (N, 3) metric and colours (N, 3) for views (V, T, H, W, 3), by ``mode`` (module
+    docstring). Returns (points, colours, the concrete mode used)."""
+    V = views.shape[0]
+    mode = resolve_init(mode, V, geometry, da3_model)
+    cams = rig.metric(scale)
+    if mode == INIT_VIEWS_GT:
+        pts, cols = _fuse_views(views, geometry.views_depth[:, 0], cams, max_points, seed)
+    elif mode == INIT_VIEWS_DA3:
+        from ..view_depth import estimate_view_depth
+
+        ref = geometry.depth[0].float() if geometry is not None else None
+        depth, _, info = estimate_view_depth(da3_model, views, cams, (0,), reference_depth=ref, on_step=on_step)
+        if info.worst_residual > ALIGN_WARN:
+            warnings.warn(f"DA3 on the views agrees poorly with the rig (camera-centre residual "
+                          f"{info.worst_residual:.2f} of the rig's size): the views may not match the rig", stacklevel=2)
+        pts, cols = _fuse_views(views, depth[:, 0], cams, max_points, seed)
+    elif mode == INIT_SOURCE:
         depth = geometry.depth[0].float()
-        h, w = depth.shape
-        img = F.interpolate(views[0, 0].permute(2, 0, 1)[None].float(), size=(h, w), mode="bilinear",
-                            align_corners=False)[0].permute(1, 2, 0)
         if geometry.conf is not None:
             depth = torch.where(geometry.conf[0] > 0, depth, torch.full_like(depth, float("nan")))
+        h, w = depth.shape
         w2c = geometry.w2c[0].float()
-        cam = Camera(K=geometry.K.float()[None], R=w2c[None, :3, :3], t=w2c[None, :3, 3], width=w, height=h)
-        return backproject_views(depth[None], img[None], cam, max_points=60_000, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    pts = (rig.center.float() + (torch.rand(n_random, 3, generator=g) * 2 - 1)) * scale
-    return pts, torch.full((n_random, 3), 0.5)
+        src = Camera(K=geometry.K.float()[None], R=w2c[None, :3, :3], t=w2c[None, :3, 3], width=w, height=h)
+        pts, cols = _fuse_views(views[:1], depth[None], src, max_points, seed)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        pts = (rig.center.float() + (torch.rand(n_random, 3, generator=g) * 2 - 1)) * scale
+        cols = torch.full((n_random, 3), 0.5)
+    if len(pts) == 0:
+        raise ValueError(f"init={mode!r} gave no valid depth pixel; check the geometry / DA3 input")
+    return pts, cols, mode
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What the fit reached: mean training-view PSNR (dB) over all V*T images, per-view means (V,), the init
+    mode used, Gaussian count, and the fit's own counters."""
+
+    psnr: float
+    psnr_per_view: tuple[float, ...]
+    init: str
+    count: int
+    stats: FitStats
+
+    def text(self) -> str:
+        views = ", ".join(f"{p:.1f}" for p in self.psnr_per_view)
+        extra = f"; {self.stats.skipped} non-finite steps skipped" if self.stats.skipped else ""
+        extra += f"; rolled back {self.stats.restored}x" if self.stats.restored else ""
+        return (f"training-view PSNR {self.psnr:.2f} dB (per view: {views}); {self.count:,} Gaussians; "
+                f"init: {self.init}{extra}")
 
 
 def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, lr_means: float, lr_planes: float,
                   lambda_dssim: float, lambda_tv: float, max_gaussians: int, prune_opacity: float, sh_degree: int,
                   checkpoint_every: int, resume: bool, checkpoint_path: str | None, render_time: float,
-                  orbit_frames: int, on_step: StepFn | None = None, fmd=None,
-                  lambda_fmd: float = 0.0) -> tuple[Scene4D, Tensor]:
-    """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time)."""
+                  orbit_frames: int, init: str = INIT_AUTO, da3_model=None, on_step: StepFn | None = None,
+                  on_text: Callable[[str], None] | None = None, fmd=None, lambda_fmd: float = 0.0,
+                  background: tuple[float, float, float] | None = None) -> tuple[Scene4D, Tensor, FitReport]:
+    """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
+
+    ``on_step(done, total)`` counts init, iterations and the final PSNR renders; ``on_text(str)`` gets a line
+    every 25 iterations (running training PSNR) and the final report. ``background`` None: estimated from the
+    views (``fit.estimate_background``)."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
         raise ValueError(f"images: {images.shape[0] if images.dim() == 4 else tuple(images.shape)} images are not a "
@@ -57,23 +158,47 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
     views = images.reshape(V, T, *images.shape[1:]).float().cpu()
     scale = float(geometry.scale) if geometry is not None else 1.0
     cams = rig.metric(scale)
-    pts, cols = init_points(views, rig, geometry, scale)
-    cfg = FitConfig(iterations=int(iterations), sh_degree=int(sh_degree), lr_means=lr_means,
+    iterations = int(iterations)
+    total = iterations + V * T + 1
+
+    def step(done: int, _total: int) -> None:
+        report(on_step, done, total)
+
+    pts, cols, used = init_points(views, rig, geometry, scale, init, da3_model, init_points_cap(max_gaussians))
+    step(1, total)
+    cfg = FitConfig(iterations=iterations, sh_degree=int(sh_degree), lr_means=lr_means, background=background,
                     lambda_fmd=float(lambda_fmd) if fmd is not None else 0.0,
                     lr_means_final=lr_means / 100, lr_planes=lr_planes, lambda_dssim=lambda_dssim, lambda_tv=lambda_tv,
                     densify=DensifyConfig(max_gaussians=int(max_gaussians), prune_above=int(max_gaussians * 2 // 3),
-                                          prune_opacity=prune_opacity, stop=max(1, int(iterations) * 2 // 3)))
+                                          prune_opacity=prune_opacity, stop=max(1, iterations * 2 // 3)))
     times = torch.linspace(0, 1, T) if T > 1 else torch.zeros(1)
+    recent: list[float] = []
+
+    def metrics(m: dict) -> None:
+        recent.append(m["psnr"])
+        if on_text is not None and m["iteration"] % 25 == 0:
+            run = sum(recent[-50:]) / len(recent[-50:])
+            on_text(f"iteration {m['iteration']}/{iterations}: training PSNR ~{run:.1f} dB (last 50 images), "
+                    f"{m['count']:,} Gaussians, init: {used}")
+
     # ComfyUI runs nodes under torch.inference_mode(): the fit needs autograd, and inference tensors
     # (everything the upstream nodes made) cannot be saved for backward, so work on normal copies.
     with torch.inference_mode(False), torch.enable_grad():
         views, pts, cols, times = (x.clone() for x in (views, pts, cols, times))
         cams = replace(cams, K=cams.K.clone(), R=cams.R.clone(), t=cams.t.clone())
-        scene, _ = fit_4dgs(views, cams, times, cfg, pts, cols, on_step=on_step, checkpoint_path=checkpoint_path,
-                            checkpoint_every=int(checkpoint_every), resume=resume, fmd=fmd)
+        scene, stats = fit_4dgs(views, cams, times, cfg, pts, cols, on_step=lambda d, _t: step(1 + d, total),
+                                checkpoint_path=checkpoint_path, checkpoint_every=int(checkpoint_every), resume=resume,
+                                fmd=fmd, on_metrics=metrics)
     scene.extras["scale"] = scale
+    per = training_psnr(scene, views, cams, times, on_step=lambda d, _t: step(1 + iterations + d, total))
+    rep = FitReport(psnr=float(per.mean()), psnr_per_view=tuple(float(x) for x in per.mean(1)), init=used,
+                    count=len(scene), stats=stats)
+    if not math.isfinite(rep.psnr):
+        raise RuntimeError(f"4DGS fit: the final renders are not finite ({rep.text()})")
+    if on_text is not None:
+        on_text(rep.text())
     orbit = render_rig(scene, rig, True, orbit_frames, render_time, render_time)
-    return scene, orbit
+    return scene, orbit, rep
 
 
 @torch.no_grad()

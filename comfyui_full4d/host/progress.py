@@ -25,3 +25,20 @@ def progress(total: int = 1) -> StepFn:
         bar.update_absolute(int(done), max(1, int(total)))
 
     return on_step
+
+
+def progress_text(text: str) -> None:
+    """Show ``text`` under the running node in the browser (the host's progress-text message, as core nodes
+    send it); does nothing when no server or no executing node is known (in-process use, tests)."""
+    from comfy_execution.utils import get_executing_context
+
+    ctx = get_executing_context()
+    try:
+        from server import PromptServer
+
+        server = getattr(PromptServer, "instance", None)
+    except ImportError:
+        server = None
+    if ctx is None or server is None or not hasattr(server, "send_progress_text"):
+        return
+    server.send_progress_text(str(text), ctx.node_id)
