@@ -20,6 +20,23 @@ from comfyui_full4d.run import (WorkflowError, free_port, launch_server,  # noqa
                                 run_workflow, stop_server, _progress_printer)
 
 
+def written_files(outputs: dict, out: Path) -> list[Path]:
+    """Every file the prompt wrote: images / videos the host lists as {filename, subfolder}, and the files a
+    Full4DSave4DGS node lists in its text (paths relative to the output folder), with their folder."""
+    paths: list[Path] = []
+    for node in outputs.values():
+        for key, items in node.items():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
+                    paths.append(out / item.get("subfolder", "") / item["filename"])
+                elif key == "text" and isinstance(item, str):
+                    rels = [line for line in item.splitlines() if line.endswith((".ply", ".safetensors"))]
+                    if rels:
+                        paths.append(out / Path(rels[0]).parent)
+                        paths += [out / r for r in rels]
+    return paths
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "api" / "demo_synthetic_api.json")
@@ -42,11 +59,14 @@ def main() -> int:
         print(f"[demo] queueing {a.workflow.relative_to(ROOT)}")
         server = f"http://127.0.0.1:{port}"
         pid, history = asyncio.run(run_workflow(server, prompt, on_message=_progress_printer()))
-        files = [p for node in history.get("outputs", {}).values() for items in node.values()
-                 if isinstance(items, list) for p in items if isinstance(p, dict) and "filename" in p]
-        print(f"\n[demo] done (prompt {pid}). Outputs in {a.out}:")
-        for f in files:
-            print(f"  {a.out / f.get('subfolder', '') / f['filename']}")
+        outputs = history.get("outputs", {})
+        print(f"\n[demo] done (prompt {pid}).")
+        for nid, node in outputs.items():
+            if prompt.get(nid, {}).get("class_type") == "Full4DFit4DGS":
+                print(f"[demo] 4DGS fit: {' '.join(node.get('text', []))}")
+        print(f"[demo] files written under {a.out}:")
+        for path in written_files(outputs, a.out):
+            print(f"  {path}")
         return 0
     except WorkflowError as e:
         print(f"\n[demo] failed: {e}\n(server log: {log})", file=sys.stderr)

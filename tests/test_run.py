@@ -86,3 +86,24 @@ def test_five_queued_one_cancelled_server_stays_healthy(comfy_server):
     assert comfy_server.history(ids[3]) == {}, "the cancelled prompt ran anyway"
     assert comfy_server.get_json("/queue") == {"queue_running": [], "queue_pending": []}
     assert comfy_server.get_json("/system_stats")["system"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_demo_script_prints_psnr_and_every_written_file(tmp_path, comfy_host):  # comfy_host: host importable
+    """scripts/demo.py (what `make demo` runs) on the demo workflow at a test size: it prints the fit's
+    training-view PSNR and the path of every file it wrote, the exported scene folder and its files included."""
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(small_demo()))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--workflow", str(wf), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "[demo] 4DGS fit: training-view PSNR" in r.stdout, r.stdout[-2000:]
+    listed = {Path(line.strip()) for line in r.stdout.split("files written under", 1)[1].splitlines()[1:]
+              if line.startswith("  ")}
+    written = {p for p in out.rglob("*") if p.is_file()}
+    assert {p for p in listed if not p.is_dir()} == written, sorted(map(str, listed ^ written))
+    (folder,) = [p for p in listed if p.is_dir()]
+    assert folder.name.startswith("demo_scene") and len(list(folder.glob("*.ply"))) == 2
+    assert any(p.suffix == ".mp4" for p in listed)
