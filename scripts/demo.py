@@ -56,7 +56,7 @@ def main() -> int:
     proc = launch_server(a.comfyui, base, port, log, ("--output-directory", str(a.out)))
     try:
         prompt = json.loads(a.workflow.read_text())
-        print(f"[demo] queueing {a.workflow.relative_to(ROOT)}")
+        print(f"[demo] queueing {a.workflow}")
         server = f"http://127.0.0.1:{port}"
         pid, history = asyncio.run(run_workflow(server, prompt, on_message=_progress_printer()))
         outputs = history.get("outputs", {})
