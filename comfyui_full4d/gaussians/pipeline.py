@@ -16,6 +16,12 @@ Initialisation (SPEC 6: the fused point clouds of all views; ``INIT_MODES``):
 
 ``auto`` (the default) takes the first of these the inputs allow. The fused cloud is subsampled uniformly
 to ``init_points_cap(max_gaussians)`` so that densification has room to add detail.
+
+Background (``fit_background``), one colour for training and display: with a ``views:`` init every pixel of
+every view starts covered, so the background only shows through real holes in novel views and is best the
+views' own (``fit.estimate_background``); a sparse init (``source``, ``random``) has to grow into uncovered
+pixels, which only a black background makes costly enough (random init, 3 views 32x32, 300 iterations:
+25.5 dB against black, 20.8 with a random colour per step, 15.9 against the estimated grey).
 """
 
 from __future__ import annotations
@@ -32,17 +38,23 @@ from torch import Tensor
 from ..cameras import Camera, Rig
 from ..progress import StepFn, report
 from .densify import DensifyConfig
-from .fit import FitConfig, FitStats, fit_4dgs, render_scene, training_psnr
+from .fit import FitConfig, FitStats, estimate_background, fit_4dgs, render_scene, training_psnr
 from .init import backproject_views
 from .model import Scene4D
 
-__all__ = ["INIT_MODES", "FitReport", "fit_from_grid", "render_rig", "init_points", "init_points_cap",
+__all__ = ["INIT_MODES", "FitReport", "fit_background", "fit_from_grid", "render_rig", "init_points", "init_points_cap",
            "resolve_init"]
 
 INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM = (
     "auto", "views: ground-truth depth", "views: DA3 depth", "source: depth of frame 0", "random")
 INIT_MODES = (INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM)
 ALIGN_WARN = 0.1  # DA3-to-rig alignment residual (relative to the rig's size) above which the fit warns
+
+
+def fit_background(mode: str, views: Tensor) -> tuple[float, float, float]:
+    """The background (train and display) for a concrete init ``mode`` and views (V, T, H, W, 3); module
+    docstring."""
+    return estimate_background(views) if mode in (INIT_VIEWS_GT, INIT_VIEWS_DA3) else (0.0, 0.0, 0.0)
 
 
 def init_points_cap(max_gaussians: int) -> int:
@@ -148,8 +160,8 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
 
     ``on_step(done, total)`` counts init, iterations and the final PSNR renders; ``on_text(str)`` gets a line
-    every 25 iterations (running training PSNR) and the final report. ``background`` None: estimated from the
-    views (``fit.estimate_background``)."""
+    every 25 iterations (running training PSNR) and the final report. ``background`` None: by the init
+    (``fit_background``)."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
         raise ValueError(f"images: {images.shape[0] if images.dim() == 4 else tuple(images.shape)} images are not a "
@@ -166,6 +178,7 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
 
     pts, cols, used = init_points(views, rig, geometry, scale, init, da3_model, init_points_cap(max_gaussians))
     step(1, total)
+    background = fit_background(used, views) if background is None else background
     cfg = FitConfig(iterations=iterations, sh_degree=int(sh_degree), lr_means=lr_means, background=background,
                     lambda_fmd=float(lambda_fmd) if fmd is not None else 0.0,
                     lr_means_final=lr_means / 100, lr_planes=lr_planes, lambda_dssim=lambda_dssim, lambda_tv=lambda_tv,
