@@ -17,6 +17,33 @@ from .types import RIG
 ABLATIONS = Ablation.NAMES
 
 
+def _latent_inputs() -> list:
+    """Conditioning and latents, shared by both multi-view samplers (in this order)."""
+    return [
+        io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
+        io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
+        io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, 48, T, h, w)."),
+        io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
+                                               "view-major batch (V-1, 48, T, h, w)."),
+    ]
+
+
+def _sampling_inputs() -> list:
+    """Seed, steps, CFG, shift, host sampler and scheduler, shared by both multi-view samplers."""
+    return [
+        io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                     tooltip="Noise seed (noise is drawn for all views at once)."),
+        io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
+        io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
+        io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
+                       tooltip="Rectified-flow schedule shift (Wan2.2-TI2V-5B uses 5)."),
+        io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                       tooltip="Host sampler (the paper uses Euler)."),
+        io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                       tooltip="Host scheduler."),
+    ]
+
+
 class Full4DAdapterLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -47,22 +74,9 @@ class Full4DSampler(io.ComfyNode):
                         "conditioned on its projection latent and camera.",
             inputs=[
                 io.Model.Input("model", tooltip="MODEL from Full4DAdapterLoader."),
-                io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
-                io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
-                io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, 48, T, h, w)."),
-                io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
-                                                       "view-major batch (V-1, 48, T, h, w)."),
+                *_latent_inputs(),
                 RIG.Input("rig", tooltip="The camera rig the projections were rendered into (view 0 = source)."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip="Noise seed (noise is drawn for all views at once)."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
-                io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
-                               tooltip="Rectified-flow schedule shift (Wan2.2-TI2V-5B uses 5)."),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
-                               tooltip="Host sampler (the paper uses Euler)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
-                               tooltip="Host scheduler."),
+                *_sampling_inputs(),
                 io.Int.Input("views_per_pass", default=0, min=0, max=64,
                              tooltip="Target views sampled together with the source in one pass; 0 = all. "
                                      "Lower it when memory runs out: views in different passes do not attend "
@@ -102,24 +116,11 @@ class Full4DTrainingFreeSampler(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="Wan2.2-TI2V-5B straight from Load Diffusion Model "
                                                 "(not through Full4DAdapterLoader)."),
-                io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
-                io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
-                io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, 48, T, h, w)."),
-                io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
-                                                       "view-major batch (V-1, 48, T, h, w)."),
+                *_latent_inputs(),
                 io.Mask.Input("masks", tooltip="Validity masks of the projection renders (Full4DProjectToCameras "
                                                "'masks', all V views, view 0 first), at the renders' size."),
                 RIG.Input("rig", tooltip="The camera rig the projections were rendered into (view 0 = source)."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip="Noise seed (noise is drawn for all views at once)."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
-                io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
-                               tooltip="Rectified-flow schedule shift (Wan2.2-TI2V-5B uses 5)."),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
-                               tooltip="Host sampler."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
-                               tooltip="Host scheduler."),
+                *_sampling_inputs(),
                 io.Float.Input("stop", default=_TF.stop, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the steps during which the known (projected) region is replaced "
                                        "by the projection latent noised to the current level; the model finishes "

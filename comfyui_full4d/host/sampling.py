@@ -67,12 +67,7 @@ def sample_full4d(model, positive: list, negative: list, source: Tensor, project
         raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
     V = int(cams.shape[0])
     check_latents(source, projections, V)
-    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
-        raise ValueError(f"sampler_name {sampler_name!r} is not one of the host's samplers")
-    if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-        raise ValueError(f"scheduler {scheduler!r} is not one of the host's schedulers")
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_sampler_args(sampler_name, scheduler, steps)
     groups = view_groups(V, views_per_pass)
     _, _, T, h, w = source.shape
     check_memory(model, max(len(g) for g in groups), T, h, w, views_per_pass)
@@ -97,6 +92,16 @@ def sample_full4d(model, positive: list, negative: list, source: Tensor, project
         if gi == 0:
             out[0] = samples[0].float().cpu()  # the source row, kept clean by the denoise mask
     return out if include_source else out[1:]
+
+
+def check_sampler_args(sampler_name: str, scheduler: str, steps: int) -> None:
+    """ValueError naming the input when the host has no such sampler / scheduler or steps < 1."""
+    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
+        raise ValueError(f"sampler_name {sampler_name!r} is not one of the host's samplers")
+    if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+        raise ValueError(f"scheduler {scheduler!r} is not one of the host's schedulers")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
 
 
 def sample_rig(model, positive: list, negative: list, source: dict, projections: dict, rig,

@@ -43,7 +43,7 @@ from ..sampling import check_latents
 from ..training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
                              schedule_from, soft_latent_mask, stop_sigma)
 from .patch import _wan, get_adapter
-from .sampling import with_shift
+from .sampling import check_sampler_args, with_shift
 
 KEY = "full4d_training_free"
 LAYOUT_KEY = "full4d_cross_view"
@@ -191,12 +191,7 @@ def sample_training_free(model, positive: list, negative: list, source: Tensor, 
     if tuple(known.shape) != (V - 1, 1, *source.shape[2:]):
         raise ValueError(f"masks: soft masks of shape {tuple(known.shape)} do not match the projections "
                          f"{(V - 1, 1, *source.shape[2:])}")
-    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
-        raise ValueError(f"sampler_name {sampler_name!r} is not one of the host's samplers")
-    if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-        raise ValueError(f"scheduler {scheduler!r} is not one of the host's schedulers")
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_sampler_args(sampler_name, scheduler, steps)
     groups = pass_groups(V, views_per_pass, config.cross_view)
     base = with_noised_inpaint(with_shift(model, shift))
     sigmas = training_free_sigmas(base, steps, sampler_name, scheduler, config.start_sigma)
