@@ -1,6 +1,6 @@
 """The 4DGS fit as Full4DFit4DGS runs it (``gaussians.pipeline.fit_from_grid``) on the synthetic capture, with
 the demo workflow's fit values: ours (init from every view's depth, the estimated background) side by side with
-the node path before issue 13 (source view's frame-0 depth only, black background) in the same run.
+the node's init before issue 13 (source view's frame-0 depth only, black background) in the same run.
 
 Prints a markdown table: training-view PSNR (all V x T images), PSNR of the App. B orbit against ray-cast
 ground truth (the demo's orbit render: 48 cameras, time sweeping), wall time, Gaussian count, and the ratios.
@@ -65,7 +65,7 @@ def main() -> None:
     if a.only in ("ours", "both"):
         rows.append(("ours (all views' depth, estimated background)", run(cap, values, "auto", a.orbit_frames)))
     if a.only in ("baseline", "both"):
-        rows.append(("before (source view's depth, black background)", run(cap, values, BASELINE, a.orbit_frames)))
+        rows.append(("source view's depth only (black background)", run(cap, values, BASELINE, a.orbit_frames)))
     print(f"\n6 views x {a.frames} frames at {H}x{W}, {values['iterations']} iterations, SH {values['sh_degree']}, "
           f"max {values['max_gaussians']:,} Gaussians, {torch.get_num_threads()} CPU threads\n")
     print("| node path | init | training PSNR | orbit PSNR (ray-cast GT) | wall time | Gaussians |")
@@ -75,7 +75,7 @@ def main() -> None:
               f"{r['count']:,} |")
     if len(rows) == 2:
         (_, o), (_, b) = rows
-        print(f"| ours - before | | {o['train'] - b['train']:+.2f} dB | {o['orbit'] - b['orbit']:+.2f} dB | "
+        print(f"| ours - source only | | {o['train'] - b['train']:+.2f} dB | {o['orbit'] - b['orbit']:+.2f} dB | "
               f"{o['seconds'] / b['seconds']:.2f}x | |")
 
 
