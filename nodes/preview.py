@@ -68,8 +68,11 @@ class Full4DSplatPreview(io.ComfyNode):
             fh.write(buf)
         os.replace(tmp, path)
         cams = cameras_json(rig) if rig is not None else {"rig": [], "orbit": [], "center": None}
+        # the scene's background colour (its renders' and exports'), drawn where no splat covers a pixel
+        background = scene4d.extras.get("background") if scene4d is not None else None
         return io.NodeOutput(ui={"full4d_preview": [{"filename": name, "subfolder": SUBFOLDER, "type": "temp",
-                                                     "bytes": len(buf), "frames": len(frames)}],
+                                                     "bytes": len(buf), "frames": len(frames),
+                                                     "background": background}],
                                  "full4d_cameras": [json.dumps(cams)]})
 
 

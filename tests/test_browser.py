@@ -365,6 +365,17 @@ def test_demo_workflow_runs_from_page(browser, artifacts):
     assert pa.std() > 5, "preview canvas is blank"
     changed = (np.abs(pa - pb).max(-1) > 8).sum()
     assert changed > 50, f"moving the time slider changed only {changed} pixels"
+    # zoomed far out, the canvas corners show no splat: there the widget draws the scene's own background colour
+    # (the fit's, as in its renders and the orbit video), not the widget's dark grey
+    background = ui["full4d_preview"][0]["background"]
+    browser.page.evaluate(f"""() => {{ const w = {PREVIEW_JS}[0]; w.querySelector('.full4d-label').textContent = '';
+        w.querySelector('canvas').dispatchEvent(new WheelEvent('wheel', {{deltaY: 4000, bubbles: true,
+                                                                          cancelable: true}})); }}""")
+    browser.wait_label(f"t {t}/{t}")
+    c = _pixels(browser.canvas_png())
+    (artifacts / "demo_zoomed_out.png").write_bytes(browser.canvas_png())
+    corners = np.stack([c[2, 2], c[2, -3], c[-3, 2], c[-3, -3]]).astype(float)
+    assert np.abs(corners - 255 * np.asarray(background)).max() < 12, (corners, background)
     assert not browser.pack_errors(), browser.pack_errors()
 
 

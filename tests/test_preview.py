@@ -124,6 +124,7 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
     c0 = cap.rig.cameras
     eye0 = -(c0.R[0].double().T @ c0.t[0].double())
     np.testing.assert_allclose(cams["rig"][0]["eye"], eye0.numpy(), atol=1e-6)
+    assert item["background"] is None  # a PLY carries no background: the widget's own
     with pytest.raises(ValueError, match="ply_path"):
         cls.execute(scene4d=None, ply_path="missing.ply", rig=None)
     # only files inside the output folder: no absolute paths, no '..', no symlinks leading out
@@ -136,9 +137,18 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
         cls.execute(scene4d=None, ply_path="", rig=None)
 
 
-def test_scene_frames_match_scene_at():
+@pytest.mark.server
+def test_node_sends_the_scene_background(comfy_host):
+    """A scene's background colour (the fit's, used by its renders) goes to the widget with the frames."""
+    sc = _scene()
+    sc.extras["background"] = [0.25, 0.5, 0.75]
+    out = comfy_host.node("Full4DSplatPreview").execute(scene4d=sc, ply_path="", rig=None, num_frames=2, fps=8.0)
+    assert out.ui["full4d_preview"][0]["background"] == [0.25, 0.5, 0.75]
+
+
+def _scene():
+    """A small Scene4D with a non-zero deformation."""
     from comfyui_full4d.gaussians.model import Gaussians, HexPlane, HexPlaneConfig, Scene4D
-    from comfyui_full4d.preview import scene_frames
 
     torch.manual_seed(0)
     n = 64
@@ -148,8 +158,15 @@ def test_scene_frames_match_scene_at():
     with torch.no_grad():
         for p in hp.parameters():
             p.normal_(0, 0.3)  # make the deformation non-zero so frames differ
-    sc = Scene4D(gaussians=g, hexplane=hp, time_range=(0.0, 1.0), aabb=torch.tensor([[-3.0] * 3, [3.0] * 3]),
-                 sh_degree=0)
+    return Scene4D(gaussians=g, hexplane=hp, time_range=(0.0, 1.0), aabb=torch.tensor([[-3.0] * 3, [3.0] * 3]),
+                   sh_degree=0)
+
+
+def test_scene_frames_match_scene_at():
+    from comfyui_full4d.preview import scene_frames
+
+    sc = _scene()
+    g = sc.gaussians
     fr = scene_frames(sc, [0.0, 1.0])
     m1 = sc.at(1.0)[0]
     torch.testing.assert_close(fr[1]["means"], m1.detach())

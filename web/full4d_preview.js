@@ -37,7 +37,7 @@ function buildWidget(node) {
     const rect = canvas.getBoundingClientRect(), w = Math.round(rect.width), h = Math.round(rect.height);
     if (rect.width > 10 && (canvas.width !== w || canvas.height !== h)) { canvas.width = w; canvas.height = h; }
     const f = st.frame, id = ++st.drawId; // the label follows the newest draw once it is on the canvas
-    st.renderer.render(st.data.frames[f], { R, T, fovY: v.fov }, st.data.frames).then(() => {
+    st.renderer.render(st.data.frames[f], { R, T, fovY: v.fov }, st.data.frames, st.background).then(() => {
       if (id === st.drawId) label.textContent = `t ${f + 1}/${st.data.t} · ${st.data.n} splats`;
     }).catch((e) => { console.warn("[full4d] preview:", e); label.textContent = String(e.message ?? e); });
   };
@@ -96,7 +96,7 @@ function buildWidget(node) {
     const q = new URLSearchParams({ filename: item.filename, subfolder: item.subfolder, type: item.type });
     const r = await api.fetchApi(`/view?${q}`);
     if (!r.ok) throw new Error(`preview fetch failed: ${r.status}`);
-    st.data = mod.decodeF4DP(await r.arrayBuffer());
+    st.data = mod.decodeF4DP(await r.arrayBuffer()); st.background = item.background ?? null;
     st.cams = camsJson ? JSON.parse(camsJson) : null;
     fpsIn.value = String(Math.round(st.data.fps)); slider.max = String(st.data.t - 1);
     if (!st.renderer) st.renderer = new mod.SplatRenderer(canvas);

@@ -82,6 +82,9 @@ export function packFrame(B, frame) {
   return packed;
 }
 
+// [r, g, b] in [0, 1] -> 0xRRGGBB
+const rgbHex = (c) => c.reduce((h, x) => h * 256 + Math.round(255 * Math.min(1, Math.max(0, Number(x) || 0))), 0);
+
 export class SplatRenderer {
   constructor(canvas) {
     this.canvas = canvas;
@@ -128,11 +131,13 @@ export class SplatRenderer {
     this.meshes.clear();
   }
 
-  // frame: decoded frame; cam: {R: row-major 3x3 world-to-camera (OpenCV), T: [3], fovY (deg)}.
+  // frame: decoded frame; cam: {R: row-major 3x3 world-to-camera (OpenCV), T: [3], fovY (deg)}; background:
+  // [r, g, b] in [0, 1] where no splat covers a pixel (the scene's own, as its renders), null: the widget's.
   // Resolves once the frame is on the canvas with Spark's sort for this view.
-  async render(frame, cam, allFrames = null) {
+  async render(frame, cam, allFrames = null, background = null) {
     const seq = ++this.seq;
     await this.ready;
+    this.gl.setClearColor(background ? rgbHex(background) : 0x14141a, 1);
     const shown = this.mesh(frame);
     await shown.initialized;
     if (seq !== this.seq) return; // a newer render() call draws instead
