@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fixtures.wan import load_tiny_wan
+from fixtures.wan import load_tiny_wan, random_rig_inputs
 
 V, T, H, W, STEPS = 3, 2, 4, 6, 3
 
@@ -17,15 +17,8 @@ def base(comfy_host):
 
 @pytest.fixture(scope="module")
 def scene():
-    from comfyui_full4d.cameras import intrinsics_from_fov
-    from comfyui_full4d.rig import ring_rig
-
-    g = torch.Generator().manual_seed(3)
-    rig = ring_rig(V, intrinsics_from_fov(50, 96, 64), 96, 64)
-    src = {"samples": torch.randn(1, 48, T, H, W, generator=g)}
-    proj = {"samples": torch.randn(V - 1, 48, T, H, W, generator=g)}
-    pos = [[torch.randn(1, 7, 4096, generator=g), {}]]
-    neg = [[torch.randn(1, 7, 4096, generator=g), {}]]
+    rig, src, proj, pos, neg, _ = random_rig_inputs(V, T, H, W)
+    src, proj = {"samples": src}, {"samples": proj}
     return rig, src, proj, pos, neg
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fixtures.wan import load_tiny_wan
+from fixtures.wan import load_tiny_wan, random_rig_inputs
 
 V, T, H, W, STEPS = 3, 2, 4, 6, 4
 
@@ -18,15 +18,7 @@ def base(comfy_host):
 
 @pytest.fixture(scope="module")
 def scene():
-    from comfyui_full4d.cameras import intrinsics_from_fov
-    from comfyui_full4d.rig import ring_rig
-
-    g = torch.Generator().manual_seed(3)
-    rig = ring_rig(V, intrinsics_from_fov(50, 96, 64), 96, 64)
-    src = torch.randn(1, 48, T, H, W, generator=g)
-    proj = torch.randn(V - 1, 48, T, H, W, generator=g)
-    pos = [[torch.randn(1, 7, 4096, generator=g), {}]]
-    neg = [[torch.randn(1, 7, 4096, generator=g), {}]]
+    rig, src, proj, pos, neg, g = random_rig_inputs(V, T, H, W)
     known = torch.rand(V - 1, 1, T, H, W, generator=g)
     known[0, :, 0, :2] = 1.0  # some cells fully known, some fully unknown, the rest soft
     known[1, :, 1, 2:] = 0.0
