@@ -1,4 +1,4 @@
-"""Mutation check of the method rules (SPEC 2, 4, 5, 8): each rule broken once on purpose, and the test
+"""Mutation check of the method rules (SPEC 2-8): each rule broken once on purpose, and the test
 that must go red.
 
 Every break is a text substitution in a temporary copy of the ``comfyui_full4d`` package; the copy
@@ -48,6 +48,9 @@ def _m(rule: str, brk: str, edits, tests) -> Mutation:
 
 
 ATT, PATCH, ADAPTER = "attention.py", "host/patch.py", "adapter.py"
+PROJ, RIG, DENSIFY, PIPELINE = "projection.py", "rig.py", "gaussians/densify.py", "gaussians/pipeline.py"
+T_PROJ, T_RIG, T_DENSIFY, T_FIT = ("tests/test_projection.py", "tests/test_rig.py", "tests/test_densify.py",
+                                   "tests/test_fit.py")
 SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/fmd.py", "train.py"
 T_ATT, T_PATCH, T_ADAPTER = "tests/test_attention.py", "tests/test_patch.py", "tests/test_adapter.py"
 T_SAMPLER, T_FMD, T_FMD_HOST, T_TRAIN = ("tests/test_sampler.py", "tests/test_fmd.py", "tests/test_fmd_host.py",
@@ -91,6 +94,24 @@ MUTATIONS: list[Mutation] = [
        [(PATCH, "x = x + fused.reshape(B, L, C).to(x.dtype)",
          "x = x + wan.repeat_e(e[2], x) * fused.reshape(B, L, C).to(x.dtype)")],
        [f"{T_PATCH}::test_fused_branch_is_added_ungated_to_the_residual"]),
+    # ---- SPEC 3: point-cloud projection
+    _m("3 nearest point wins (z-buffer)", "the farthest point wins",
+       [(PROJ, 'reduce="amin")', 'reduce="amax")')],
+       [f"{T_PROJ}::test_nearer_point_wins_and_splat_radius"]),
+    _m("3 holes stay black (mask 0)", "holes filled with white",
+       [(PROJ, "out = torch.zeros(Vc * Tc * Ho * Wo, 3,", "out = torch.ones(Vc * Tc * Ho * Wo, 3,")],
+       [f"{T_PROJ}::test_matches_reference_exactly"]),
+    _m("3 confidence threshold", "every pixel with depth is projected whatever its confidence",
+       [(PROJ, "        ok &= torch.nan_to_num(conf, nan=-math.inf) > conf_threshold\n",
+         "        ok &= torch.nan_to_num(conf, nan=-math.inf) > -math.inf\n")],
+       [f"{T_PROJ}::test_pixels_below_the_confidence_threshold_are_not_projected"]),
+    _m("3 view 0 is the source frame", "the source camera gets the point render, not the frame",
+       [(PROJ, "                    renders[v, t] = images[t].to(renders.dtype)\n",
+         "                    renders[v, t] = renders[v, t]\n")],
+       [f"{T_PROJ}::test_view0_is_the_source_frame_itself"]),
+    _m("3 rig translations in units of s", "rig translations used as metres (scale ignored)",
+       [(PROJ, "    cams = rig.metric(geometry.scale)\n", "    cams = rig.metric(1.0)\n")],
+       [f"{T_PROJ}::test_project_rig_checks_and_scale"]),
     # ---- SPEC 4: camera conditioning
     _m("4 camera MLP last layer zero-init", "fc2 weight starts at U(+-1e-3)",
        [(ADAPTER, "                p.zero_()\n", "                p.zero_()\n            _uniform_(blk.cam.fc2.weight, 1e-3, g)\n")],
@@ -130,6 +151,34 @@ MUTATIONS: list[Mutation] = [
     _m("5 velocity target eps - z0", "training target z0 - eps",
        [(TRAIN, "(eps[1:] - z0[1:]).float()", "(z0[1:] - eps[1:]).float()")],
        [f"{T_TRAIN}::test_noisy_latents_and_loss_follow_the_formulas"]),
+    # ---- SPEC 6: 4D Gaussian reconstruction
+    _m("6 init fuses all views", "auto init from the source view's depth only (the old node path)",
+       [(PIPELINE, "            return INIT_VIEWS_GT\n", "            return INIT_SOURCE\n")],
+       [f"{T_FIT}::test_auto_init_fuses_every_views_points"]),
+    _m("6 never above 120,000 Gaussians", "default budget 200,000",
+       [(DENSIFY, "    max_gaussians: int = 120_000\n", "    max_gaussians: int = 200_000\n")],
+       [f"{T_DENSIFY}::test_spec_budget_defaults"]),
+    _m("6 the budget is never exceeded", "densification ignores the budget",
+       [(DENSIFY, "    budget = max(0, config.max_gaussians - n)\n", "    budget = n\n")],
+       [f"{T_DENSIFY}::test_cap_never_exceeded_highest_gradients_win"]),
+    _m("6 above 80,000 prune opacity < 0.015", "prune threshold 0.005 above the count",
+       [(DENSIFY, "    prune_opacity: float = 0.015\n", "    prune_opacity: float = 0.005\n")],
+       [f"{T_DENSIFY}::test_prune_rule"]),
+    # ---- SPEC 7: camera interpolation
+    _m("7 sorted by azimuth", "cameras kept in the given order",
+       [(RIG, '    order = np.argsort(np.arctan2(d[:, 2], d[:, 0]), kind="stable")\n',
+         "    order = np.arange(len(d))\n")],
+       [f"{T_RIG}::test_passes_through_keys_sample0_first_sorted_and_order_free"]),
+    _m("7 closed-loop C2 spline", "natural (not periodic) spline",
+       [(RIG, 'bc_type="periodic"', 'bc_type="natural"')],
+       [f"{T_RIG}::test_closed_and_c2_numerically"]),
+    _m("7 SLERP between keys", "piecewise-constant orientations (nearest previous key)",
+       [(RIG, "    R_out = Slerp(knots, Rotation.from_quat(q))(s).as_matrix()\n",
+         "    R_out = Rotation.from_quat(q[np.floor(s * V).astype(int)]).as_matrix()\n")],
+       [f"{T_RIG}::test_interpolation_matches_hand_spline_and_slerp"]),
+    _m("7 sample 0 equals camera 0", "samples at the interval midpoints",
+       [(RIG, "    s = np.arange(int(n)) / int(n)\n", "    s = (np.arange(int(n)) + 0.5) / int(n)\n")],
+       [f"{T_RIG}::test_passes_through_keys_sample0_first_sorted_and_order_free"]),
     # ---- SPEC 8: flow matching distillation
     _m("8 tau ~ U[0.02, 0.98]", "tau ~ U[0, 1]",
        [(FMD, "tau = float(lo + (hi - lo) * torch.rand((), generator=generator))",

@@ -61,6 +61,12 @@ def test_split_samples_within_the_gaussian():
     assert torch.all(d < 0.1 * 5) and torch.all(d > 0)
 
 
+def test_spec_budget_defaults():
+    """SPEC 6: never above 120,000 Gaussians; above 80,000, prune opacity < 0.015."""
+    cfg = DensifyConfig()
+    assert (cfg.max_gaussians, cfg.prune_above, cfg.prune_opacity) == (120_000, 80_000, 0.015)
+
+
 def test_prune_rule():
     gs, opts = _setup(10)
     with torch.no_grad():

@@ -28,6 +28,26 @@ def _cfg(iters=12):
                      densify=DensifyConfig(start=4, stop=10, interval=4, grad_threshold=1e-6, max_gaussians=600))
 
 
+@pytest.mark.parametrize("mode, all_covered", [("auto", True), ("source: depth of frame 0", False)])
+def test_auto_init_fuses_every_views_points(mode, all_covered):
+    """SPEC 6: the node's default init fuses the point clouds of all views, so every pixel of every training
+    view starts covered (the source view's depth alone leaves most of the other views empty)."""
+    from comfyui_full4d.gaussians.pipeline import INIT_VIEWS_GT, init_points
+
+    V, H, W = 4, 24, 32
+    cap = make_capture(V, 3, H, W)
+    pts, _, used = init_points(cap.view_major.reshape(V, 3, H, W, 3), cap.rig, cap.geometry(), cap.scale, mode)
+    assert (used == INIT_VIEWS_GT) == all_covered
+    cams = cap.rig.metric(cap.scale)
+    for v in range(V):
+        x = pts @ cams.R[v].T + cams.t[v]
+        uv = x @ cams.K[v].T
+        u, w = (uv[:, 0] / uv[:, 2]).floor().long(), (uv[:, 1] / uv[:, 2]).floor().long()
+        ok = (x[:, 2] > 0) & (u >= 0) & (u < W) & (w >= 0) & (w < H)
+        covered = len(torch.unique(w[ok] * W + u[ok])) / (H * W)
+        assert (covered > 0.99) == (all_covered or v == 0), (v, covered)
+
+
 def test_input_errors(tiny):
     cap, cams, pts, cols = tiny
     with pytest.raises(ValueError, match="rig has 2 cameras"):

@@ -159,6 +159,28 @@ def test_projection_into_source_camera_reproduces_image(capture):
     assert m.all() and torch.equal(r[0], capture.source)
 
 
+def test_pixels_below_the_confidence_threshold_are_not_projected():
+    """SPEC 3: only pixels with confidence above the threshold become points. Projected back into the source
+    camera, every point lands on its own pixel: the mask is exactly the confident pixels."""
+    images, depth, K, _, _, _ = random_scene(T=1)
+    conf = torch.rand(depth.shape, generator=torch.Generator().manual_seed(2))
+    r, m = project_to_cameras(images, depth, K, torch.eye(4), K[None], torch.eye(4)[None], conf=conf,
+                              conf_threshold=0.5)
+    assert torch.equal(m[0], conf > 0.5)
+    assert torch.equal(r[0][m[0]], images[m[0]]) and not r[0][~m[0]].any()
+
+
+def test_view0_is_the_source_frame_itself(capture):
+    """SPEC 3: the render for view 0 is the source frame (all valid), also where its own points would leave
+    holes (low-confidence pixels) or be covered by a neighbour's splat."""
+    g = capture.geometry()
+    conf = torch.rand(g.depth.shape, generator=torch.Generator().manual_seed(0))
+    g = Geometry(depth=g.depth, K=g.K, w2c=g.w2c, scale=g.scale, conf=conf)
+    r, m = project_rig(capture.source, g, capture.rig, conf_threshold=0.5, point_radius=1)
+    assert torch.equal(r[0], capture.source) and bool(m[0].all())
+    assert not bool(m[1:].all())  # the other views do have holes
+
+
 def test_project_rig_checks_and_scale(capture):
     g = capture.geometry()
     with pytest.raises(ValueError, match="do not match the geometry"):
