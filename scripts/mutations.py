@@ -49,6 +49,7 @@ def _m(rule: str, brk: str, edits, tests) -> Mutation:
 
 ATT, PATCH, ADAPTER = "attention.py", "host/patch.py", "adapter.py"
 PROJ, RIG, DENSIFY, PIPELINE = "projection.py", "rig.py", "gaussians/densify.py", "gaussians/pipeline.py"
+LOSSES, T_HEXPLANE = "gaussians/losses.py", "tests/test_hexplane.py"
 T_PROJ, T_RIG, T_DENSIFY, T_FIT = ("tests/test_projection.py", "tests/test_rig.py", "tests/test_densify.py",
                                    "tests/test_fit.py")
 SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/fmd.py", "train.py"
@@ -155,6 +156,9 @@ MUTATIONS: list[Mutation] = [
     _m("6 init fuses all views", "auto init from the source view's depth only (the old node path)",
        [(PIPELINE, "            return INIT_VIEWS_GT\n", "            return INIT_SOURCE\n")],
        [f"{T_FIT}::test_auto_init_fuses_every_views_points"]),
+    _m("6 loss L1 + 0.2 D-SSIM", "3DGS weighting (1 - 0.2) L1 + 0.2 D-SSIM",
+       [(LOSSES, "    return l1_loss(pred, target) + lambda_dssim", "    return (1 - lambda_dssim) * l1_loss(pred, target) + lambda_dssim")],
+       [f"{T_HEXPLANE}::test_photometric_loss_is_l1_plus_0_2_dssim"]),
     _m("6 never above 120,000 Gaussians", "default budget 200,000",
        [(DENSIFY, "    max_gaussians: int = 120_000\n", "    max_gaussians: int = 200_000\n")],
        [f"{T_DENSIFY}::test_spec_budget_defaults"]),

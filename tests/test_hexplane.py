@@ -145,6 +145,14 @@ def test_ssim_matches_kornia():
     assert float(photometric_loss(a, a)) < 1e-6
 
 
+def test_photometric_loss_is_l1_plus_0_2_dssim():
+    """SPEC 6: ``L1 + 0.2 * D-SSIM`` with D-SSIM = 1 - SSIM (the L1 term unweighted)."""
+    torch.manual_seed(1)
+    a, b = torch.rand(16, 20, 3), torch.rand(16, 20, 3)
+    l1 = float((a - b).abs().mean())
+    torch.testing.assert_close(float(photometric_loss(a, b)), l1 + 0.2 * (1 - float(ssim(a, b))), rtol=1e-6, atol=0)
+
+
 def test_contract_inner_box_linear_outside_compressed_and_continuous():
     from comfyui_full4d.gaussians.model import contract
 

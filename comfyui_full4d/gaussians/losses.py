@@ -1,7 +1,7 @@
-"""Photometric losses of the 4DGS fit (SPEC 6): ``L = (1 - lambda) L1 + lambda (1 - SSIM)``.
+"""Photometric losses of the 4DGS fit (SPEC 6): ``L = L1 + lambda (1 - SSIM)``, lambda = 0.2.
 
-Choice (documented): SPEC 6 writes ``L1 + 0.2 * D-SSIM``; we follow the 3DGS code it comes from,
-``(1 - 0.2) * L1 + 0.2 * (1 - SSIM)``, with D-SSIM taken as ``1 - SSIM`` (no 1/2). SSIM uses an
+SPEC 6 writes ``L1 + 0.2 * D-SSIM``, as 4D-GS's training code does (``loss = Ll1 + lambda_dssim *
+(1 - ssim)``; 3DGS instead weights L1 by ``1 - lambda``). D-SSIM is ``1 - SSIM`` (no 1/2). SSIM uses an
 11x11 Gaussian window with sigma 1.5, constants ``C1 = 0.01^2, C2 = 0.03^2`` and zero padding of
 the windowed sums (3DGS's ``ssim``: ``F.conv2d`` with padding 5), averaged over pixels and channels.
 """
@@ -52,8 +52,8 @@ def ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tens
 
 
 def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float = 0.2) -> Tensor:
-    """``(1 - lambda) * L1 + lambda * (1 - SSIM)`` (3DGS). pred, target (H, W, 3)."""
-    return (1 - lambda_dssim) * l1_loss(pred, target) + lambda_dssim * (1 - ssim(pred, target))
+    """``L1 + lambda * (1 - SSIM)`` (SPEC 6, 4D-GS). pred, target (H, W, 3)."""
+    return l1_loss(pred, target) + lambda_dssim * (1 - ssim(pred, target))
 
 
 def psnr(pred: Tensor, target: Tensor) -> float:
