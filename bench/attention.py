@@ -22,7 +22,7 @@ import time
 def _worker(method: str, B: int, H: int, V: int, T: int, S: int, D: int, device: str, dtype: str, reps: int) -> dict:
     import torch
 
-    from comfyui_full4d.attention import fused_tv_attention, fused_tv_attention_reference
+    from comfyui_full4d.diffusion.attention import fused_tv_attention, fused_tv_attention_reference
 
     dt = getattr(torch, dtype)
     N = V * 2 * T * S
@@ -100,7 +100,7 @@ def main() -> None:
         print(json.dumps(_worker(a.worker, a.B, a.heads, a.views[0], a.T, a.S[0], a.D, a.device, a.dtype, a.reps)))
         return
 
-    from comfyui_full4d.attention import frame_visibility
+    from comfyui_full4d.diffusion.attention import frame_visibility
 
     sizes = a.S or ([64, 252] if cuda else [16, 32])
     methods = ["exact", "flex"] if cuda else ["exact"]
@@ -130,7 +130,7 @@ def _block_mask_table(a: argparse.Namespace, sizes: list[int]) -> None:
     """Flex BlockMask from the frame rule vs torch's create_block_mask (which evaluates N x N pairs)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    import comfyui_full4d.attention as att
+    import comfyui_full4d.diffusion.attention as att
 
     print("\nFlex BlockMask (128-token tiles, CPU build): ours from the frame rule vs create_block_mask\n")
     print("| V | S | N | rule density | tiles computed | ours s | create_block_mask s | speed-up |")

@@ -8,7 +8,7 @@ Each row trains the adapter from zero-init for ``--steps`` steps with one Tab. 4
 seed, data and draws), then evaluates on a held-out synthetic scene: the flow-matching loss on
 fixed clips (``val_loss``), and the host sampler's output (``sample_full4d`` after the inference
 loader ``load_full4d`` read the trained file), decoded by the VAE and scored with
-``comfyui_full4d.metrics`` against the true target views (PSNR, SSIM), the input video (SIFT
+``comfyui_full4d.media.metrics`` against the true target views (PSNR, SSIM), the input video (SIFT
 matches), the projection renders (``reproj_l1``) and for flicker; ``lat_mse`` compares sampled
 latents with the true views' latents. The row "zero-init" is the untrained adapter (= base Wan2.2).
 The tiny model and tiny VAE are random-initialised: the numbers check the pipeline and the
@@ -66,9 +66,9 @@ def _args(argv=None):
 
 
 def _fixed_loss(model, scene, cfg, cache, ablation, seeds=(101, 202, 303)):
-    from comfyui_full4d import dataset as ds
-    from comfyui_full4d import train as tr
-    from comfyui_full4d.adapter import camera_features
+    from comfyui_full4d.training import dataset as ds
+    from comfyui_full4d.training import train as tr
+    from comfyui_full4d.diffusion.adapter import camera_features
 
     total = 0.0
     with torch.no_grad():
@@ -111,14 +111,14 @@ def tab4(a, host, work: Path) -> tuple[str, str]:
     """Train one adapter per Tab. 4 variant and score it; returns (header, markdown table)."""
     from fixtures.wan import load_tiny_wan, tiny_wan_vae
 
-    from comfyui_full4d import dataset as ds
-    from comfyui_full4d import metrics
-    from comfyui_full4d import train as tr
-    from comfyui_full4d.adapter import camera_features
+    from comfyui_full4d.training import dataset as ds
+    from comfyui_full4d.media import metrics
+    from comfyui_full4d.training import train as tr
+    from comfyui_full4d.diffusion.adapter import camera_features
     from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d, with_ablation
     from comfyui_full4d.host.sampling import sample_full4d
     from comfyui_full4d.host.training import HostTrainModel
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.media.synthetic import make_capture
 
     t_all = time.perf_counter()
     kw = dict(num_views=a.views, num_frames=a.scene_frames, height=a.size, width=a.size)
@@ -174,7 +174,7 @@ def tab4(a, host, work: Path) -> tuple[str, str]:
 @torch.no_grad()
 def _score(scene, cams, times, gt) -> tuple[float, float]:
     """Mean PSNR / SSIM of the fit rendered at cams (B,) x times vs gt (B, T, H, W, 3)."""
-    from comfyui_full4d import metrics
+    from comfyui_full4d.media import metrics
     from comfyui_full4d.gaussians import render_scene
 
     ps, ss = [], []
@@ -189,13 +189,13 @@ def tab5(a) -> tuple[str, str]:
     """4DGS without / with FMD on one synthetic capture (module docstring); returns (header, markdown table)."""
     from fixtures.wan import load_tiny_wan, tiny_wan_vae
 
-    from comfyui_full4d import metrics
-    from comfyui_full4d.cameras import Camera
+    from comfyui_full4d.media import metrics
+    from comfyui_full4d.geometry.cameras import Camera
     from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, backproject_views, fit_4dgs
     from comfyui_full4d.host.fmd import host_fmd
     from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
-    from comfyui_full4d.rig import interpolate_rig
-    from comfyui_full4d.synthetic import make_capture, make_scene, render
+    from comfyui_full4d.geometry.rig import interpolate_rig
+    from comfyui_full4d.media.synthetic import make_capture, make_scene, render
 
     t_all = time.perf_counter()
     V, T, S, iters = a.fit_views, a.fit_frames, a.fit_size, a.fit_iterations
@@ -245,7 +245,7 @@ Columns: `val_loss` flow-matching loss on fixed held-out clips (tau 0.6); `lat_m
 target latents (model space); `psnr` / `ssim` decoded target views vs the true views; `matches`
 SIFT ratio-test matches with the input frame at the same timestamp (stand-in for the paper's
 "Mat. Pix."); `reproj_l1` mean |view - projection render| where the projection is valid;
-`flicker_excess` temporal flicker above the true views' (definitions: `comfyui_full4d/metrics.py`).
+`flicker_excess` temporal flicker above the true views' (definitions: `comfyui_full4d/media/metrics.py`).
 
 What this is and is not: the base model and VAE are tiny random-initialised fixtures (no hub
 weights here), trained for a few dozen CPU steps. The table shows the pipeline end to end

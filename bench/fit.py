@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from comfyui_full4d.cameras import Camera
+from comfyui_full4d.geometry.cameras import Camera
 from comfyui_full4d.gaussians import (DensifyConfig, FitConfig, FMDConfig, HexPlaneConfig, backproject_views,
                                       fit_4dgs, render_scene)
 from comfyui_full4d.gaussians.fmd import StandInVelocity, pool_encoder
-from comfyui_full4d.metrics import psnr, ssim
-from comfyui_full4d.rig import interpolate_rig
-from comfyui_full4d.synthetic import make_capture, make_scene, render
+from comfyui_full4d.media.metrics import psnr, ssim
+from comfyui_full4d.geometry.rig import interpolate_rig
+from comfyui_full4d.media.synthetic import make_capture, make_scene, render
 
 
 @torch.no_grad()

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from comfyui_full4d.gaussians import pipeline
-from comfyui_full4d.metrics import psnr
-from comfyui_full4d.rig import interpolate_rig_cameras
-from comfyui_full4d.synthetic import make_capture, make_scene, render
+from comfyui_full4d.media.metrics import psnr
+from comfyui_full4d.geometry.rig import interpolate_rig_cameras
+from comfyui_full4d.media.synthetic import make_capture, make_scene, render
 
 DEMO = Path(__file__).resolve().parents[1] / "workflows" / "api" / "demo_synthetic_api.json"
 BASELINE = "source: depth of frame 0"
@@ -35,9 +35,11 @@ def fit_values() -> dict:
 
 def run(cap, values: dict, init: str, orbit_frames: int) -> dict:
     """One node-path fit (its own background rule: black for the source-view init, as before issue 13)."""
-    kw = {**values, "init": init, "resume": False, "checkpoint_path": None, "orbit_frames": 1}
+    fit_keys = ("iterations", "lr_means", "lr_planes", "lambda_dssim", "lambda_tv", "max_gaussians", "prune_opacity",
+                "sh_degree")
+    cfg = pipeline.node_fit_config(**{k: values[k] for k in fit_keys})
     t0 = time.time()
-    scene, _, report = pipeline.fit_from_grid(cap.view_major, cap.rig, cap.geometry(), **kw)
+    scene, _, report = pipeline.fit_from_grid(cap.view_major, cap.rig, cfg, cap.geometry(), init=init)
     seconds = time.time() - t0
     frames = pipeline.render_rig(scene, interpolate_rig_cameras(cap.rig, 120), True, orbit_frames, 0.0, 1.0)
     cams = interpolate_rig_cameras(interpolate_rig_cameras(cap.rig, 120), orbit_frames).metric(cap.scale)

@@ -20,8 +20,8 @@ import torch
 
 
 def make_scene(T: int, V: int, H: int, W: int, seed: int = 0) -> tuple:
-    from comfyui_full4d.cameras import intrinsics_from_fov
-    from comfyui_full4d.rig import ring_rig
+    from comfyui_full4d.geometry.cameras import intrinsics_from_fov
+    from comfyui_full4d.geometry.rig import ring_rig
 
     g = torch.Generator().manual_seed(seed)
     K = intrinsics_from_fov(50.0, W, H)
@@ -57,7 +57,7 @@ def _peak_mb() -> float:
 
 def _measure(args: tuple) -> tuple[float, float, float]:
     which, T, V, H, W, repeat = args
-    from comfyui_full4d.projection import project_to_cameras, project_to_cameras_reference
+    from comfyui_full4d.geometry.projection import project_to_cameras, project_to_cameras_reference
 
     scene = make_scene(T, V, H, W)
     fn = project_to_cameras if which == "ours" else project_to_cameras_reference

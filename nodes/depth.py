@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-from comfyui_full4d.depth import depth_preview, estimate_depth
+from comfyui_full4d.geometry.depth import depth_preview, estimate_depth
 from comfyui_full4d.host.depth import da3_folders, load_da3_model
 from comfyui_full4d.host.progress import progress
 

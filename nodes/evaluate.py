@@ -1,8 +1,8 @@
-"""Full4D nodes: evaluation of generated views (SPEC 9; metrics in comfyui_full4d.metrics)."""
+"""Full4D nodes: evaluation of generated views (SPEC 9; metrics in comfyui_full4d.media.metrics)."""
 
 from comfy_api.latest import io
 
-from comfyui_full4d.metrics import evaluation_report
+from comfyui_full4d.media.metrics import evaluation_report
 
 
 class Full4DEvaluate(io.ComfyNode):

@@ -85,7 +85,7 @@ class Full4DFit4DGS(io.ComfyNode):
                 prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
                 geometry=None, init=INIT_AUTO, da3_model=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None,
                 fmd_positive=None, fmd_source=None, fmd_source_latent=None) -> io.NodeOutput:
-        from comfyui_full4d.gaussians.pipeline import fit_from_grid
+        from comfyui_full4d.gaussians.pipeline import fit_from_grid, node_fit_config
         from comfyui_full4d.host.fmd import fmd_from_inputs
 
         fmd = fmd_from_inputs(lambda_fmd, fmd_model, fmd_vae, fmd_positive, fmd_source, fmd_source_latent, geometry,
@@ -100,13 +100,14 @@ class Full4DFit4DGS(io.ComfyNode):
         folder = os.path.join(temp_dir(), "full4d_4dgs")
         os.makedirs(folder, exist_ok=True)
         with client_paths():
+            cfg = node_fit_config(iterations=iterations, lr_means=lr_means, lr_planes=lr_planes,
+                                  lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
+                                  prune_opacity=prune_opacity, sh_degree=sh_degree, lambda_fmd=lambda_fmd)
             scene, orbit, report = fit_from_grid(
-                images, rig, geometry, iterations=iterations, lr_means=lr_means, lr_planes=lr_planes,
-                lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
-                prune_opacity=prune_opacity, sh_degree=sh_degree, checkpoint_every=checkpoint_every, resume=resume,
-                checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"), render_time=render_time,
-                orbit_frames=orbit_frames, init=init, da3_model=da3_model, on_step=progress(iterations),
-                on_text=progress_text, fmd=fmd, lambda_fmd=lambda_fmd)
+                images, rig, cfg, geometry, init=init, da3_model=da3_model, fmd=fmd,
+                checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"),
+                checkpoint_every=checkpoint_every, resume=resume, render_time=render_time, orbit_frames=orbit_frames,
+                on_step=progress(iterations), on_text=progress_text)
         return io.NodeOutput(scene, orbit, report.psnr, ui=ui.PreviewText(report.text()))
 
 

@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-from comfyui_full4d.grid import split_views, view_grid
+from comfyui_full4d.media.grid import split_views, view_grid
 
 
 class Full4DViewGrid(io.ComfyNode):

@@ -3,7 +3,7 @@
 import torch
 from comfy_api.latest import io
 
-from comfyui_full4d.grid import split_views
+from comfyui_full4d.media.grid import split_views
 from comfyui_full4d.host.progress import progress
 
 

@@ -4,10 +4,10 @@ import os
 
 from comfy_api.latest import io
 
-from comfyui_full4d.captures import FORMATS
+from comfyui_full4d.training.captures import FORMATS
 from comfyui_full4d.host.paths import input_subfolder
 from comfyui_full4d.host.progress import progress
-from comfyui_full4d.video import SIZE_MULTIPLE
+from comfyui_full4d.media.video import SIZE_MULTIPLE
 
 from .types import RIG
 
@@ -77,7 +77,7 @@ class Full4DLoadMultiView(io.ComfyNode):
 
     @classmethod
     def execute(cls, folder, format, views, num_frames, start, stride, width, height) -> io.NodeOutput:
-        from comfyui_full4d.captures import load_multiview
+        from comfyui_full4d.training.captures import load_multiview
 
         mv = load_multiview(input_subfolder(folder, "folder"), format, views, num_frames, start, stride,
                             None if width == 0 and height == 0 else (height, width), label=folder,

@@ -1,5 +1,5 @@
 """Full4D nodes: browser preview of a 4D Gaussian scene (issue 7). The node writes one quantised "F4DP"
-buffer (comfyui_full4d.preview) to the temp folder and returns it in its UI output; web/full4d_preview.js
+buffer (comfyui_full4d.gaussians.preview) to the temp folder and returns it in its UI output; web/full4d_preview.js
 fetches it with /view and renders it."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import os
 
 from comfy_api.latest import io
 
+from comfyui_full4d.common.io import write_bytes
 from comfyui_full4d.host.paths import client_paths, safe_join, output_dir, temp_dir
-from comfyui_full4d.preview import cameras_json, encode_frames, read_ply_gaussians, scene_frames
+from comfyui_full4d.gaussians.preview import cameras_json, encode_frames, read_ply_gaussians, scene_frames
 
 from .types import RIG, SCENE4D
 
@@ -63,10 +64,7 @@ class Full4DSplatPreview(io.ComfyNode):
         folder = os.path.join(temp_dir(), SUBFOLDER)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name)
-        tmp = path + ".part"
-        with open(tmp, "wb") as fh:
-            fh.write(buf)
-        os.replace(tmp, path)
+        write_bytes(path, buf)
         cams = cameras_json(rig) if rig is not None else {"rig": [], "orbit": [], "center": None}
         # the scene's background colour (its renders' and exports'), drawn where no splat covers a pixel
         background = scene4d.extras.get("background") if scene4d is not None else None

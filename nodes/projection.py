@@ -3,7 +3,7 @@
 from comfy_api.latest import io
 
 from comfyui_full4d.host.progress import progress
-from comfyui_full4d.projection import project_rig_batch
+from comfyui_full4d.geometry.projection import project_rig_batch
 
 from .types import GEOMETRY, RIG
 

@@ -2,8 +2,8 @@
 
 from comfy_api.latest import io
 
-from comfyui_full4d.rig import PRESETS, interpolate_rig_cameras
-from comfyui_full4d.rig_plot import rig_with_plot
+from comfyui_full4d.geometry.rig import PRESETS, interpolate_rig_cameras
+from comfyui_full4d.geometry.rig_plot import rig_with_plot
 
 from .types import GEOMETRY, RIG
 

@@ -9,8 +9,8 @@ from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.host.sampling import sample_rig
 from comfyui_full4d.host.training_free import sample_rig_training_free
-from comfyui_full4d.train import Ablation
-from comfyui_full4d.training_free import TrainingFreeConfig
+from comfyui_full4d.diffusion.ablation import Ablation
+from comfyui_full4d.diffusion.training_free import TrainingFreeConfig
 
 from .types import RIG
 

@@ -3,7 +3,7 @@
 from comfy_api.latest import io
 
 from comfyui_full4d.host.progress import progress
-from comfyui_full4d.synthetic import make_capture
+from comfyui_full4d.media.synthetic import make_capture
 
 from .types import GEOMETRY, RIG
 

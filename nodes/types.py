@@ -2,11 +2,11 @@
 
 from comfy_api.latest import io
 
-# comfyui_full4d.cameras.Rig
+# comfyui_full4d.geometry.cameras.Rig
 RIG = io.Custom("FULL4D_RIG")
-# comfyui_full4d.geometry.Geometry (depth, confidence, K, per-frame poses)
+# comfyui_full4d.geometry.source.Geometry (depth, confidence, K, per-frame poses)
 GEOMETRY = io.Custom("FULL4D_GEOMETRY")
-# a loaded Depth Anything 3 network (comfyui_full4d.depth)
+# a loaded Depth Anything 3 network (comfyui_full4d.geometry.depth)
 DA3_MODEL = io.Custom("FULL4D_DA3_MODEL")
 # comfyui_full4d.gaussians.Scene4D
 SCENE4D = io.Custom("FULL4D_SCENE4D")

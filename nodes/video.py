@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.host.video import input_exists, input_path, input_videos, load_input_video, load_video_input
-from comfyui_full4d.video import SIZE_MULTIPLE
+from comfyui_full4d.media.video import SIZE_MULTIPLE
 
 
 def _size(width: int, height: int):

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 
-from comfyui_full4d.run import (WorkflowError, free_port, launch_server,  # noqa: E402
+from comfyui_full4d.client.run import (WorkflowError, free_port, launch_server,  # noqa: E402
                                 run_workflow, stop_server, _progress_printer)
 
 

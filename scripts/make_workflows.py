@@ -7,7 +7,6 @@ types are the server's own. Run after changing a node's inputs:  .venv/bin/pytho
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import urllib.request
@@ -16,8 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 
-from comfyui_full4d.run import free_port, launch_server, stop_server  # noqa: E402
-from comfyui_full4d.workflow import api_to_ui  # noqa: E402
+from comfyui_full4d.common.io import write_text
+from comfyui_full4d.client.run import free_port, launch_server, stop_server  # noqa: E402
+from comfyui_full4d.client.workflow import api_to_ui  # noqa: E402
 
 
 def object_info() -> dict:
@@ -37,9 +37,7 @@ def main() -> int:
     for api in sorted((ROOT / "workflows" / "api").glob("*_api.json")):
         ui = api_to_ui(json.loads(api.read_text()), info)
         dest = ROOT / "workflows" / api.name.replace("_api.json", ".json")
-        tmp = dest.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(ui, indent=1) + "\n")
-        os.replace(tmp, dest)
+        write_text(dest, json.dumps(ui, indent=1) + "\n")
         print(f"wrote {dest.relative_to(ROOT)}")
     return 0
 

@@ -47,12 +47,12 @@ def _m(rule: str, brk: str, edits, tests) -> Mutation:
     return Mutation(rule, brk, tuple(edits), tuple(tests))
 
 
-ATT, PATCH, ADAPTER = "attention.py", "host/patch.py", "adapter.py"
-PROJ, RIG, DENSIFY, PIPELINE = "projection.py", "rig.py", "gaussians/densify.py", "gaussians/pipeline.py"
+ATT, PATCH, ADAPTER = "diffusion/attention.py", "host/patch.py", "diffusion/adapter.py"
+PROJ, RIG, DENSIFY, PIPELINE = "geometry/projection.py", "geometry/rig.py", "gaussians/densify.py", "gaussians/pipeline.py"
 LOSSES, T_HEXPLANE = "gaussians/losses.py", "tests/test_hexplane.py"
 T_PROJ, T_RIG, T_DENSIFY, T_FIT = ("tests/test_projection.py", "tests/test_rig.py", "tests/test_densify.py",
                                    "tests/test_fit.py")
-SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/fmd.py", "train.py"
+SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/fmd.py", "training/train.py"
 T_ATT, T_PATCH, T_ADAPTER = "tests/test_attention.py", "tests/test_patch.py", "tests/test_adapter.py"
 T_SAMPLER, T_FMD, T_FMD_HOST, T_TRAIN = ("tests/test_sampler.py", "tests/test_fmd.py", "tests/test_fmd_host.py",
                                          "tests/test_train.py")

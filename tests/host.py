@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfyui_full4d.run import free_port, launch_server, stop_server
+from comfyui_full4d.client.run import free_port, launch_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_DIR = Path(os.environ.get("FULL4D_COMFYUI_DIR", ROOT / ".cache" / "comfyui"))

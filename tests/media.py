@@ -66,7 +66,7 @@ def synthetic_frames(T: int, H: int, W: int, seed: int = 0) -> torch.Tensor:
 
 
 def synthetic_video(path: Path, T: int = 9, H: int = 64, W: int = 96, fps: float = 12.0, seed: int = 0) -> Path:
-    """Write ``synthetic_frames`` as H.264 MP4 with ``comfyui_full4d.video.save_video``."""
-    from comfyui_full4d.video import save_video
+    """Write ``synthetic_frames`` as H.264 MP4 with ``comfyui_full4d.media.video.save_video``."""
+    from comfyui_full4d.media.video import save_video
 
     return save_video(synthetic_frames(T, H, W, seed), path, fps)

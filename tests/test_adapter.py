@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from comfyui_full4d.adapter import (AdapterConfig, Full4DAdapter, camera_features, load_adapter,
+from comfyui_full4d.diffusion.adapter import (AdapterConfig, Full4DAdapter, camera_features, load_adapter,
                                     read_adapter_config, save_adapter)
 
 CFG = AdapterConfig(dim=32, num_heads=2, num_blocks=3, cam_hidden=8, views_trained=4)
@@ -131,7 +131,7 @@ def test_mismatched_and_broken_files_are_value_errors(tmp_path):
 @pytest.mark.parametrize("intra_time,cross_half", [(True, True), (False, True), (True, False)])
 def test_mask_switches_match_the_attention_kernel(intra_time, cross_half):
     """TVAttention's Tab. 4 switches are the SPEC 2 rule switches of ``fused_tv_attention``; all on is the default."""
-    from comfyui_full4d.attention import fused_tv_attention_reference
+    from comfyui_full4d.diffusion.attention import fused_tv_attention_reference
 
     blk = _random_adapter(seed=4).blocks[0]
     att = blk.tv_attn

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import comfyui_full4d.attention as att
-from comfyui_full4d.attention import frame_visibility, fused_tv_attention, fused_tv_attention_reference
+import comfyui_full4d.diffusion.attention as att
+from comfyui_full4d.diffusion.attention import frame_visibility, fused_tv_attention, fused_tv_attention_reference
 
 
 def rule_by_loop(V: int, T: int, intra_time: bool, cross_half: bool) -> torch.Tensor:
@@ -234,8 +234,8 @@ def test_gradcheck_small():
 
 _MEMORY_SCRIPT = textwrap.dedent("""
     import resource, sys, torch
-    import comfyui_full4d.attention as att
-    from comfyui_full4d.attention import fused_tv_attention
+    import comfyui_full4d.diffusion.attention as att
+    from comfyui_full4d.diffusion.attention import fused_tv_attention
     att._CPU_FLASH = sys.argv[1] == "fused"
     torch.set_num_threads(2)
     V, T, S, D = 6, 21, 64, 16

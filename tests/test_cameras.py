@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from comfyui_full4d.cameras import (Camera, camera_from_load3d, camera_to_load3d, intrinsics_from_fov, look_at,
+from comfyui_full4d.geometry.cameras import (Camera, camera_from_load3d, camera_to_load3d, intrinsics_from_fov, look_at,
                                     opengl_c2w_to_w2c, relative_to, w2c_to_opengl_c2w)
-from comfyui_full4d.rig import append_load3d, ring_rig
+from comfyui_full4d.geometry.rig import append_load3d, ring_rig
 
 W, H = 64, 40
 K = intrinsics_from_fov(50.0, W, H)
@@ -57,7 +57,7 @@ def test_load3d_errors():
 
 def test_load3d_rig_round_trip_gives_the_same_projection():
     """Ring cameras exported to LOAD3D_CAMERA dicts and appended back project identically."""
-    from comfyui_full4d.projection import project_to_cameras
+    from comfyui_full4d.geometry.projection import project_to_cameras
     rig = ring_rig(4, K, W, H)
     infos = [camera_to_load3d(rig.cameras[v], target=rig.center) for v in range(1, 4)]
     back = append_load3d(ring_rig(2, K, W, H), infos)

@@ -1,4 +1,4 @@
-"""Capture readers (comfyui_full4d.captures): fixtures in each real layout written from the
+"""Capture readers (comfyui_full4d.training.captures): fixtures in each real layout written from the
 synthetic scene's known metric cameras (tests/fixtures/captures.py), read back and checked against
 
 * the original cameras (to 1e-6) and their projections of known 3D points;
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d import captures as C
-from comfyui_full4d.captures.load import (capture_rig, focus_depth, look_at_point, read_view, select,
+from comfyui_full4d.training import captures as C
+from comfyui_full4d.training.captures.load import (capture_rig, focus_depth, look_at_point, read_view, select,
                                           undistorter)
-from comfyui_full4d.cameras import Camera
-from comfyui_full4d.video import crop_intrinsics, resize_center_crop
+from comfyui_full4d.geometry.cameras import Camera
+from comfyui_full4d.media.video import crop_intrinsics, resize_center_crop
 from fixtures import captures as fx
 
 
@@ -435,7 +435,7 @@ def test_mixed_frame_rates_are_refused(data, tmp_path, cap):
 
 def test_own_scene_format_reads_back(tmp_path, cap):
     """A folder in this pack's training format (your own calibrated rig, or convert's output) is a capture."""
-    from comfyui_full4d import dataset as ds
+    from comfyui_full4d.training import dataset as ds
 
     ds.write_synthetic_scene(tmp_path / "own", cap, depth=False)
     c = C.open_capture(tmp_path / "own", label="own")

@@ -1,4 +1,4 @@
-"""``python -m comfyui_full4d.dataset convert``: capture folders -> training scenes (streaming,
+"""``python -m comfyui_full4d.training.cli convert``: capture folders -> training scenes (streaming,
 resumable), checked against the readers' own selection, the training loader's validation, and a few
 training steps of the real trainer on the converted output (tiny Wan2.2, DA3 depth as ``--da3``)."""
 
@@ -11,11 +11,12 @@ import shutil
 import pytest
 import torch
 
-from comfyui_full4d import captures as C
-from comfyui_full4d import dataset as ds
-from comfyui_full4d.captures.convert import ConvertOptions, convert
-from comfyui_full4d.captures.load import read_view, resized_cameras, select
-from comfyui_full4d.video import VideoWriter
+from comfyui_full4d.training import captures as C
+from comfyui_full4d.training import cli
+from comfyui_full4d.training import dataset as ds
+from comfyui_full4d.training.captures.convert import ConvertOptions, convert
+from comfyui_full4d.training.captures.load import read_view, resized_cameras, select
+from comfyui_full4d.media.video import VideoWriter
 from fixtures import captures as fx
 
 
@@ -61,7 +62,7 @@ def test_convert_all_formats_streams_valid_scenes_and_resumes(data, tmp_path):
     cap = fx.capture()
     pan = ds.load_scene(out / "panoptic")
     metric = cap.metric_cameras
-    from comfyui_full4d.video import crop_intrinsics, resize_center_crop
+    from comfyui_full4d.media.video import crop_intrinsics, resize_center_crop
 
     torch.testing.assert_close(pan.cameras.K, crop_intrinsics(metric.K.double(), (64, 64), (32, 64)).float())
     torch.testing.assert_close(pan.cameras.t, metric.t, atol=1e-5, rtol=0)
@@ -94,19 +95,19 @@ def test_convert_cli_moving_cameras_and_exit_codes(data, tmp_path, capsys):
     metric = cap.metric_cameras
     fx.write_recammaster(src / "scene2", cap, moving={2: fx.hand_held_poses(metric[2:3], 5)})
     argv = ["convert", str(src), str(tmp_path / "o1"), "--format", "recammaster", "--height", "32", "--width", "32"]
-    assert ds.main(argv) == 1  # scene2 has a moving camera
+    assert cli.main(argv) == 1  # scene2 has a moving camera
     out = capsys.readouterr()
     assert "scene2: error:" in out.err + out.out and "cam03" in out.err + out.out
     assert (tmp_path / "o1" / "scene1" / "cameras.json").is_file()
-    assert ds.main(argv[:2] + [str(tmp_path / "o2")] + argv[3:] + ["--moving", "drop"]) == 0
+    assert cli.main(argv[:2] + [str(tmp_path / "o2")] + argv[3:] + ["--moving", "drop"]) == 0
     assert ds.load_scene(tmp_path / "o2" / "scene2").names == ("cam01", "cam02", "cam04")
     assert "2 of 2 capture(s) converted" in capsys.readouterr().out
-    assert ds.main(["convert", str(data / "panoptic"), str(tmp_path / "o3"), "--metres-per-unit", "2.5",
+    assert cli.main(["convert", str(data / "panoptic"), str(tmp_path / "o3"), "--metres-per-unit", "2.5",
                     "--views", "00_01,00_03"]) == 0
     sc = ds.load_scene(tmp_path / "o3" / "panoptic")
     torch.testing.assert_close(sc.cameras.t[1], metric.t[3] * 2.5, atol=1e-5, rtol=0)
     with pytest.raises(SystemExit):
-        ds.main(["convert", str(data), str(tmp_path / "o4"), "--height", "32"])
+        cli.main(["convert", str(data), str(tmp_path / "o4"), "--height", "32"])
 
 
 def test_video_writer_is_atomic(tmp_path):
@@ -129,18 +130,18 @@ def test_video_writer_is_atomic(tmp_path):
 @pytest.mark.slow
 @pytest.mark.server
 def test_converted_capture_trains_with_the_trainer(data, tmp_path, comfy_host, monkeypatch, capsys):
-    """The user's path: convert, then ``python -m comfyui_full4d.train --data OUT --da3 FOLDER``
+    """The user's path: convert, then ``python -m comfyui_full4d.training.train --data OUT --da3 FOLDER``
     (source depth from DA3, here the random-init fixture; the host's full-size Wan loaders cannot
     load the tiny model, so only ``load_train_model`` is swapped, as test_train does)."""
-    pytest.importorskip("comfyui_full4d.projection")
+    pytest.importorskip("comfyui_full4d.geometry.projection")
     from fixtures.da3 import fixture_da3_folder
     from fixtures.wan import load_tiny_wan, tiny_wan_vae
 
-    from comfyui_full4d import train as tr
+    from comfyui_full4d.training import train as tr
     from comfyui_full4d.host import training as ht
 
     out = tmp_path / "data"
-    assert ds.main(["convert", str(data / "panoptic"), str(out), "--height", "64", "--width", "64"]) == 0
+    assert cli.main(["convert", str(data / "panoptic"), str(out), "--height", "64", "--width", "64"]) == 0
     ctx = torch.randn(1, 4, 4096, generator=torch.Generator().manual_seed(0))
     vae = tiny_wan_vae()
     monkeypatch.setattr(ht, "load_train_model",

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from comfyui_full4d import dataset
-from comfyui_full4d.synthetic import make_capture
+from comfyui_full4d.training import cli, dataset
+from comfyui_full4d.media.synthetic import make_capture
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_draw_clip_sources_targets_and_lengths():
 
 @pytest.fixture()
 def projection():
-    return pytest.importorskip("comfyui_full4d.projection")
+    return pytest.importorskip("comfyui_full4d.geometry.projection")
 
 
 def test_clip_renders_cached_and_match_ground_truth(scene, capture, projection):
@@ -161,9 +161,9 @@ def test_missing_depth_needs_depth_fn(scene, projection):
 
 
 def test_cli_synthetic_and_validate(tmp_path, capsys):
-    assert dataset.main(["synthetic", str(tmp_path / "ds"), "--scenes", "2", "--views", "2", "--frames", "5",
+    assert cli.main(["synthetic", str(tmp_path / "ds"), "--scenes", "2", "--views", "2", "--frames", "5",
                          "--height", "32", "--width", "48"]) == 0
-    assert dataset.main(["validate", str(tmp_path / "ds")]) == 0
+    assert cli.main(["validate", str(tmp_path / "ds")]) == 0
     out = capsys.readouterr().out
     assert out.count("ok: ") == 2 and "2 cameras, 5 frames, 48x32" in out
     assert [s.root.name for s in dataset.find_scenes(tmp_path / "ds")] == ["scene0000", "scene0001"]

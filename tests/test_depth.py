@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d.depth import DA3Model, da3_input_size, depth_preview, estimate_depth, load_da3
-from comfyui_full4d.geometry import Geometry
+from comfyui_full4d.geometry.depth import DA3Model, da3_input_size, depth_preview, estimate_depth, load_da3
+from comfyui_full4d.geometry.source import Geometry
 from fixtures.da3 import fixture_da3, fixture_da3_folder, install_da3
 from media import synthetic_frames
 

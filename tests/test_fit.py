@@ -10,7 +10,7 @@ import torch
 
 from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, backproject_views, fit_4dgs
 from comfyui_full4d.gaussians import fit as fit_mod
-from comfyui_full4d.synthetic import make_capture
+from comfyui_full4d.media.synthetic import make_capture
 
 SMALL_HEX = HexPlaneConfig(feature_dim=4, base_res=8, time_res=2, multires=(1,), hidden=16)
 
@@ -220,7 +220,7 @@ def test_nodes_fit_render_save(comfy_host, tiny):
 def test_fit_with_fmd_uses_interpolated_cameras(tiny):
     from comfyui_full4d.gaussians import FMDConfig
     from comfyui_full4d.gaussians.fmd import pool_encoder
-    from comfyui_full4d.rig import interpolate_rig
+    from comfyui_full4d.geometry.rig import interpolate_rig
 
     cap, cams, pts, cols = tiny
     seen = []

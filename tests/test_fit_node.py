@@ -44,8 +44,8 @@ def _rig_grid(scene_ref: list, rig_ref: list, num_frames: int) -> dict:
 
 def _ground_truth_orbit(rig, scale: float, num_frames: int, seed: int, height: int, width: int) -> torch.Tensor:
     """Ray-cast frames (num_frames, H, W, 3) at the cameras and times Full4DRender4DGS's orbit mode uses."""
-    from comfyui_full4d.rig import interpolate_rig_cameras
-    from comfyui_full4d.synthetic import make_scene, render
+    from comfyui_full4d.geometry.rig import interpolate_rig_cameras
+    from comfyui_full4d.media.synthetic import make_scene, render
 
     cams = interpolate_rig_cameras(rig, num_frames).metric(scale)
     times = torch.linspace(0.0, 1.0, num_frames)
@@ -55,8 +55,8 @@ def _ground_truth_orbit(rig, scale: float, num_frames: int, seed: int, height: i
 
 @pytest.mark.timeout(2400)
 def test_demo_workflow_fit_is_sharp_on_training_and_orbit_views(comfy_host):
-    from comfyui_full4d.metrics import psnr
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.media.metrics import psnr
+    from comfyui_full4d.media.synthetic import make_capture
 
     synth, fit, interp, orbit = (_node(c) for c in ("Full4DSyntheticScene", "Full4DFit4DGS", "Full4DInterpolateRig",
                                                     "Full4DRender4DGS"))

@@ -3,7 +3,7 @@ and the renderer, none reach the teacher's output (stop-grad on z0_hat)."""
 
 import torch
 
-from comfyui_full4d.cameras import Camera, intrinsics_from_fov
+from comfyui_full4d.geometry.cameras import Camera, intrinsics_from_fov
 from comfyui_full4d.gaussians import FMDConfig, fmd_loss
 from comfyui_full4d.gaussians.fmd import StandInVelocity, pool_encoder
 from comfyui_full4d.gaussians.rasterize import rasterize

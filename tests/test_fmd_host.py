@@ -17,7 +17,7 @@ def test_host_fmd_gradient_reaches_gaussians(comfy_host):
     from comfyui_full4d.gaussians.init import backproject_views
     from comfyui_full4d.host.fmd import host_fmd
     from comfyui_full4d.host.patch import load_full4d
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.media.synthetic import make_capture
 
     cap = make_capture(num_views=3, num_frames=5, height=32, width=48)
     vae = tiny_wan_vae()
@@ -62,13 +62,13 @@ def test_host_fmd_runs_in_the_models_latent_space(comfy_host, monkeypatch):
     projected into view 1 with the rig's scene-unit cameras; same generator draws (tau, then eps). The teacher
     gets the camera numbers of (source, camera 1) in scene units (SPEC 4; they matter once the adapter is trained)."""
     import comfyui_full4d.host.fmd as host_fmd_module
-    from comfyui_full4d.adapter import camera_features
-    from comfyui_full4d.cameras import Rig
+    from comfyui_full4d.diffusion.adapter import camera_features
+    from comfyui_full4d.geometry.cameras import Rig
     from comfyui_full4d.gaussians.fmd import fmd_loss
     from comfyui_full4d.host.fmd import host_fmd
     from comfyui_full4d.host.patch import load_full4d
-    from comfyui_full4d.projection import project_rig
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.geometry.projection import project_rig
+    from comfyui_full4d.media.synthetic import make_capture
 
     cap = make_capture(num_views=3, num_frames=5, height=32, width=48)
     vae, base = tiny_wan_vae(), load_tiny_wan()

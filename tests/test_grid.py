@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from comfyui_full4d.grid import merge_views, split_views, view_grid
+from comfyui_full4d.media.grid import merge_views, split_views, view_grid
 
 
 def test_split_merge_roundtrip_is_view_major():

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from comfyui_full4d.gaussians import Gaussians, HexPlane, HexPlaneConfig, Scene4D, umeyama
+from comfyui_full4d.gaussians import Gaussians, HexPlane, HexPlaneConfig, Scene4D
+from comfyui_full4d.geometry.align import umeyama
 from comfyui_full4d.gaussians.init import backproject_views, init_gaussians, nn_scales
 from comfyui_full4d.gaussians.losses import photometric_loss, ssim, ssim_map
-from comfyui_full4d.cameras import Camera, intrinsics_from_fov
+from comfyui_full4d.geometry.cameras import Camera, intrinsics_from_fov
 
 CFG = HexPlaneConfig(feature_dim=4, base_res=8, time_res=5, multires=(1, 2), hidden=16)
 
@@ -174,7 +175,7 @@ def test_contract_inner_box_linear_outside_compressed_and_continuous():
 
 def test_scene_aabb_with_cameras_keeps_the_subject_and_drops_the_backdrop():
     from comfyui_full4d.gaussians.fit import scene_aabb
-    from comfyui_full4d.rig import ring_rig
+    from comfyui_full4d.geometry.rig import ring_rig
 
     rig = ring_rig(6, intrinsics_from_fov(50.0, 64, 48), 64, 48, radius=1.0, center=(0.0, 0.0, 1.0))
     cams = rig.metric(2.0)

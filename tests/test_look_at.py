@@ -2,7 +2,7 @@
 
 import torch
 
-from comfyui_full4d.cameras import look_at
+from comfyui_full4d.geometry.cameras import look_at
 
 
 def test_camera_at_origin_looking_forward_is_identity():

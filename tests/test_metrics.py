@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfyui_full4d import metrics
-from comfyui_full4d.cameras import Camera, intrinsics_from_fov, look_at
+from comfyui_full4d.media import metrics
+from comfyui_full4d.geometry.cameras import Camera, intrinsics_from_fov, look_at
 
 
 def test_psnr_of_known_noise_level():

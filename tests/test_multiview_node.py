@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d.cameras import Rig
-from comfyui_full4d.synthetic import SyntheticCapture
-from comfyui_full4d.video import crop_intrinsics, resize_center_crop
+from comfyui_full4d.geometry.cameras import Rig
+from comfyui_full4d.media.synthetic import SyntheticCapture
+from comfyui_full4d.media.video import crop_intrinsics, resize_center_crop
 from fixtures import captures as fx
 from host import ROOT
 

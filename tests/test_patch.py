@@ -16,9 +16,9 @@ def base(comfy_host):
 
 
 def _cams(n: int = V, seed: int = 0) -> torch.Tensor:
-    from comfyui_full4d.adapter import camera_features
-    from comfyui_full4d.cameras import intrinsics_from_fov
-    from comfyui_full4d.rig import ring_rig
+    from comfyui_full4d.diffusion.adapter import camera_features
+    from comfyui_full4d.geometry.cameras import intrinsics_from_fov
+    from comfyui_full4d.geometry.rig import ring_rig
 
     rig = ring_rig(n, intrinsics_from_fov(50, 96, 64), 96, 64, radius=0.8, elevation_deg=10.0)
     return camera_features(rig.cameras.R, rig.cameras.t)
@@ -136,7 +136,7 @@ def test_unrigged_patched_model_fails_clearly(base):
 
 
 def test_adapter_for_another_model_size_is_rejected(base, tmp_path):
-    from comfyui_full4d.adapter import AdapterConfig, Full4DAdapter, save_adapter
+    from comfyui_full4d.diffusion.adapter import AdapterConfig, Full4DAdapter, save_adapter
     from comfyui_full4d.host.patch import attach_adapter, make_adapter
 
     other = Full4DAdapter(AdapterConfig(dim=256, num_heads=2, num_blocks=2, cam_hidden=8)).reset_parameters()
@@ -206,7 +206,7 @@ def test_ablation_switches_reach_the_fused_branch(base, name):
     """with_ablation: zero-init is still the base model (SPEC 4); with a random projector the fused branch
     runs under the switched mask (block 0's call sees it) or, fused attention off, equals a zero projector."""
     from comfyui_full4d.host.patch import get_adapter, with_ablation
-    from comfyui_full4d.train import Ablation
+    from comfyui_full4d.diffusion.ablation import Ablation
 
     ab = Ablation.named(name)
     x, c, ctx, t = _inputs(1)

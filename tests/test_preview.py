@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d.preview import BYTES_PER_GAUSSIAN, HEADER_BYTES, decode_frames, encode_frames
+from comfyui_full4d.gaussians.preview import BYTES_PER_GAUSSIAN, HEADER_BYTES, decode_frames, encode_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
@@ -104,8 +104,8 @@ def _write_ply(path: Path, n: int, seed: int = 0) -> dict:
 
 @pytest.mark.server
 def test_node_ply_and_rig(comfy_host, tmp_path):
-    from comfyui_full4d.rig import ring_rig  # noqa: F401 (rig built below via the synthetic helper)
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.geometry.rig import ring_rig  # noqa: F401 (rig built below via the synthetic helper)
+    from comfyui_full4d.media.synthetic import make_capture
 
     (comfy_host.output_dir / "preview_test").mkdir(parents=True, exist_ok=True)
     cols = _write_ply(comfy_host.output_dir / "preview_test" / "s.ply", 200)
@@ -163,7 +163,7 @@ def _scene():
 
 
 def test_scene_frames_match_scene_at():
-    from comfyui_full4d.preview import scene_frames
+    from comfyui_full4d.gaussians.preview import scene_frames
 
     sc = _scene()
     g = sc.gaussians

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d.cameras import intrinsics_from_fov, look_at
-from comfyui_full4d.geometry import Geometry
-from comfyui_full4d.projection import project_rig, project_to_cameras, project_to_cameras_reference
+from comfyui_full4d.geometry.cameras import intrinsics_from_fov, look_at
+from comfyui_full4d.geometry.source import Geometry
+from comfyui_full4d.geometry.projection import project_rig, project_to_cameras, project_to_cameras_reference
 
 
 def _w2c(R, t):
@@ -125,7 +125,7 @@ def test_errors_name_the_input():
 
 @pytest.fixture(scope="module")
 def capture():
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.media.synthetic import make_capture
     return make_capture(num_views=6, num_frames=2)
 
 
@@ -245,7 +245,7 @@ def test_nodes_run_in_a_host_prompt(comfy_host):
 
 @pytest.mark.parametrize("budget", [50, 12 * 16 * 2 * 9])
 def test_chunking_over_frames_and_views_changes_nothing(monkeypatch, budget):
-    import comfyui_full4d.projection as P
+    import comfyui_full4d.geometry.projection as P
     scene = random_scene(V=3, T=3, seed=5)
     full = project_to_cameras(*scene, point_radius=1)
     monkeypatch.setattr(P, "_CHUNK_ELEMS", budget)  # 1 view x 1 frame, then 2 views x 1 frame per chunk

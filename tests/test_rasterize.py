@@ -17,7 +17,7 @@ from comfyui_full4d.gaussians.rasterize import (
 from comfyui_full4d.gaussians.sh import eval_sh, rgb_to_sh0, sh_basis, sh_to_rgb0
 
 # the package attribute `rasterize` is the function, so fetch the module itself for monkeypatching
-raster_module = importlib.import_module("comfyui_full4d.gaussians.rasterize")
+raster_module = importlib.import_module("comfyui_full4d.gaussians.composite")  # the CPU compositor's tile and chunk sizes
 
 
 def random_scene(N, W, H, seed=0, dtype=torch.float32, spread=1.0, scale=0.12):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d.cameras import Camera, Rig, intrinsics_from_fov
-from comfyui_full4d.rig import (append_load3d, arc_rig, custom_rig, interpolate_rig, interpolate_rig_cameras,
+from comfyui_full4d.geometry.cameras import Camera, Rig, intrinsics_from_fov
+from comfyui_full4d.geometry.rig import (append_load3d, arc_rig, custom_rig, interpolate_rig, interpolate_rig_cameras,
                                 paper6_rig, ring_rig, validate_rig)
 
 W, H = 160, 96
@@ -186,7 +186,7 @@ def test_append_load3d_places_camera():
 
 
 def test_node_camera_rig_and_interpolate(comfy_host, artifacts):
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.media.synthetic import make_capture
     cap = make_capture(num_views=4, num_frames=1, height=48, width=80)
     cls = comfy_host.node("Full4DCameraRig")
     base = dict(preset="ring", num_views=6, radius=1.0, elevation=15.0, arc_span=90.0, custom_json="",
@@ -215,7 +215,7 @@ def test_plot_axes():
     """Top-down panel: +z (towards the scene) is up, so the source (white) sits below the scene
     centre (yellow); side panel: +z is right, so the source sits left of it. A ring camera at
     elevation 40 is above the centre in the side panel (world up = -y is up)."""
-    from comfyui_full4d.rig_plot import plot_rig
+    from comfyui_full4d.geometry.rig_plot import plot_rig
     rig = custom_rig('[{"eye": [0.0, -0.64, 1.77]}]', K, W, H)  # behind the centre, above it
     img = plot_rig(rig, size=128)[0]
     top, side = img[:, :128], img[:, 130:]

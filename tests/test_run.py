@@ -1,4 +1,4 @@
-"""The headless runner (python -m comfyui_full4d.run) against the real server."""
+"""The headless runner (python -m comfyui_full4d.client.run) against the real server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_full4d.run import apply_overrides, format_error
+from comfyui_full4d.client.run import apply_overrides, format_error
 from host import ROOT
 
 DEMO = ROOT / "workflows" / "api" / "demo_synthetic_api.json"
@@ -49,7 +49,7 @@ def test_runner_cli_runs_demo_and_downloads_outputs(comfy_server, tmp_path):
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps(small_demo()))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "comfyui_full4d.run", str(wf), "--server", comfy_server.url,
+    r = subprocess.run([sys.executable, "-m", "comfyui_full4d.client.run", str(wf), "--server", comfy_server.url,
                         "--set", "1.seed=2", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr + comfy_server.log()[-3000:]
     files = sorted(p.name for p in out.iterdir())
@@ -64,7 +64,7 @@ def test_runner_cli_runs_demo_and_downloads_outputs(comfy_server, tmp_path):
 def test_runner_cli_reports_host_validation_error(comfy_server, tmp_path):
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps(small_demo()))
-    r = subprocess.run([sys.executable, "-m", "comfyui_full4d.run", str(wf), "--server", comfy_server.url,
+    r = subprocess.run([sys.executable, "-m", "comfyui_full4d.client.run", str(wf), "--server", comfy_server.url,
                         "--set", "1.num_views=1000", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1

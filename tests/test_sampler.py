@@ -39,7 +39,7 @@ def _patched(base, name="none (zero-init)"):
 
 def _random_adapter_file(base, comfy_host, name: str, seed: int) -> str:
     """An adapter with random (non-zero) camera encoders and projectors saved in models/full4d/."""
-    from comfyui_full4d.adapter import save_adapter
+    from comfyui_full4d.diffusion.adapter import save_adapter
     from comfyui_full4d.host.patch import make_adapter
 
     adapter = make_adapter(base)
@@ -155,13 +155,13 @@ def test_nodes(base, scene, comfy_host):
 @pytest.mark.parametrize("V,k,expect", [(4, 0, [(0, 1, 2, 3)]), (4, 1, [(0, 1), (0, 2), (0, 3)]),
                                         (6, 2, [(0, 1, 2), (0, 3, 4), (0, 5)]), (3, 5, [(0, 1, 2)])])
 def test_view_groups_cover_every_target_once(V, k, expect):
-    from comfyui_full4d.sampling import view_groups
+    from comfyui_full4d.diffusion.packing import view_groups
 
     assert view_groups(V, k) == expect
 
 
 def test_pack_pass_layout():
-    from comfyui_full4d.sampling import pack_pass
+    from comfyui_full4d.diffusion.packing import pack_pass
 
     src = torch.randn(1, 48, T, H, W)
     proj = torch.randn(4, 48, T, H, W)
@@ -192,7 +192,7 @@ def test_host_memory_estimate_counts_condition_half_and_fused_branch(base, scene
 
 def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scene):
     """z0_hat = z_tau - tau * v with v from the base WanModel (condition half and view 0 at timestep 0)."""
-    from comfyui_full4d.adapter import camera_features
+    from comfyui_full4d.diffusion.adapter import camera_features
     from comfyui_full4d.host.sampling import predict_x0
 
     rig, src, proj, pos, _ = scene

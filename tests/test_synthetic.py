@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from comfyui_full4d.cameras import Camera, intrinsics_from_fov, look_at
-from comfyui_full4d.synthetic import (BOX, ELLIPSOID, SceneSpec, cast, make_capture, make_scene,
+from comfyui_full4d.geometry.cameras import Camera, intrinsics_from_fov, look_at
+from comfyui_full4d.media.synthetic import (BOX, ELLIPSOID, SceneSpec, cast, make_capture, make_scene,
                                       object_states, render)
 
 F64 = torch.float64

@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from comfyui_full4d import train as tr
+from comfyui_full4d.diffusion.ablation import Ablation
+from comfyui_full4d.training import checkpoint as ckpt
+from comfyui_full4d.training import train as tr
 
 
 def test_noisy_latents_and_loss_follow_the_formulas():
@@ -63,10 +65,10 @@ def test_checkpoint_roundtrip(tmp_path):
         net(torch.randn(5, 3)).square().sum().backward()
         opt.step()
     cfg = tr.TrainConfig(data="d", out=str(tmp_path))
-    tr.save_checkpoint(tmp_path / "ck", 3, net, opt, _Stub(), cfg)
+    ckpt.save_checkpoint(tmp_path / "ck", 3, net, opt, _Stub(), cfg)
     net2 = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     opt2 = torch.optim.AdamW(net2.parameters(), lr=1e-2)
-    assert tr.load_checkpoint(tmp_path / "ck", net2, opt2) == 3
+    assert ckpt.load_checkpoint(tmp_path / "ck", net2, opt2) == 3
     for a, b in zip(net.parameters(), net2.parameters()):
         assert torch.equal(a, b)
     x = torch.randn(5, 3)
@@ -82,11 +84,11 @@ def test_checkpoint_roundtrip(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(comfy_host, tmp_path_factory):
-    pytest.importorskip("comfyui_full4d.projection")
+    pytest.importorskip("comfyui_full4d.geometry.projection")
     from fixtures.wan import load_tiny_wan, tiny_wan_vae
 
-    from comfyui_full4d import dataset as ds
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.training import dataset as ds
+    from comfyui_full4d.media.synthetic import make_capture
 
     root = tmp_path_factory.mktemp("train_data")
     cap = make_capture(num_views=3, num_frames=9, height=64, width=64, seed=0)
@@ -108,8 +110,8 @@ def _cfg(tiny, out, steps, **kw):
 
 def _fixed_loss(model, tiny, cfg, cache, seeds=(101, 202, 303)):
     """Loss on fixed clips, noise and tau (independent of the training draws)."""
-    from comfyui_full4d import dataset as ds
-    from comfyui_full4d.adapter import camera_features
+    from comfyui_full4d.training import dataset as ds
+    from comfyui_full4d.diffusion.adapter import camera_features
 
     total = 0.0
     with torch.no_grad():
@@ -181,11 +183,11 @@ def test_resume_continues_from_the_same_step(tiny, tmp_path):
 
 
 def test_ablation_names():
-    assert tr.Ablation.named("full") == tr.Ablation()
-    assert tr.Ablation.named("no_cross_half") == tr.Ablation(cross_half=False)
-    assert not tr.Ablation.named("no_projection").attention_changed
+    assert Ablation.named("full") == Ablation()
+    assert Ablation.named("no_cross_half") == Ablation(cross_half=False)
+    assert not Ablation.named("no_projection").attention_changed
     with pytest.raises(ValueError, match="ablation must be one of"):
-        tr.Ablation.named("no_cameras")
+        Ablation.named("no_cameras")
     with pytest.raises(ValueError, match="ablation"):
         tr.TrainConfig(data="d", out="o", ablation="bogus")
 
@@ -206,8 +208,8 @@ def test_ablations_and_checkpointing_on_the_host(tiny):
     cams[0] = torch.tensor([1.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0])
     outs = {}
     with torch.no_grad():
-        for name in tr.Ablation.NAMES:
-            m = _randomised(_model(tiny, ablation=tr.Ablation.named(name)))
+        for name in Ablation.NAMES:
+            m = _randomised(_model(tiny, ablation=Ablation.named(name)))
             outs[name] = m.velocity(x, cond, tau, cams)
         # fused attention off == the same adapter with its projectors zeroed (the unablated code path)
         m = _randomised(_model(tiny))
@@ -284,7 +286,7 @@ def test_lora_option_saves_a_host_lora(tiny, tmp_path):
     assert any(".up" in k for k in keys) and not any(".base." in k for k in keys)  # frozen base not stored
     again = _model(tiny, lora_rank=4)  # a resumed LoRA run gets the trained LoRA back from that checkpoint
     params = [p for p in again.trainable.parameters() if p.requires_grad]
-    assert tr.load_checkpoint(tmp_path / "lora" / "checkpoint", again.trainable, torch.optim.AdamW(params)) == 3
+    assert ckpt.load_checkpoint(tmp_path / "lora" / "checkpoint", again.trainable, torch.optim.AdamW(params)) == 3
     for k, m in model.loras.items():
         torch.testing.assert_close(again.loras[k].up, m.up)
     # the host's own LoRA loader applies it; with the trained adapter the output matches training's
@@ -333,7 +335,7 @@ def test_torchrun_fsdp_shards_matches_ddp_and_resumes(tiny, tmp_path):
     files that the inference loaders read, and resumes mid-run."""
     import json
 
-    from comfyui_full4d.adapter import load_adapter
+    from comfyui_full4d.diffusion.adapter import load_adapter
     from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
 
     _torchrun("ddp", tmp_path / "ddp", 4, tiny["root"])

@@ -1,5 +1,5 @@
 """Training-free sampling (latent inpainting from the projections with the base Wan2.2) through the host's
-sampler, with the tiny real-class Wan2.2 in-process (comfyui_full4d.training_free, host.training_free)."""
+sampler, with the tiny real-class Wan2.2 in-process (comfyui_full4d.diffusion.training_free, host.training_free)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def scene():
 
 def _tf(base, scene, known=None, **kw):
     from comfyui_full4d.host.training_free import sample_training_free
-    from comfyui_full4d.training_free import TrainingFreeConfig
+    from comfyui_full4d.diffusion.training_free import TrainingFreeConfig
 
     rig, src, proj, pos, neg, k = scene
     cfg_kw = {n: kw.pop(n) for n in ("stop", "start_sigma", "cross_view") if n in kw}
@@ -61,7 +61,7 @@ def _cell_fraction_by_loop(masks: torch.Tensor, Tl: int, h: int, w: int, oy: int
 def test_soft_mask_matches_analytic_half_planes():
     """Frame f of view v is valid left of column c = 8 + 5f + 3v: per cell the fraction is the covered
     width / 16, averaged over the cell's frames (analytic, no pooling)."""
-    from comfyui_full4d.training_free import soft_latent_mask
+    from comfyui_full4d.diffusion.training_free import soft_latent_mask
 
     Vn, Tn, Hn, Wn = 2, 9, 32, 64
     cols = torch.arange(Wn)
@@ -82,7 +82,7 @@ def test_soft_mask_matches_analytic_half_planes():
 def test_soft_mask_matches_brute_force_with_the_vae_crop(Tn, Hn, Wn):
     """Random masks, sizes that are not multiples of 16 (centre-cropped as the host VAE crops) and a
     frame count that is not 4k+1 (trailing frames dropped as the encoder drops them)."""
-    from comfyui_full4d.training_free import soft_latent_mask
+    from comfyui_full4d.diffusion.training_free import soft_latent_mask
 
     g = torch.Generator().manual_seed(Tn + Hn)
     masks = (torch.rand(2, Tn, Hn, Wn, generator=g) > 0.4).float()
@@ -93,7 +93,7 @@ def test_soft_mask_matches_brute_force_with_the_vae_crop(Tn, Hn, Wn):
 
 
 def test_soft_mask_rejects_masks_of_other_latents():
-    from comfyui_full4d.training_free import soft_latent_mask
+    from comfyui_full4d.diffusion.training_free import soft_latent_mask
 
     with pytest.raises(ValueError, match=r"masks: 5 frames of 32x48 pixels give latent .* \(2, 2, 3\)"):
         soft_latent_mask(torch.ones(1, 5, 32, 48), (2, 4, 6))
@@ -315,8 +315,8 @@ def _dense_cross_view_reference(q, k, v, Vn, Tn):
 
 @pytest.mark.parametrize("Vn,Tn,S", [(1, 3, 4), (3, 3, 5), (2, 1, 6), (4, 2, 3)])
 def test_cross_view_attention_matches_dense_reference(Vn, Tn, S):
-    from comfyui_full4d.attention import fused_tv_attention
-    from comfyui_full4d.training_free import cross_view_attention
+    from comfyui_full4d.diffusion.attention import fused_tv_attention
+    from comfyui_full4d.diffusion.training_free import cross_view_attention
 
     g = torch.Generator().manual_seed(Vn * 10 + Tn)
     q, k, v = (torch.randn(2, 3, Vn * Tn * S, 8, generator=g) for _ in range(3))

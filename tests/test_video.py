@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from comfyui_full4d.video import (default_size, load_video, prepare_frames, resize_center_crop, save_video,
+from comfyui_full4d.media.video import (default_size, load_video, prepare_frames, resize_center_crop, save_video,
                                   snap_frame_count)
 from media import CLIPS, sample_video, synthetic_frames, synthetic_video
 
@@ -267,7 +267,7 @@ def test_display_rotation_applied_like_ffmpeg(tmp_path, angle):
 
 
 def test_huge_sizes_and_frame_budgets_are_refused(tmp_path, monkeypatch):
-    import comfyui_full4d.video as video
+    import comfyui_full4d.media.video as video
 
     with pytest.raises(ValueError, match="width x height"):
         video._check_size((8192, 8192))

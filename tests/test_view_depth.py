@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 
-from comfyui_full4d.cameras import Camera, look_at
-from comfyui_full4d.depth import IMAGENET_MEAN, IMAGENET_STD, DA3Model, load_da3
+from comfyui_full4d.geometry.cameras import Camera, look_at
+from comfyui_full4d.geometry.depth import IMAGENET_MEAN, IMAGENET_STD, DA3Model, load_da3
 from comfyui_full4d.gaussians.init import backproject_views
-from comfyui_full4d.synthetic import make_capture, make_scene, render
-from comfyui_full4d.view_depth import estimate_view_depth, view_chunks
+from comfyui_full4d.media.synthetic import make_capture, make_scene, render
+from comfyui_full4d.geometry.view_depth import estimate_view_depth, view_chunks
 from fixtures.da3 import fixture_da3_folder
 
 H, W = 56, 84  # multiples of 14: DA3's input size at process_res=84 is the frame size (no resize)
@@ -233,7 +233,7 @@ def test_real_da3_end_to_end(cap):
     assert bool(torch.isfinite(depth).any(dim=(2, 3)).all()) and bool((conf >= 0).all())
     assert bool(torch.isfinite(info.scale).all() and (info.scale > 0).all())
     assert bool(torch.isfinite(info.residual).all()) and info.modes == (("similarity", "similarity"),) * 2
-    from comfyui_full4d.gaussians.init import umeyama
+    from comfyui_full4d.geometry.align import umeyama
 
     for c, idx in enumerate(info.chunks):
         x = _normalise(cap.views[list(idx), 1])[None]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_full4d.preview import decode_frames, encode_frames
+from comfyui_full4d.gaussians.preview import decode_frames, encode_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB, LIB, SRC = ROOT / "web", ROOT / "web" / "lib", ROOT / "web-src"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from comfyui_full4d.workflow import api_to_ui, validate_api
+from comfyui_full4d.client.workflow import api_to_ui, validate_api
 from host import ROOT
 
 pytestmark = pytest.mark.server

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..progress import StepFn, report
+from ..common.io import save_tensors, write_bytes
+from ..common.progress import StepFn, report
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
 
 __all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "export_scene", "SCENE4D_FORMAT"]
@@ -39,15 +40,6 @@ def _remove(path: str) -> None:
         pass
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, sh: Tensor) -> str:
@@ -62,7 +54,7 @@ def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opaci
     arr = cols.detach().cpu().float().numpy().astype("<f4")
     header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n" % n
     header += "".join(f"property float {nm}\n" for nm in names) + "end_header\n"
-    _atomic_write_bytes(path, header.encode("ascii") + np.ascontiguousarray(arr).tobytes())
+    write_bytes(path, header.encode("ascii") + np.ascontiguousarray(arr).tobytes())
     return path
 
 
@@ -92,8 +84,6 @@ def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame", *,
 
 def save_scene4d(scene: Scene4D, path: str) -> str:
     """The 4D scene as one safetensors file (module docstring), written atomically."""
-    from safetensors.torch import save_file
-
     t = {f"gaussians.{k}": v.detach().contiguous().clone() for k, v in scene.gaussians.as_dict().items()}
     t.update({f"hexplane.{k}": v.detach().contiguous().clone() for k, v in scene.hexplane.state_dict().items()})
     t["aabb"] = scene.aabb.detach().contiguous().clone()
@@ -101,13 +91,7 @@ def save_scene4d(scene: Scene4D, path: str) -> str:
     meta = {"format": SCENE4D_FORMAT, "version": "1", "sh_degree": str(scene.sh_degree),
             "hexplane_config": json.dumps(scene.hexplane.config.to_json_dict()),
             "extras": json.dumps(scene.extras)}
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        save_file(t, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+    save_tensors(path, t, metadata=meta)
     return path
 
 

@@ -28,8 +28,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..cameras import Camera
-from ..progress import StepFn, report
+from ..common.io import save_tensors
+from ..geometry.cameras import Camera
+from ..common.progress import StepFn, report
 from .densify import DensifyConfig, DensifyState, densify_step
 from .fmd import FMDConfig, fmd_loss
 from .guard import Snapshot, clamp_, finite_grads, finite_params, scale_bounds
@@ -200,8 +201,6 @@ def _set_lrs(opts: dict, hopt, cfg: FitConfig, extent: float, it: int) -> None:
 # ---- checkpoints --------------------------------------------------------------------------------------
 def _save_checkpoint(path: str, scene: Scene4D, opts: dict, hopt, dstate: DensifyState, gen: torch.Generator,
                      it: int, fingerprint: str, stats: FitStats) -> None:
-    from safetensors.torch import save_file
-
     t: dict[str, Tensor] = {}
     for k in GAUSSIAN_KEYS:
         p = getattr(scene.gaussians, k)
@@ -222,9 +221,7 @@ def _save_checkpoint(path: str, scene: Scene4D, opts: dict, hopt, dstate: Densif
     meta = {"format": CKPT_FORMAT, "iteration": str(it), "fingerprint": fingerprint,
             "time_range": json.dumps(list(scene.time_range)), "history": json.dumps(stats.history)}
     t = {k: v.contiguous().clone() for k, v in t.items()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_file(t, tmp, metadata=meta)
-    os.replace(tmp, path)
+    save_tensors(path, t, metadata=meta)
 
 
 def _load_checkpoint(path: str, fingerprint: str, cfg: FitConfig, extent: float):
@@ -356,7 +353,7 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
     if fmd is not None:
         fmd_cams = fmd.cameras
         if fmd_cams is None:
-            from ..rig import interpolate_rig
+            from ..geometry.rig import interpolate_rig
 
             R, t = interpolate_rig(cameras.R, cameras.t, fmd.num_poses)
             K = cameras.K if cameras.K.dim() == 2 else cameras.K[0]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cameras import Camera
+from ..geometry.cameras import Camera
 
 __all__ = ["FMDConfig", "fmd_loss", "pool_encoder", "StandInVelocity"]
 

@@ -1,4 +1,5 @@
-"""Initialisation of the canonical Gaussians (SPEC 6): fused point clouds from depth + Umeyama alignment.
+"""Initialisation of the canonical Gaussians (SPEC 6): fused point clouds from depth
+(aligned by ``geometry.align.umeyama`` where DA3 estimated them).
 
 Points: ``X = R^T (z K^-1 [u, v, 1] - t)`` per pixel centre of each view's depth map (subsampled to a cap).
 Scales: ``log(mean distance to the 3 nearest neighbours)`` (3DGS), opacity ``0.1``, identity rotation,
@@ -9,15 +10,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..cameras import Camera
+from ..geometry.cameras import Camera
 from .model import Gaussians
 from .sh import rgb_to_sh0
 
-__all__ = ["backproject_views", "init_gaussians", "umeyama", "nn_scales"]
+__all__ = ["backproject_views", "init_gaussians", "nn_scales"]
 
 
 def backproject_views(depth: Tensor, images: Tensor, cameras: Camera, max_points: int = 50_000,
@@ -89,28 +89,3 @@ def init_gaussians(points: Tensor, colours: Tensor, sh_degree: int = 3, opacity:
         sh_dc=rgb_to_sh0(colours.float().clamp(0, 1))[:, None, :].clone(),
         sh_rest=torch.zeros(n, (sh_degree + 1) ** 2 - 1, 3),
     )
-
-
-def umeyama(src: Tensor, dst: Tensor, with_scale: bool = True) -> tuple[float, Tensor, Tensor]:
-    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991). src, dst (N, 3), N >= 3.
-
-    Returns s (float), R (3, 3) proper rotation, t (3,), float64 on CPU.
-    """
-    if src.shape != dst.shape or src.dim() != 2 or src.shape[-1] != 3 or len(src) < 3:
-        raise ValueError(f"umeyama: src and dst must be matching (N >= 3, 3) tensors, got {tuple(src.shape)}, "
-                         f"{tuple(dst.shape)}")
-    x, y = src.detach().cpu().double().numpy(), dst.detach().cpu().double().numpy()
-    mx, my = x.mean(0), y.mean(0)
-    xc, yc = x - mx, y - my
-    cov = yc.T @ xc / len(x)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[2, 2] = -1
-    R = U @ S @ Vt
-    var = (xc**2).sum() / len(x)
-    s = float(np.trace(np.diag(D) @ S) / var) if with_scale else 1.0
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError("umeyama: degenerate source points (all coincident?)")
-    t = my - s * R @ mx
-    return s, torch.from_numpy(R), torch.from_numpy(t)

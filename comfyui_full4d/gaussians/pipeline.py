@@ -35,14 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cameras import Camera, Rig
-from ..progress import StepFn, report
+from ..geometry.cameras import Camera, Rig
+from ..common.progress import StepFn, report
 from .densify import DensifyConfig
 from .fit import FitConfig, FitStats, estimate_background, fit_4dgs, render_scene, training_psnr
 from .init import backproject_views
 from .model import Scene4D
 
-__all__ = ["INIT_MODES", "FitReport", "fit_background", "fit_from_grid", "render_rig", "init_points", "init_points_cap",
+__all__ = ["INIT_MODES", "FitReport", "fit_background", "node_fit_config", "fit_from_grid", "render_rig", "init_points", "init_points_cap",
            "resolve_init"]
 
 INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM = (
@@ -107,7 +107,7 @@ def init_points(views: Tensor, rig: Rig, geometry, scale: float, mode: str = INI
     if mode == INIT_VIEWS_GT:
         pts, cols = _fuse_views(views, geometry.views_depth[:, 0], cams, max_points, seed)
     elif mode == INIT_VIEWS_DA3:
-        from ..view_depth import estimate_view_depth
+        from ..geometry.view_depth import estimate_view_depth
 
         ref = geometry.depth[0].float() if geometry is not None else None
         depth, _, info = estimate_view_depth(da3_model, views, cams, (0,), reference_depth=ref, on_step=on_step)
@@ -151,17 +151,30 @@ class FitReport:
                 f"init: {self.init}{extra}")
 
 
-def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, lr_means: float, lr_planes: float,
-                  lambda_dssim: float, lambda_tv: float, max_gaussians: int, prune_opacity: float, sh_degree: int,
-                  checkpoint_every: int, resume: bool, checkpoint_path: str | None, render_time: float,
-                  orbit_frames: int, init: str = INIT_AUTO, da3_model=None, on_step: StepFn | None = None,
-                  on_text: Callable[[str], None] | None = None, fmd=None, lambda_fmd: float = 0.0,
-                  background: tuple[float, float, float] | None = None) -> tuple[Scene4D, Tensor, FitReport]:
+def node_fit_config(*, iterations: int, lr_means: float, lr_planes: float, lambda_dssim: float, lambda_tv: float,
+                    max_gaussians: int, prune_opacity: float, sh_degree: int, lambda_fmd: float = 0.0,
+                    background: tuple[float, float, float] | None = None) -> FitConfig:
+    """The ``FitConfig`` Full4DFit4DGS runs: its widget values plus the node's fixed rules: the means' learning
+    rate decays 100x over the fit, densification stops at 2/3 of the iterations and prunes above 2/3 of the
+    Gaussian budget. ``background`` None: by the init (``fit_background``)."""
+    iterations = int(iterations)
+    return FitConfig(iterations=iterations, sh_degree=int(sh_degree), lr_means=lr_means, lr_means_final=lr_means / 100,
+                     lr_planes=lr_planes, lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, lambda_fmd=float(lambda_fmd),
+                     background=background,
+                     densify=DensifyConfig(max_gaussians=int(max_gaussians), prune_above=int(max_gaussians * 2 // 3),
+                                           prune_opacity=prune_opacity, stop=max(1, iterations * 2 // 3)))
+
+
+def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, init: str = INIT_AUTO, da3_model=None,
+                  fmd=None, checkpoint_path: str | None = None, checkpoint_every: int = 0, resume: bool = False,
+                  render_time: float = 0.0, orbit_frames: int = 1, on_step: StepFn | None = None,
+                  on_text: Callable[[str], None] | None = None) -> tuple[Scene4D, Tensor, FitReport]:
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
 
-    ``on_step(done, total)`` counts init, iterations and the final PSNR renders; ``on_text(str)`` gets a line
-    every 25 iterations (running training PSNR) and the final report. ``background`` None: by the init
-    (``fit_background``)."""
+    cfg: the fit (``node_fit_config`` for the node's); ``cfg.background`` None: by the init (``fit_background``);
+    ``cfg.lambda_fmd`` counts only with an ``fmd`` teacher. ``on_step(done, total)`` counts init, iterations and
+    the final PSNR renders; ``on_text(str)`` gets a line every 25 iterations (running training PSNR) and the
+    final report."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
         raise ValueError(f"images: {images.shape[0] if images.dim() == 4 else tuple(images.shape)} images are not a "
@@ -170,20 +183,17 @@ def fit_from_grid(images: Tensor, rig: Rig, geometry=None, *, iterations: int, l
     views = images.reshape(V, T, *images.shape[1:]).float().cpu()
     scale = float(geometry.scale) if geometry is not None else 1.0
     cams = rig.metric(scale)
-    iterations = int(iterations)
+    iterations = cfg.iterations
     total = iterations + V * T + 1
 
     def step(done: int, _total: int) -> None:
         report(on_step, done, total)
 
-    pts, cols, used = init_points(views, rig, geometry, scale, init, da3_model, init_points_cap(max_gaussians))
+    pts, cols, used = init_points(views, rig, geometry, scale, init, da3_model,
+                                  init_points_cap(cfg.densify.max_gaussians))
     step(1, total)
-    background = fit_background(used, views) if background is None else background
-    cfg = FitConfig(iterations=iterations, sh_degree=int(sh_degree), lr_means=lr_means, background=background,
-                    lambda_fmd=float(lambda_fmd) if fmd is not None else 0.0,
-                    lr_means_final=lr_means / 100, lr_planes=lr_planes, lambda_dssim=lambda_dssim, lambda_tv=lambda_tv,
-                    densify=DensifyConfig(max_gaussians=int(max_gaussians), prune_above=int(max_gaussians * 2 // 3),
-                                          prune_opacity=prune_opacity, stop=max(1, iterations * 2 // 3)))
+    cfg = replace(cfg, background=fit_background(used, views) if cfg.background is None else cfg.background,
+                  lambda_fmd=cfg.lambda_fmd if fmd is not None else 0.0)
     times = torch.linspace(0, 1, T) if T > 1 else torch.zeros(1)
     recent: list[float] = []
 
@@ -219,7 +229,7 @@ def render_rig(scene: Scene4D, rig: Rig, orbit: bool, num_frames: int, time_star
                on_step: StepFn | None = None) -> Tensor:
     """orbit: ``num_frames`` cameras of ``interpolate_rig`` with time sweeping ``time_start -> time_end``
     -> (num_frames, H, W, 3); else every rig camera at ``num_frames`` times -> (V*num_frames, H, W, 3)."""
-    from ..rig import interpolate_rig_cameras
+    from ..geometry.rig import interpolate_rig_cameras
 
     cams = rig.metric(float(scene.extras.get("scale", 1.0)))
     t0, t1 = scene.time_range

@@ -7,7 +7,7 @@ import os
 import comfy.model_management
 import folder_paths
 
-from ..depth import CONFIG_FILE, WEIGHTS_FILE, DA3Model, load_da3
+from ..geometry.depth import CONFIG_FILE, WEIGHTS_FILE, DA3Model, load_da3
 from .paths import DEPTH, client_paths, list_files, register
 
 

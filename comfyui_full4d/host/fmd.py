@@ -26,11 +26,11 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from ..adapter import camera_features
-from ..cameras import Camera, Rig
+from ..diffusion.adapter import camera_features
+from ..geometry.cameras import Camera, Rig
 from ..gaussians.fmd import FMDConfig
-from ..geometry import Geometry
-from ..projection import project_rig
+from ..geometry.source import Geometry
+from ..geometry.projection import project_rig
 from .sampling import predict_x0
 
 

@@ -48,8 +48,8 @@ import comfy.ops
 import comfy.patcher_extension
 from comfy.ldm.flux.math import apply_rope1
 
-from ..adapter import AdapterConfig, Full4DAdapter, load_adapter
-from ..train import Ablation
+from ..diffusion.adapter import AdapterConfig, Full4DAdapter, load_adapter
+from ..diffusion.ablation import Ablation
 
 KEY = "full4d"
 RIG_KEY = "full4d_rig"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import comfy.model_management
 import comfy.utils
 
-from ..progress import StepFn
+from ..common.progress import StepFn
 
 
 def check_interrupt() -> None:

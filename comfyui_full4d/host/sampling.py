@@ -14,8 +14,8 @@ import comfy.samplers
 import torch
 from torch import Tensor
 
-from ..progress import StepFn, report
-from ..sampling import activation_bytes, check_latents, pack_pass, view_groups
+from ..common.progress import StepFn, report
+from ..diffusion.packing import activation_bytes, check_latents, pack_pass, view_groups
 from .patch import _wan, get_adapter, with_ablation, with_rig
 
 __all__ = ["sample_full4d", "sample_rig", "predict_x0", "with_shift", "check_memory"]
@@ -106,15 +106,15 @@ def check_sampler_args(sampler_name: str, scheduler: str, steps: int) -> None:
 
 def sample_rig(model, positive: list, negative: list, source: dict, projections: dict, rig,
                ablation: str = "full", **kw) -> dict:
-    """``sample_full4d`` on host LATENT dicts and a ``comfyui_full4d.cameras.Rig``; returns a LATENT dict
+    """``sample_full4d`` on host LATENT dicts and a ``comfyui_full4d.geometry.cameras.Rig``; returns a LATENT dict
     of the target views (batch = views, view-major; with the source first when ``include_source``).
 
     ablation: "full" or one of the paper's Tab. 4 variants ``train.Ablation.NAMES``
     ("no_fused_attention", "no_projection", "no_intra_time", "no_cross_half"); the same switches
     the training code uses, so an ablated adapter is sampled as it was trained.
     """
-    from ..adapter import camera_features
-    from ..train import Ablation
+    from ..diffusion.adapter import camera_features
+    from ..diffusion.ablation import Ablation
 
     for name, lat in (("source", source), ("projections", projections)):
         if not isinstance(lat, dict) or not torch.is_tensor(lat.get("samples")):

@@ -9,7 +9,7 @@ builds the fused RoPE and the blocks run the adapter. Latents are in the model's
 (``process_latent_in`` of the VAE latent), timesteps ``model_sampling.timestep(tau)``, the
 condition half goes in as ``time_dim_concat``: what the host's sampler hands the model.
 
-Distributed: ``torchrun --nproc_per_node N -m comfyui_full4d.train ...`` starts N processes;
+Distributed: ``torchrun --nproc_per_node N -m comfyui_full4d.training.train ...`` starts N processes;
 ``init_distributed`` joins the process group (NCCL on CUDA, gloo on CPU) and every rank draws its
 own clip. Default: the adapter (and LoRA) train under ``DistributedDataParallel`` (every rank holds
 all weights, gradients all-reduced). ``fsdp=True`` (``--fsdp true``): FSDP2 (``fully_shard``) with
@@ -19,7 +19,7 @@ unit's full weights exist only while it runs (forward, and again in backward). G
 reduce-scattered (averaged, as DDP). The rest of the base (embeddings, head) stays replicated.
 The host calls a block through its patch (``(args, extra) -> dict``), so each unit is an
 ``nn.Module`` whose forward is that patch function: calling it fires FSDP's hooks.
-Saving gathers the full tensors (``train.gather_full``; rank 0 writes), so checkpoints and the
+Saving gathers the full tensors (``common.dist.gather_full``; rank 0 writes), so checkpoints and the
 adapter file are the same as without FSDP, and a run resumes with or without it.
 """
 
@@ -35,8 +35,9 @@ from torch.utils.checkpoint import checkpoint
 import comfy.sd
 import comfy.utils
 
-from ..adapter import save_adapter
-from ..train import gather_full
+from ..common.io import save_tensors
+from ..diffusion.adapter import save_adapter
+from ..common.dist import gather_full
 from . import patch
 
 __all__ = ["HostTrainModel", "LoRALinear", "init_distributed", "load_train_model", "progress_bar"]
@@ -76,17 +77,13 @@ def _add_lora(dm: nn.Module, rank: int, alpha: float) -> dict[str, LoRALinear]:
 def save_lora(loras: dict[str, LoRALinear], path: Path, full: dict[str, dict[str, Tensor]] | None = None) -> None:
     """Write the LoRA in the host's format, atomically; ``full``: {key: {"up", "down"}} gathered tensors
     to write instead of the modules' own (FSDP shards)."""
-    from safetensors.torch import save_file
-
     sd = {}
     for key, m in loras.items():
         up, down = (m.up, m.down) if full is None else (full[key]["up"], full[key]["down"])
         sd[f"{key}.lora_up.weight"] = up.detach().float().cpu().contiguous()
         sd[f"{key}.lora_down.weight"] = down.detach().float().cpu().contiguous()
         sd[f"{key}.alpha"] = torch.tensor(m.alpha)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    save_file(sd, str(tmp), metadata={"format": "full4d-lora", "rank": str(next(iter(loras.values())).rank)})
-    os.replace(tmp, path)
+    save_tensors(path, sd, metadata={"format": "full4d-lora", "rank": str(next(iter(loras.values())).rank)})
 
 
 class _Step(nn.Module):
@@ -256,7 +253,7 @@ def load_train_model(model_path: str, vae_path: str, cfg, *, device: str = "cuda
     model = comfy.sd.load_diffusion_model(model_path, model_options={"dtype": dtype})
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_path))
     ctx = _context(text_encoder, context_file, cfg.prompt)
-    from ..train import Ablation
+    from ..diffusion.ablation import Ablation
 
     return HostTrainModel(model, vae, ctx, device=device, grad_checkpointing=cfg.grad_checkpointing,
                           distributed=distributed, ablation=Ablation.named(cfg.ablation), lora_rank=cfg.lora_rank,

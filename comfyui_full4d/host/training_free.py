@@ -1,4 +1,4 @@
-"""Training-free multi-view sampling on the host's own sampler (``comfyui_full4d.training_free``,
+"""Training-free multi-view sampling on the host's own sampler (``comfyui_full4d.diffusion.training_free``,
 docs/training-free.md).
 
 Everything goes through ``comfy.sample.sample`` (KSampler: the chosen sampler and scheduler, CFG,
@@ -38,9 +38,9 @@ import torch
 from comfy.ldm.flux.math import apply_rope1
 from torch import Tensor
 
-from ..progress import StepFn, report
-from ..sampling import check_latents
-from ..training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
+from ..common.progress import StepFn, report
+from ..diffusion.packing import check_latents
+from ..diffusion.training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
                              schedule_from, soft_latent_mask, stop_sigma)
 from .patch import _wan, get_adapter
 from .sampling import check_sampler_args, with_shift
@@ -223,7 +223,7 @@ def sample_training_free(model, positive: list, negative: list, source: Tensor, 
 def sample_rig_training_free(model, positive: list, negative: list, source: dict, projections: dict, masks: Tensor,
                              rig, **kw) -> dict:
     """``sample_training_free`` on host LATENT dicts, the projection node's MASK batch (V*T, H, W)
-    view-major (view 0 first; it is dropped) and a ``comfyui_full4d.cameras.Rig``. Returns a LATENT
+    view-major (view 0 first; it is dropped) and a ``comfyui_full4d.geometry.cameras.Rig``. Returns a LATENT
     dict (batch = views, view-major)."""
     for name, lat in (("source", source), ("projections", projections)):
         if not isinstance(lat, dict) or not torch.is_tensor(lat.get("samples")):

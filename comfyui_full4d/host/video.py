@@ -8,9 +8,9 @@ from typing import Optional
 import folder_paths
 from comfy_api.latest import InputImpl, Input
 
-from ..progress import StepFn
+from ..common.progress import StepFn
 from .paths import client_paths
-from ..video import load_video, prepare_frames
+from ..media.video import load_video, prepare_frames
 
 
 def input_videos() -> list[str]:

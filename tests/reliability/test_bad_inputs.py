@@ -75,7 +75,7 @@ def relink(prompt: dict, node: str, name: str, ref: list) -> dict:
 
 
 def put_adapter_file(srv: Server, name: str, content: bytes | None = None, dims: tuple[int, int, int] | None = None) -> str:
-    from comfyui_full4d.adapter import AdapterConfig, Full4DAdapter, save_adapter
+    from comfyui_full4d.diffusion.adapter import AdapterConfig, Full4DAdapter, save_adapter
 
     d = srv.models_dir / "full4d"
     d.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfyui_full4d.attention import frame_visibility, fused_tv_attention
+from comfyui_full4d.diffusion.attention import frame_visibility, fused_tv_attention
 from comfyui_full4d.gaussians import rasterize
-from comfyui_full4d.projection import project_to_cameras
-from comfyui_full4d.rig import interpolate_rig
+from comfyui_full4d.geometry.projection import project_to_cameras
+from comfyui_full4d.geometry.rig import interpolate_rig
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
@@ -56,8 +56,8 @@ def test_fused_tv_attention(B, H, V, F, S, D, extra, value):
 @SETTINGS
 @given(V=st.integers(0, 6), n=st.integers(-1, 50), scale=floats, dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_interpolate_rig(V, n, scale, dtype):
-    from comfyui_full4d.cameras import intrinsics_from_fov
-    from comfyui_full4d.rig import ring_rig
+    from comfyui_full4d.geometry.cameras import intrinsics_from_fov
+    from comfyui_full4d.geometry.rig import ring_rig
 
     if V >= 2:
         rig = ring_rig(V, intrinsics_from_fov(50, 64, 48), 64, 48)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_full4d.run import apply_overrides
+from comfyui_full4d.client.run import apply_overrides
 from host import ROOT, Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -55,8 +55,8 @@ class Full4DTestGeometry(io.ComfyNode):
 
     @classmethod
     def execute(cls, kind, frames, height, width) -> io.NodeOutput:
-        from comfyui_full4d.cameras import intrinsics_from_fov
-        from comfyui_full4d.geometry import Geometry
+        from comfyui_full4d.geometry.cameras import intrinsics_from_fov
+        from comfyui_full4d.geometry.source import Geometry
 
         g = torch.Generator().manual_seed(0)
         img = torch.rand(frames, height, width, 3, generator=g)

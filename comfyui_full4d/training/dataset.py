@@ -38,9 +38,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .cameras import Camera
-from .geometry import scene_scale
-from .video import save_video
+from ..geometry.cameras import Camera
+from ..geometry.source import scene_scale
+from ..common.io import save_tensors, write_text
+from ..media.video import save_video
 
 __all__ = ["SceneInfo", "Clip", "load_scene", "find_scenes", "validate_scene", "read_video", "write_video",
            "write_synthetic_scene", "draw_clip", "sample_clip", "projection_renders", "ORTHO_TOL"]
@@ -241,22 +242,8 @@ def write_video(path: str | os.PathLike, frames: Tensor, fps: float = 16.0) -> N
     save_video(frames, path, fps, lossless=True, keyframe_every=16)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may write the same file
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may write the same file
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
 def write_synthetic_scene(root: str | os.PathLike, capture, depth: bool = True) -> SceneInfo:
-    """Write a ``comfyui_full4d.synthetic.SyntheticCapture`` as a scene folder (metric cameras).
+    """Write a ``comfyui_full4d.media.synthetic.SyntheticCapture`` as a scene folder (metric cameras).
 
     capture.views (V, T, H, W, 3) -> one video per camera; ``rig.metric(scale)`` -> cameras.json;
     capture.depth -> depth.safetensors when ``depth``. Returns the validated SceneInfo.
@@ -272,8 +259,8 @@ def write_synthetic_scene(root: str | os.PathLike, capture, depth: bool = True) 
         entries.append({"name": name, "video": f"{name}.mp4", "width": W, "height": H,
                         "K": cams.K[v].tolist(), "R": cams.R[v].tolist(), "t": cams.t[v].tolist()})
     if depth:
-        _save_tensors(root / "depth.safetensors", {f"cam{v:02d}": capture.depth[v].float() for v in range(V)})
-    _atomic_text(root / "cameras.json", json.dumps({"version": 1, "fps": capture.fps, "cameras": entries}, indent=1))
+        save_tensors(root / "depth.safetensors", {f"cam{v:02d}": capture.depth[v].float() for v in range(V)})
+    write_text(root / "cameras.json", json.dumps({"version": 1, "fps": capture.fps, "cameras": entries}, indent=1))
     return load_scene(root)
 
 
@@ -302,9 +289,9 @@ def projection_renders(frames: Tensor, depth: Tensor, cameras: Camera, scale: fl
     into relative cameras (V,) in scene units (view 0 the source), through the inference graph's
     own ``projection.project_rig`` -> renders (V, L, H, W, 3), masks (V, L, H, W) bool; view 0 is
     the source itself."""
-    from .cameras import Rig
-    from .geometry import Geometry
-    from .projection import project_rig
+    from ..geometry.cameras import Rig
+    from ..geometry.source import Geometry
+    from ..geometry.projection import project_rig
 
     L = frames.shape[0]
     geo = Geometry(depth=depth.float(), K=cameras.K[0].float(), w2c=torch.eye(4).expand(L, 4, 4).clone(),
@@ -358,53 +345,10 @@ def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: in
         renders = renders.half().float()  # what the cache holds, so hits and misses agree
         if cache:
             path.parent.mkdir(exist_ok=True)
-            _save_tensors(path, {"renders": renders.half(), "masks": masks.to(torch.uint8),
+            save_tensors(path, {"renders": renders.half(), "masks": masks.to(torch.uint8),
                                  "scale": torch.tensor(scale, dtype=torch.float64)})
     cams = _relative(scene.cameras, order, scale)
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"{scene.root}: clip at frame {start} has an invalid scene scale {scale}")
     return Clip(frames=frames, renders=renders, masks=masks, cameras=cams, views=tuple(order),
                 start=start, scale=scale)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m comfyui_full4d.dataset validate DIR``, ``synthetic OUT [--scenes N ...]`` or
-    ``convert IN OUT --format n3dv|recammaster|panoptic|dycheck`` (``captures.convert``)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m comfyui_full4d.dataset")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate", help="check a scene folder or a folder of scenes")
-    v.add_argument("root")
-    s = sub.add_parser("synthetic", help="write procedural scenes (comfyui_full4d.synthetic) as a dataset")
-    s.add_argument("out")
-    s.add_argument("--scenes", type=int, default=4)
-    s.add_argument("--views", type=int, default=6)
-    s.add_argument("--frames", type=int, default=33)
-    s.add_argument("--height", type=int, default=96)
-    s.add_argument("--width", type=int, default=160)
-    s.add_argument("--seed", type=int, default=0)
-    from .captures.convert import add_parser as add_convert
-
-    add_convert(sub)
-    a = p.parse_args(argv)
-    if a.cmd == "convert":
-        from .captures.convert import main as convert_main
-
-        return convert_main(a)
-    if a.cmd == "validate":
-        for sc in find_scenes(a.root):
-            print(f"ok: {sc.root} ({sc.num_views} cameras, {sc.num_frames} frames, "
-                  f"{sc.cameras.width}x{sc.cameras.height})")
-        return 0
-    from .synthetic import make_capture
-
-    for i in range(a.scenes):
-        cap = make_capture(num_views=a.views, num_frames=a.frames, height=a.height, width=a.width, seed=a.seed + i)
-        sc = write_synthetic_scene(Path(a.out) / f"scene{i:04d}", cap)
-        print(f"wrote {sc.root}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

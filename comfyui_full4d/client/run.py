@@ -1,6 +1,6 @@
 """Headless runner: queue an API-format workflow on a ComfyUI server and fetch its outputs.
 
-    python -m comfyui_full4d.run workflows/api/demo_synthetic_api.json \\
+    python -m comfyui_full4d.client.run workflows/api/demo_synthetic_api.json \\
         --server http://127.0.0.1:8188 --set 1.seed=3 --out output/
 
 It POSTs the prompt to ``/prompt``, follows the server's websocket (``/ws``) printing a progress
@@ -20,13 +20,13 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Callable, Optional
+from ..common.io import write_bytes
 
 __all__ = ["WorkflowError", "apply_overrides", "run_workflow", "fetch_outputs", "launch_server", "main"]
 
@@ -145,10 +145,7 @@ def fetch_outputs(server: str, history: dict, out_dir: Path) -> list[Path]:
                 with urllib.request.urlopen(f"{server.rstrip('/')}/view?{q}", timeout=120) as r:
                     data = r.read()
                 dest = out_dir / Path(it["filename"]).name
-                fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".part-")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, dest)
+                write_bytes(dest, data)
                 saved.append(dest)
     return saved
 
@@ -194,7 +191,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m comfyui_full4d.run", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m comfyui_full4d.client.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("workflow", type=Path, help="API-format workflow JSON (ComfyUI: Export (API))")
     ap.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",

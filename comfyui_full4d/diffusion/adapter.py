@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from types import SimpleNamespace
 from typing import Callable, Iterable, Mapping
@@ -34,6 +33,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..common.io import save_tensors
 from .attention import fused_tv_attention
 
 __all__ = ["AdapterConfig", "Full4DAdapter", "camera_features", "load_adapter", "read_adapter_config", "save_adapter",
@@ -226,8 +226,6 @@ def save_adapter(adapter: Full4DAdapter, path: str | os.PathLike, *, state_dict:
 
     state_dict: the full tensors to write instead of ``adapter.state_dict()`` (e.g. gathered from FSDP
     shards); it must have exactly the adapter's keys and shapes."""
-    from safetensors.torch import save_file
-
     path = os.fspath(path)
     own = adapter.state_dict()
     if state_dict is not None:
@@ -236,15 +234,7 @@ def save_adapter(adapter: Full4DAdapter, path: str | os.PathLike, *, state_dict:
             raise ValueError(f"save_adapter: state_dict does not match the adapter at {bad[:6]}")
         own = state_dict
     sd = {k: v.detach().to("cpu").contiguous() for k, v in own.items()}
-    fd, tmp = tempfile.mkstemp(prefix=".full4d-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata=adapter.config.metadata())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    save_tensors(path, sd, metadata=adapter.config.metadata())
 
 
 def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:

@@ -3,9 +3,9 @@
 SPEC 6 initialises the Gaussians from the fused point clouds of *all* views; a generated view has
 no depth of its own, so DA3 runs on the V views of a frame as one multi-view batch and its output
 is aligned to the rig. DA3 returns, per view, z-depth ``d_v`` and world-to-camera extrinsics
-``E_v`` in its own frame and scale (see ``comfyui_full4d.depth``). The similarity
+``E_v`` in its own frame and scale (see ``comfyui_full4d.geometry.depth``). The similarity
 ``X_rig = s R X_da3 + t`` from DA3's frame to the rig's metric world is the Umeyama fit of DA3's
-camera centres ``-R_v^T t_v`` to the rig's (``comfyui_full4d.gaussians.init.umeyama``). A similarity
+camera centres ``-R_v^T t_v`` to the rig's (``comfyui_full4d.geometry.align.umeyama``). A similarity
 scales z-depth by ``s`` and leaves it otherwise unchanged (its rigid part moves the camera with
 the points), so the metric depth in rig camera ``v`` is ``s * d_v``.
 
@@ -38,9 +38,10 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .align import umeyama
 from .cameras import Camera
 from .depth import DA3Model, _resize_masked, _run_chunk, da3_input_size
-from .progress import StepFn, report
+from ..common.progress import StepFn, report
 
 __all__ = ["AlignInfo", "estimate_view_depth", "view_chunks"]
 
@@ -100,7 +101,6 @@ def _rig_kind(centres: Tensor) -> str:
 
 def _fit_similarity(src: Tensor, dst: Tensor) -> tuple[float, Tensor, Tensor, float]:
     """Umeyama ``dst ~ s R src + t`` for (N, 3) float64 centres; returns s, R, t, relative RMS residual."""
-    from .gaussians.init import umeyama  # lazy: avoids an import cycle with the fit that calls us
 
     s, R, t = umeyama(src, dst)
     err = s * src @ R.T + t - dst

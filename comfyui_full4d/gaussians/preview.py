@@ -146,7 +146,7 @@ def read_ply_gaussians(path: str) -> dict[str, np.ndarray]:
 def cameras_json(rig, orbit_n: int = 60) -> dict:
     """Rig (scene units, OpenCV world-to-camera) -> {"rig": [...], "orbit": [...]} of
     {name, eye (3,), forward (3,), up (3,), fov_y_deg} in world coordinates (world up = -y) for the widget."""
-    from .rig import interpolate_rig_cameras
+    from ..geometry.rig import interpolate_rig_cameras
 
     def cams(r) -> list[dict]:
         c = r.cameras

@@ -1,4 +1,4 @@
-"""Camera rig presets in scene units (SPEC 3). Conventions: ``comfyui_full4d/cameras.py``.
+"""Camera rig presets in scene units (SPEC 3). Conventions: ``comfyui_full4d/geometry/cameras.py``.
 
 The source camera is view 0 and sits at the world origin with identity rotation (world = the
 source camera's frame). The scene centre (look-at point) defaults to ``(0, 0, 1)``: one scene

@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .cameras import Camera, Rig, intrinsics_from_fov
-from .geometry import Geometry, scene_scale
-from .progress import StepFn, report
-from .rig import ring_rig
+from ..geometry.cameras import Camera, Rig, intrinsics_from_fov
+from ..geometry.source import Geometry, scene_scale
+from ..common.progress import StepFn, report
+from ..geometry.rig import ring_rig
 
 __all__ = ["SceneSpec", "SyntheticCapture", "make_scene", "cast", "render", "make_capture",
            "object_states", "ELLIPSOID", "BOX", "LAYOUT_DEPTH"]
@@ -371,7 +371,7 @@ class SyntheticCapture:
 def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, width: int = 160, seed: int = 0,
                  fov_y_deg: float = 50.0, radius: float = 1.0, elevation_deg: float = 0.0, fps: float = 16.0,
                  supersample: int = 1, *, on_step: StepFn | None = None) -> SyntheticCapture:
-    """Render ``make_scene(seed)`` from a ring rig (``comfyui_full4d.rig.ring_rig``) about the
+    """Render ``make_scene(seed)`` from a ring rig (``comfyui_full4d.geometry.rig.ring_rig``) about the
     scene centre ``(0, 0, 1)`` (scene units), scale ``s`` = median depth of source frame 0.
 
     Returns views (V, T, H, W, 3) and depth (V, T, H, W) in a ``SyntheticCapture``; ``times`` are

@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from .cameras import Camera
+from ..geometry.cameras import Camera
 
 __all__ = ["PSNR_CAP", "psnr", "ssim", "feature_matches", "reprojection_error",
            "photometric_reprojection_error", "temporal_flicker", "table_image", "format_table",

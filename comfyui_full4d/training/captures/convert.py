@@ -1,6 +1,6 @@
 """Capture folders -> the training dataset format (``dataset.py``, docs/training.md).
 
-``python -m comfyui_full4d.dataset convert --format n3dv IN OUT``: every capture folder at or
+``python -m comfyui_full4d.training.cli convert --format n3dv IN OUT``: every capture folder at or
 below ``IN`` becomes a scene folder under ``OUT`` (named by its path below ``IN``, ``/`` -> ``-``)
 holding one lossless video per selected view (undistorted, optionally resized + centre-cropped)
 and ``cameras.json`` with the views' cameras (the capture's world; translations times
@@ -20,9 +20,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..progress import StepFn, report
-from ..video import VideoWriter
-from . import FORMATS, detect_format, open_capture
+from ...common.io import write_json
+from ...common.progress import StepFn, report
+from ...media.video import VideoWriter
+from .formats import FORMATS, detect_format, open_capture
 from .base import CaptureError
 from .load import read_view, resized_cameras, select
 
@@ -73,12 +74,6 @@ def find_captures(root: Path, format: str = "auto", max_depth: int = 4) -> list[
     return sorted(found)
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _video_ok(path: Path, frames: int, size: tuple[int, int]) -> bool:
     from .base import _video_frames, video_info
 
@@ -113,7 +108,7 @@ def convert_capture(src: Path, dest: Path, format: str = "auto", opts: ConvertOp
         if cams_path.is_file():
             return "done before"
     else:
-        _atomic_json(done_path, manifest)
+        write_json(done_path, manifest)
     V, T = len(sel.views), len(sel.indices)
     for v, view in enumerate(sel.views):
         out = dest / f"{view.name}.mp4"
@@ -127,7 +122,7 @@ def convert_capture(src: Path, dest: Path, format: str = "auto", opts: ConvertOp
     entries = [{"name": n, "video": f"{n}.mp4", "width": size[1], "height": size[0], "K": cams.K[i].tolist(),
                 "R": cams.R[i].tolist(), "t": (cams.t[i] * opts.metres_per_unit).tolist()}
                for i, n in enumerate(sel.names)]
-    _atomic_json(cams_path, {"version": 1, "fps": sel.fps, "cameras": entries,
+    write_json(cams_path, {"version": 1, "fps": sel.fps, "cameras": entries,
                              "units": "metres" if opts.metres_per_unit != 1.0 else cap.units, "source": manifest})
     from ..dataset import load_scene
 
@@ -166,7 +161,7 @@ def convert(root: str | os.PathLike, out: str | os.PathLike, format: str = "auto
 
 
 def add_parser(sub) -> None:
-    """The ``convert`` sub-command's arguments (``python -m comfyui_full4d.dataset convert``)."""
+    """The ``convert`` sub-command's arguments (``python -m comfyui_full4d.training.cli convert``)."""
     c = sub.add_parser("convert", help="convert public multi-view captures (N3DV, ReCamMaster, Panoptic, DyCheck) "
                        "into this format (streaming, resumable)")
     c.add_argument("input", help="a capture folder, or a folder with capture folders below it")
@@ -189,7 +184,7 @@ def add_parser(sub) -> None:
 
 
 def main(a) -> int:
-    """The ``convert`` sub-command of ``python -m comfyui_full4d.dataset`` (args from its parser)."""
+    """The ``convert`` sub-command of ``python -m comfyui_full4d.training.dataset`` (args from its parser)."""
     if (a.height == 0) != (a.width == 0):
         raise SystemExit("give both --height and --width, or neither (native size)")
     opts = ConvertOptions(views=a.views, start=a.start, num_frames=a.frames, stride=a.stride,

@@ -11,7 +11,7 @@ The fast path packs ``(float32 depth bits << 32) | point index`` into one int64 
 takes ``scatter_reduce(amin)`` over all target pixels of a chunk of frames and all views at
 once; the colour of the winner is then gathered. ``project_to_cameras_reference`` does one
 frame and one view at a time with two stable sorts instead of a scatter.
-Conventions: ``comfyui_full4d/cameras.py``.
+Conventions: ``comfyui_full4d/geometry/cameras.py``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from .cameras import Rig
-from .geometry import Geometry
-from .progress import StepFn, report
+from .source import Geometry
+from ..common.progress import StepFn, report
 
 __all__ = ["project_to_cameras", "project_to_cameras_reference", "project_rig", "project_rig_batch", "contact_sheet"]
 

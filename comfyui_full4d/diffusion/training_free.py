@@ -31,7 +31,7 @@ import torch.nn.functional as F_nn
 from torch import Tensor
 
 from .attention import fused_tv_attention
-from .sampling import view_groups
+from .packing import view_groups
 
 __all__ = ["TrainingFreeConfig", "VAE_TIME", "VAE_SPACE", "latent_frames", "soft_latent_mask", "schedule_from",
            "stop_sigma", "pass_groups", "replacement_masks", "cross_view_attention"]

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..cameras import Camera
+from ...geometry.cameras import Camera
 
 __all__ = ["CaptureError", "FrameSource", "View", "Capture", "where", "pose_matrix", "parse_views", "video_info",
            "rotation_angle_deg"]
@@ -177,7 +177,7 @@ def _video_frames(path: Path) -> int:
 def _read_video(path: Path, indices: Sequence[int]) -> Iterator[Tensor]:
     """Decode the frames ``indices`` (ascending), seeking to the keyframe before the first when the
     stream has timestamps (frame index = round(pts * time_base * fps)), else from the start."""
-    from ..video import _frame_tensor, _open
+    from ...media.video import _frame_tensor, _open
 
     want = sorted(set(int(i) for i in indices))
     if not want:

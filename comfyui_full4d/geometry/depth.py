@@ -22,7 +22,7 @@ What the DA3 package (depth-anything-3 0.1.1) expects and returns, read from its
   the inverse of the camera-to-world pose decoded from the pose encoding; depth and translation
   share one scale.
 * ``intrinsics`` (B, N, 3, 3) in pixels at (h, w), principal point ``(w/2, h/2)``: the same
-  pixel-centre convention as ``comfyui_full4d.cameras``, so a per-axis resize scales K exactly.
+  pixel-centre convention as ``comfyui_full4d.geometry.cameras``, so a per-axis resize scales K exactly.
 * views >= 3 get a reference view chosen by ``ref_view_strategy``; we pass ``"first"``.
 
 Long videos run in chunks of ``batch`` frames. Every chunk after the first re-runs frame 0 as
@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .geometry import Geometry, scene_scale
-from .progress import StepFn, report
+from .source import Geometry, scene_scale
+from ..common.progress import StepFn, report
 
 __all__ = ["DA3Model", "build_da3", "load_da3", "da3_input_size", "estimate_depth", "depth_preview",
            "WEIGHTS_FILE", "CONFIG_FILE"]

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .progress import StepFn, report
+from ..common.io import atomic_path, temp_beside
+from ..common.progress import StepFn, report
 
 __all__ = ["DEFAULT_SIZE", "snap_frame_count", "default_size", "resize_center_crop", "crop_intrinsics",
            "load_video", "prepare_frames", "save_video", "VideoWriter"]
@@ -292,8 +293,7 @@ def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike],
     arr = x.cpu().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as out:
             codec, pix_fmt = ("libx264rgb", "rgb24") if lossless else ("libx264", "yuv420p")
             stream = out.add_stream(codec, rate=Fraction(round(fps * 1000), 1000))
@@ -306,10 +306,6 @@ def save_video(frames: Union[Tensor, np.ndarray], path: Union[str, os.PathLike],
                     out.mux(pkt)
             for pkt in stream.encode():
                 out.mux(pkt)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -328,7 +324,7 @@ class VideoWriter:
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._tmp: Optional[Path] = None  # made at the first frame
         self._fps, self._crf, self._lossless, self._gop = fps, int(crf), lossless, keyframe_every
         self._out = self._stream = None
         self._size: Optional[tuple[int, int]] = None
@@ -353,6 +349,7 @@ class VideoWriter:
         if self._out is None:
             if not self._lossless and (H % 2 or W % 2):
                 raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {H}x{W}; crop or resize the frames")
+            self._tmp = temp_beside(self.path)
             self._out = av.open(str(self._tmp), mode="w", format="mp4")
             codec, pix_fmt = ("libx264rgb", "rgb24") if self._lossless else ("libx264", "yuv420p")
             self._stream = self._out.add_stream(codec, rate=Fraction(round(self._fps * 1000), 1000))
@@ -390,5 +387,5 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - the file is being discarded
                 pass
             self._out = None
-        if self._tmp.exists():
-            self._tmp.unlink()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)

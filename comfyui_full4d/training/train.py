@@ -1,4 +1,4 @@
-"""Adapter training (paper section 4.2, SPEC 1-5): ``python -m comfyui_full4d.train --help``.
+"""Adapter training (paper section 4.2, SPEC 1-5): ``python -m comfyui_full4d.training.train --help``.
 
 Recipe, per step (one scene clip per rank, all its views in one batch):
 
@@ -27,51 +27,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from .progress import StepFn, report
+from ..common.io import atomic_path
+from ..common.progress import StepFn, report
+from ..diffusion.ablation import Ablation
+from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["Ablation", "TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss",
-           "save_checkpoint", "load_checkpoint", "gather_full", "shard_like", "train", "main"]
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """Paper Tab. 4 switches; all on is the full model.
-
-    fused_attention: the fused time-view branch (off: no cross-view attention, camera encoders
-    only); projection: projection conditioning (off: target condition halves are zero latents in
-    model space); intra_time / cross_half: rules 2 and 3 of the SPEC 2 mask.
-    """
-
-    fused_attention: bool = True
-    projection: bool = True
-    intra_time: bool = True
-    cross_half: bool = True
-
-    NAMES = ("full", "no_fused_attention", "no_projection", "no_intra_time", "no_cross_half")
-
-    @classmethod
-    def named(cls, name: str) -> "Ablation":
-        """"full" or "no_<switch>" (one switch off)."""
-        if name not in cls.NAMES:
-            raise ValueError(f"ablation must be one of {cls.NAMES}, got {name!r}")
-        return cls() if name == "full" else cls(**{name[3:]: False})
-
-    @property
-    def attention_changed(self) -> bool:
-        return not (self.fused_attention and self.intra_time and self.cross_half)
+__all__ = ["TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss", "train", "main"]
 
 
 @dataclass(frozen=True)
@@ -191,109 +163,6 @@ def flow_matching_loss(v: Tensor, z0: Tensor, eps: Tensor) -> Tensor:
     return ((v[1:].float() - (eps[1:] - z0[1:]).float()) ** 2).mean()
 
 
-# ---- checkpoints ------------------------------------------------------------------------------
-
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def gather_full(tensors: dict[str, Tensor], keep: bool = True) -> dict[str, Tensor]:
-    """The full tensors of a state dict whose values may be FSDP shards (``DTensor``), on the CPU.
-
-    Collective for DTensors (an all-gather each): every rank calls it with the same keys in the same
-    order. keep: False on ranks that do not write (each full tensor is dropped right after its gather).
-    Plain tensors pass through."""
-    from torch.distributed.tensor import DTensor
-
-    out = {}
-    for k, v in tensors.items():
-        full = v.full_tensor() if isinstance(v, DTensor) else v
-        if keep:
-            out[k] = full.detach().cpu()
-    return out
-
-
-def shard_like(full: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Full tensors -> this rank's shards where ``like[k]`` is a DTensor of the same global shape (each rank
-    cuts its own piece of a file every rank read; no communication); other values pass through."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    out = {}
-    for k, v in full.items():
-        ref = like.get(k)
-        if isinstance(ref, DTensor) and tuple(v.shape) == tuple(ref.shape):
-            v = distribute_tensor(v.to(device=ref.device, dtype=ref.dtype), ref.device_mesh, ref.placements,
-                                  src_data_rank=None)
-        out[k] = v
-    return out
-
-
-def _frozen_names(module: nn.Module) -> set[str]:
-    """State-dict keys of parameters that do not train (checkpoints leave them out)."""
-    return {n for n, p in module.named_parameters() if not p.requires_grad}
-
-
-def save_checkpoint(ckpt: Path, step: int, trainable: nn.Module, opt: torch.optim.Optimizer,
-                    model: TrainModel, cfg: TrainConfig, *, write: bool = True) -> None:
-    """``ckpt/``: adapter.safetensors (the inference file), trainable.safetensors (trainable tensors only: not
-    the frozen base Linears inside LoRA), optimizer.safetensors, state.json ({"step", "config"}) written last,
-    so a checkpoint with state.json is complete.
-
-    Under torchrun every rank calls it (FSDP shards are gathered); only the rank with ``write`` writes."""
-    if write:
-        ckpt.mkdir(parents=True, exist_ok=True)
-    model.save_adapter(ckpt / "adapter.safetensors")
-    frozen = _frozen_names(trainable)  # e.g. the base Linear inside each LoRA: the host model already has it
-    weights = gather_full({k: v for k, v in trainable.state_dict().items() if k not in frozen}, keep=write)
-    osd = opt.state_dict()
-    flat = {}
-    for idx, st in osd["state"].items():
-        for k, v in st.items():
-            flat[f"{idx}.{k}"] = v if isinstance(v, Tensor) else torch.tensor(v)
-    flat = gather_full(flat, keep=write)
-    if not write:
-        return
-    _save_tensors(ckpt / "trainable.safetensors", weights)
-    _save_tensors(ckpt / "optimizer.safetensors", flat)
-    groups = [{k: v for k, v in g.items()} for g in osd["param_groups"]]
-    _atomic_json(ckpt / "state.json", {"step": step, "config": asdict(cfg), "param_groups": groups})
-
-
-def load_checkpoint(ckpt: Path, trainable: nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Restore trainable weights and optimizer state; returns the step to continue from."""
-    from safetensors.torch import load_file
-
-    state_path = ckpt / "state.json"
-    if not state_path.is_file():
-        raise ValueError(f"{ckpt}: no state.json; not a complete checkpoint")
-    state = json.loads(state_path.read_text())
-    frozen = _frozen_names(trainable)
-    saved = {k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items() if k not in frozen}
-    missing, unexpected = trainable.load_state_dict(shard_like(saved, trainable.state_dict()), strict=False)
-    if set(missing) - frozen or unexpected:
-        raise ValueError(f"{ckpt / 'trainable.safetensors'} does not match this model (missing "
-                         f"{sorted(set(missing) - frozen)[:5]}, unexpected {sorted(unexpected)[:5]}); resume with the "
-                         "same config (adapter, lora_rank) or start a new checkpoint folder")
-    flat = load_file(str(ckpt / "optimizer.safetensors"))
-    params = [p for g in opt.param_groups for p in g["params"]]
-    per: dict[int, dict[str, Tensor]] = {}
-    for key, v in flat.items():
-        idx, name = key.split(".", 1)
-        per.setdefault(int(idx), {})[name] = shard_like({name: v}, {name: params[int(idx)]})[name]
-    opt.load_state_dict({"state": per, "param_groups": state["param_groups"]})
-    return int(state["step"])
-
-
 # ---- the loop ---------------------------------------------------------------------------------
 
 def _resize(frames: Tensor, height: int, width: int) -> Tensor:
@@ -332,7 +201,7 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
     seconds, clips/s). Returns {"step", "losses"} of this run.
     """
     from . import dataset as ds
-    from .adapter import camera_features
+    from ..diffusion.adapter import camera_features
 
     if not scenes:
         raise ValueError(f"no scenes found under {cfg.data!r}")
@@ -348,10 +217,8 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
     if not new_log and rank == 0:  # drop rows logged after the checkpoint (a run cut off between saves)
         with open(csv_path, newline="") as fh:
             kept = [r for i, r in enumerate(csv.reader(fh)) if i == 0 or (r and int(r[0]) <= step)]
-        tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
-        os.replace(tmp, csv_path)
     losses = []
     cache = _LatentCache(cfg.latent_cache) if cache is None else cache
     device_type = "cuda" if next(iter(params)).is_cuda else "cpu"
@@ -405,7 +272,7 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
 
 def main(argv: Iterable[str] | None = None) -> int:
     """CLI entry point; see ``docs/training.md``."""
-    p = argparse.ArgumentParser(prog="python -m comfyui_full4d.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m comfyui_full4d.training.train", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a scene folder or a folder of scene folders (docs/training.md)")
     p.add_argument("--out", required=True, help="output folder: checkpoint/, adapter.safetensors, log.csv")
     p.add_argument("--model", required=True, help="Wan2.2-TI2V-5B diffusion model .safetensors")
@@ -428,7 +295,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     a = p.parse_args(list(argv) if argv is not None else None)
     cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
     from . import dataset as ds
-    from .host import training as host_training
+    from ..host import training as host_training
 
     distributed = host_training.init_distributed()
     model = host_training.load_train_model(a.model, a.vae, cfg, device=a.device, text_encoder=a.text_encoder,
@@ -436,7 +303,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     scenes = ds.find_scenes(cfg.data)
     depth_fn = None
     if a.da3 is not None:
-        from .depth import estimate_depth, load_da3
+        from ..geometry.depth import estimate_depth, load_da3
 
         da3 = load_da3(a.da3, device=a.device)
         depth_fn = lambda frames: estimate_depth(da3, frames.to(a.device)).depth.cpu()  # noqa: E731

@@ -1,19 +1,5 @@
-"""Readers for public synchronized multi-view capture formats (docs/cameras.md, docs/training.md).
-
-``open_capture(folder, format="auto")`` reads one capture folder into a ``Capture`` in the
-project's conventions (OpenCV world-to-camera, pixel centres at +0.5, undistortion model kept for
-the frames). ``load_multiview`` turns a view / frame selection into a view-major frame grid and a
-``Rig`` in scene units (what ``Full4DLoadMultiView`` returns); ``convert`` writes the training
-dataset format (``python -m comfyui_full4d.dataset convert``).
-
-| format | folder holds |
-|---|---|
-| ``n3dv`` | ``poses_bounds.npy`` + ``camXX.mp4`` (Neural 3D Video / DyNeRF) |
-| ``recammaster`` | ``videos/camNN.mp4`` + ``cameras/camera_extrinsics.json`` (MultiCamVideo, SynCamVideo) |
-| ``panoptic`` | ``calibration_<seq>.json`` + ``hdVideos/`` / ``vgaVideos/`` (CMU Panoptic Studio) |
-| ``dycheck`` | ``dataset.json`` + ``metadata.json`` + ``camera/`` + ``rgb/`` (DyCheck iPhone, Nerfies) |
-| ``full4d`` | ``cameras.json`` + videos: this pack's training scene format (``dataset.py``), e.g. your own rig |
-"""
+"""Which reader reads a capture folder: ``FORMATS`` (name -> reader module), ``detect_format`` and
+``open_capture`` (one folder -> a ``Capture`` in the project's conventions)."""
 
 from __future__ import annotations
 
@@ -21,10 +7,9 @@ import os
 from pathlib import Path
 
 from . import dycheck, full4d, n3dv, panoptic, recammaster
-from .base import Capture, CaptureError, FrameSource, View, parse_views
+from .base import Capture, CaptureError
 
-__all__ = ["FORMATS", "Capture", "CaptureError", "FrameSource", "View", "open_capture", "detect_format",
-           "parse_views"]
+__all__ = ["FORMATS", "detect_format", "open_capture"]
 
 FORMATS = {"n3dv": n3dv, "recammaster": recammaster, "panoptic": panoptic, "dycheck": dycheck, "full4d": full4d}
 _LAYOUTS = ("n3dv: poses_bounds.npy + camXX.mp4; recammaster: cameras/camera_extrinsics.json + videos/camNN.mp4; "
@@ -62,8 +47,3 @@ def open_capture(root: str | os.PathLike, format: str = "auto", label: str | Non
         raise CaptureError(f"{label}: not a {format} capture. Expected: "
                            f"{next(s for s in _LAYOUTS.split('; ') if s.startswith(format))}")
     return mod.read(root, label, **kw)
-
-
-from .load import MultiView, Selection, capture_rig, load_multiview, select  # noqa: E402  (needs open_capture)
-
-__all__ += ["MultiView", "Selection", "capture_rig", "load_multiview", "select"]

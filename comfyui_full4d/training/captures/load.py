@@ -31,11 +31,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..cameras import Camera, Rig
-from ..progress import StepFn, report
-from ..rig import validate_rig
-from ..video import check_frame_budget, crop_intrinsics, default_size, resize_center_crop, snap_frame_count, _check_size
-from . import open_capture
+from ...geometry.cameras import Camera, Rig
+from ...common.progress import StepFn, report
+from ...geometry.rig import validate_rig
+from ...media.video import check_frame_budget, crop_intrinsics, default_size, resize_center_crop, snap_frame_count, _check_size
+from .formats import open_capture
 from .base import Capture, CaptureError, View, parse_views, rotation_angle_deg
 
 __all__ = ["Selection", "MultiView", "select", "focus_depth", "look_at_point", "capture_rig", "undistorter",
