@@ -166,7 +166,7 @@ def node_fit_config(*, iterations: int, lr_means: float, lr_planes: float, lambd
 
 
 def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, init: str = INIT_AUTO, da3_model=None,
-                  fmd=None, checkpoint_path: str | None = None, checkpoint_every: int = 0, resume: bool = False,
+                  fmd=None, checkpoint_path: str | None = None, checkpoint_every: int = 500, resume: bool = False,
                   render_time: float = 0.0, orbit_frames: int = 1, on_step: StepFn | None = None,
                   on_text: Callable[[str], None] | None = None) -> tuple[Scene4D, Tensor, FitReport]:
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
