@@ -139,7 +139,8 @@ def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams:
     model_space False: all latents in and out in the VAE's space (as VAEEncode returns them; the
     model's ``process_latent_in`` / ``process_latent_out`` are applied here); True: all already in the
     model's normalised space (``process_latent_in`` of the VAE latent), where rectified flow noises
-    (what FMD uses). Returns z0_hat (P-1, C, T, h, w) on z_tau's device, no gradient (the FMD target is ``stopgrad(z0_hat)``).
+    (what FMD uses). Returns z0_hat (P-1, C, T, h, w) on z_tau's device, no gradient (the FMD target is
+    ``stopgrad(z0_hat)``).
     """
     if get_adapter(model) is None:
         raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
