@@ -15,7 +15,7 @@ Parts:
    default 120,000-Gaussian budget: it/s, wall time, training and orbit PSNR, peak VRAM; the torch
    compositor on the same GPU for its first iterations (it/s);
 4. the host's memory manager: the tiny Wan2.2 + zero adapter through Full4DSampler with views_per_pass auto
-   (0), peak VRAM against the model's own estimate (weights + ``sampling.activation_bytes``).
+   (0), peak VRAM against the model's own estimate (weights + ``diffusion.packing.activation_bytes``).
 
 The table also goes to ``$OUT/gpu_check.md`` (and the rows to ``$OUT/gpu_check.json``) when ``OUT`` is set.
 """
@@ -133,7 +133,7 @@ def part_attention(dry: bool) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from comfyui_full4d.attention import fused_tv_attention
+    from comfyui_full4d.diffusion.attention import fused_tv_attention
 
     cuda = _cuda() and not dry
     V, T, S, H, D = (6, 21, 252, 24, 128) if cuda else (2, 2, 8, 2, 16)
@@ -197,12 +197,13 @@ def _fit_once(cap, values: dict, device: str, backend: str, iterations: int, sto
             if stop_after is not None and done - 1 >= stop_after:
                 raise _Stop
 
-    kw = {**values, "iterations": iterations, "resume": False, "checkpoint_path": None, "orbit_frames": 8,
-          "init": "auto", "on_step": on_step}
+    keys = ("lr_means", "lr_planes", "lambda_dssim", "lambda_tv", "max_gaussians", "prune_opacity", "sh_degree")
+    cfg = pipeline.node_fit_config(iterations=iterations, **{k: values[k] for k in keys})
     t0 = time.perf_counter()
     scene = rep = None
     try:
-        scene, _, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, cap.geometry(), device=device, **kw)
+        scene, _, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, cfg, cap.geometry(), init="auto",
+                                               orbit_frames=8, on_step=on_step, device=device)
     except _Stop:
         pass
     if cuda:
@@ -218,9 +219,9 @@ def _orbit_psnr(scene, cap, frames: int) -> float:
     import torch
 
     from comfyui_full4d.gaussians import pipeline
-    from comfyui_full4d.metrics import psnr
-    from comfyui_full4d.rig import interpolate_rig_cameras
-    from comfyui_full4d.synthetic import make_scene, render
+    from comfyui_full4d.geometry.rig import interpolate_rig_cameras
+    from comfyui_full4d.media.metrics import psnr
+    from comfyui_full4d.media.synthetic import make_scene, render
 
     orb = interpolate_rig_cameras(cap.rig, 120)
     got = pipeline.render_rig(scene, orb, True, frames, 0.0, 1.0).cpu()
@@ -234,7 +235,7 @@ def part_fit(dry: bool) -> list[dict]:
     sys.path.insert(0, str(ROOT / "bench"))
     from fit_node import fit_values
 
-    from comfyui_full4d.synthetic import make_capture
+    from comfyui_full4d.media.synthetic import make_capture
 
     cuda = _cuda() and not dry
     V, T, H, W = (6, 21, 384, 672) if cuda else (3, 2, 24, 32)
@@ -271,7 +272,7 @@ def part_memory(dry: bool) -> list[dict]:
 
     import comfy.model_management as mm
     from comfyui_full4d.host.patch import load_full4d
-    from comfyui_full4d.sampling import activation_bytes
+    from comfyui_full4d.diffusion.packing import activation_bytes
 
     host = InProcessHost.start(Path(tempfile.mkdtemp(prefix="gpu_check_host")))
     V, T, h, w = 6, 6, 24, 42

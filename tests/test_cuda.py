@@ -18,15 +18,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from comfyui_full4d.synthetic import make_capture
+from comfyui_full4d.media.synthetic import make_capture
 from fixtures.devices import DeviceRecorder
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 GPU_HOST = pytest.mark.skipif(os.environ.get("FULL4D_TEST_HOST_DEVICE") != "gpu",
                               reason="the host runs --cpu; set FULL4D_TEST_HOST_DEVICE=gpu")
-ONE_OFF_CPU = {"_fingerprint", "nn_scales", "_save_checkpoint", "interpolate_rig"}  # as tests/test_fit_device.py
-FIT = dict(iterations=60, lr_means=1.6e-4, lr_planes=0.05, lambda_dssim=0.2, lambda_tv=2e-4, max_gaussians=2000,
-           prune_opacity=0.015, sh_degree=1, checkpoint_every=25, resume=True, render_time=0.5, orbit_frames=3)
+ONE_OFF_CPU = {"_fingerprint", "nn_scales", "save_tensors", "interpolate_rig"}  # as tests/test_fit_device.py
+WIDGETS = dict(iterations=60, lr_means=1.6e-4, lr_planes=0.05, lambda_dssim=0.2, lambda_tv=2e-4, max_gaussians=2000,
+               prune_opacity=0.015, sh_degree=1)
+RUN = dict(checkpoint_every=25, resume=True, render_time=0.5, orbit_frames=3)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 2e-2) -> None:
@@ -45,14 +46,14 @@ def test_the_fit_runs_on_cuda_with_gsplat(tmp_path, monkeypatch):
     calls = []
     real = rmod._rasterize_gsplat
     monkeypatch.setattr(rmod, "_rasterize_gsplat", lambda *a, **k: calls.append(1) or real(*a, **k))
-    rec = DeviceRecorder()
+    rec, cfg = DeviceRecorder(), pipeline.node_fit_config(**WIDGETS)
     with rec:
-        scene, orbit, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, geometry, device=torch.device("cuda"),
-                                                   checkpoint_path=str(tmp_path / "g.safetensors"), **FIT)
+        scene, orbit, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, cfg, geometry, device=torch.device("cuda"),
+                                                   checkpoint_path=str(tmp_path / "g.safetensors"), **RUN)
     assert rec.factories == [] and {w for w in rec.to_cpu if w[1] not in ONE_OFF_CPU} == set()
-    assert scene.device.type == "cuda" and orbit.device.type == "cuda" and len(calls) >= FIT["iterations"]
-    _, _, cpu_rep = pipeline.fit_from_grid(cap.view_major, cap.rig, geometry, device=torch.device("cpu"),
-                                           checkpoint_path=str(tmp_path / "c.safetensors"), **FIT)
+    assert scene.device.type == "cuda" and orbit.device.type == "cuda" and len(calls) >= WIDGETS["iterations"]
+    _, _, cpu_rep = pipeline.fit_from_grid(cap.view_major, cap.rig, cfg, geometry, device=torch.device("cpu"),
+                                           checkpoint_path=str(tmp_path / "c.safetensors"), **RUN)
     assert rep.psnr > cpu_rep.psnr - 1.5, (rep.psnr, cpu_rep.psnr)
 
 
@@ -108,7 +109,7 @@ def test_the_sampler_on_cuda_gives_the_cpu_latents(comfy_host, monkeypatch):
 @GPU_HOST
 def test_the_training_free_sampler_on_cuda_gives_the_cpu_latents(comfy_host, monkeypatch):
     from comfyui_full4d.host.training_free import sample_training_free
-    from comfyui_full4d.training_free import TrainingFreeConfig
+    from comfyui_full4d.diffusion.training_free import TrainingFreeConfig
     from fixtures.wan import random_rig_inputs
 
     rig, src, proj, pos, neg, g = random_rig_inputs(3, 2, 4, 6)

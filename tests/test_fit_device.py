@@ -22,17 +22,18 @@ from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, b
 from comfyui_full4d.gaussians import fit as fit_mod
 from comfyui_full4d.gaussians import pipeline
 from comfyui_full4d.gaussians.memory import fit_bytes
-from comfyui_full4d.synthetic import make_capture
+from comfyui_full4d.media.synthetic import make_capture
 from fixtures.devices import DeviceRecorder
 
 FIT_DEVICE = torch.device("cpu", 0)
 # the engine's only CPU reads during a fit, each once per fit or per checkpoint (never per iteration):
 ONE_OFF_CPU = {"_fingerprint",  # the checkpoint fingerprint hashes the inputs' bytes
                "nn_scales",  # the initial scales: scipy's KD-tree on the initial points
-               "_save_checkpoint",  # a checkpoint is written from CPU copies (device-independent file)
+               "save_tensors",  # a checkpoint is written from CPU copies (device-independent file)
                "interpolate_rig"}  # the orbit / FMD cameras: scipy's spline and SLERP of the rig's poses
-NODE_KW = dict(iterations=12, lr_means=1.6e-4, lr_planes=0.05, lambda_dssim=0.2, lambda_tv=2e-4, max_gaussians=600,
-               prune_opacity=0.015, sh_degree=1, checkpoint_every=5, resume=True, render_time=0.5, orbit_frames=3)
+WIDGETS = dict(iterations=12, lr_means=1.6e-4, lr_planes=0.05, lambda_dssim=0.2, lambda_tv=2e-4, max_gaussians=600,
+               prune_opacity=0.015, sh_degree=1)  # the Fit node's widgets (node_fit_config's)
+RUN = dict(checkpoint_every=5, resume=True, render_time=0.5, orbit_frames=3)
 
 
 def _cfg(iters: int = 12) -> FitConfig:
@@ -68,8 +69,9 @@ def test_the_fit_makes_and_keeps_every_tensor_on_its_device(tiny, tmp_path, monk
     monkeypatch.setattr(pipeline, "fit_4dgs", spy)
     geometry, rec = cap.geometry(), DeviceRecorder()
     with rec:
-        scene, orbit, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, geometry, device=FIT_DEVICE,
-                                                   checkpoint_path=str(tmp_path / "c.safetensors"), **NODE_KW)
+        scene, orbit, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, pipeline.node_fit_config(**WIDGETS),
+                                                   geometry, device=FIT_DEVICE,
+                                                   checkpoint_path=str(tmp_path / "c.safetensors"), **RUN)
     assert seen == [FIT_DEVICE]
     _check_recorded(rec)
     assert orbit.shape == (3, 24, 40, 3) and rep.count == len(scene) > 0
@@ -148,7 +150,7 @@ def test_the_node_fits_on_the_hosts_device_and_returns_on_its_intermediate_devic
     real = pipeline.fit_4dgs
     monkeypatch.setattr(pipeline, "fit_4dgs", lambda *a, **k: seen.append(k.get("device")) or real(*a, **k))
     fit = comfy_host.node("Full4DFit4DGS")
-    kw = dict(images=cap.view_major, rig=cap.rig, geometry=cap.geometry(), **NODE_KW)
+    kw = dict(images=cap.view_major, rig=cap.rig, geometry=cap.geometry(), **WIDGETS, **RUN)
     rec = DeviceRecorder()
     with rec:
         scene, orbit, _ = fit.execute(**kw).result

@@ -221,9 +221,8 @@ def _save_checkpoint(path: str, scene: Scene4D, opts: dict, hopt, dstate: Densif
     t["rng"] = gen.get_state()
     meta = {"format": CKPT_FORMAT, "iteration": str(it), "fingerprint": fingerprint,
             "time_range": json.dumps(list(scene.time_range)), "history": json.dumps(stats.history)}
-    for k in list(t):  # a device-independent file: CPU copies, whichever device the fit runs on
-        t[k] = t[k].detach().to("cpu", copy=True).contiguous()
-    save_tensors(path, t, metadata=meta)
+    t = {k: v.contiguous().clone() for k, v in t.items()}
+    save_tensors(path, t, metadata=meta)  # CPU copies: a device-independent file
 
 
 def _load_checkpoint(path: str, fingerprint: str, cfg: FitConfig, extent: float, device: torch.device):
