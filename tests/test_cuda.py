@@ -20,6 +20,7 @@ import torch
 
 from comfyui_full4d.media.synthetic import make_capture
 from fixtures.devices import DeviceRecorder
+from test_fit_device import interrupted_at
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 GPU_HOST = pytest.mark.skipif(os.environ.get("FULL4D_TEST_HOST_DEVICE") != "gpu",
@@ -65,17 +66,10 @@ def test_a_fit_interrupted_on_one_device_resumes_on_the_other(first, second, tmp
     cams = cap.metric_cameras
     pts, cols = backproject_views(cap.depth[:, 0], cap.views[:, 0], cams, max_points=400)
     cfg = FitConfig(iterations=12, sh_degree=1, densify=DensifyConfig(start=4, stop=10, interval=4, max_gaussians=600))
-    ck = str(tmp_path / "fit.safetensors")
-
-    def stop_at_7(done, total):
-        if done == 7:
-            raise KeyboardInterrupt
-
+    ck, args = str(tmp_path / "fit.safetensors"), (cap.views, cams, cap.times, cfg, pts, cols)
     with pytest.raises(KeyboardInterrupt):
-        fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols, on_step=stop_at_7, checkpoint_path=ck, checkpoint_every=5,
-                 device=first)
-    scene, stats = fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols, checkpoint_path=ck, checkpoint_every=5,
-                            device=second)
+        fit_4dgs(*args, on_step=interrupted_at(7), checkpoint_path=ck, checkpoint_every=5, device=first)
+    scene, stats = fit_4dgs(*args, checkpoint_path=ck, checkpoint_every=5, device=second)
     assert stats.resumed_from == 5 and scene.device.type == second
     assert all(bool(torch.isfinite(v).all()) for v in scene.gaussians.as_dict().values())
 

@@ -18,12 +18,12 @@ import os
 import pytest
 import torch
 
-from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, backproject_views, fit_4dgs
+from comfyui_full4d.gaussians import fit_4dgs
 from comfyui_full4d.gaussians import fit as fit_mod
 from comfyui_full4d.gaussians import pipeline
 from comfyui_full4d.gaussians.memory import fit_bytes
-from comfyui_full4d.media.synthetic import make_capture
 from fixtures.devices import DeviceRecorder
+from test_fit import _cfg, tiny  # noqa: F401 - the same tiny capture and config as the fit's own tests
 
 FIT_DEVICE = torch.device("cpu", 0)
 # the engine's only CPU reads during a fit, each once per fit or per checkpoint (never per iteration):
@@ -34,20 +34,6 @@ ONE_OFF_CPU = {"_fingerprint",  # the checkpoint fingerprint hashes the inputs' 
 WIDGETS = dict(iterations=12, lr_means=1.6e-4, lr_planes=0.05, lambda_dssim=0.2, lambda_tv=2e-4, max_gaussians=600,
                prune_opacity=0.015, sh_degree=1)  # the Fit node's widgets (node_fit_config's)
 RUN = dict(checkpoint_every=5, resume=True, render_time=0.5, orbit_frames=3)
-
-
-def _cfg(iters: int = 12) -> FitConfig:
-    return FitConfig(iterations=iters, sh_degree=1, sh_increase_every=5,
-                     hexplane=HexPlaneConfig(feature_dim=4, base_res=8, time_res=2, multires=(1,), hidden=16),
-                     densify=DensifyConfig(start=4, stop=10, interval=4, grad_threshold=1e-6, max_gaussians=600))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    cap = make_capture(3, 2, 24, 40)
-    cams = cap.metric_cameras
-    pts, cols = backproject_views(cap.depth[:, 0], cap.views[:, 0], cams, max_points=400)
-    return cap, cams, pts, cols
 
 
 def _check_recorded(rec: DeviceRecorder) -> None:
@@ -77,22 +63,24 @@ def test_the_fit_makes_and_keeps_every_tensor_on_its_device(tiny, tmp_path, monk
     assert orbit.shape == (3, 24, 40, 3) and rep.count == len(scene) > 0
 
 
+def interrupted_at(step: int):
+    """An on_step that cancels the fit (as the host's interrupt does) when it reports ``step``."""
+    def on_step(done: int, total: int) -> None:
+        if done == step:
+            raise KeyboardInterrupt("user cancel")
+    return on_step
+
+
 def test_resume_on_another_device_matches_an_uninterrupted_fit(tiny, tmp_path):
     cap, cams, pts, cols = tiny
-    ref, _ = fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols)
+    args = (cap.views, cams, cap.times, _cfg(), pts, cols)
+    ref, _ = fit_4dgs(*args)
     ck = str(tmp_path / "fit.safetensors")
-
-    def stop_at_7(done, total):
-        if done == 7:
-            raise KeyboardInterrupt("user cancel")
-
-    with pytest.raises(KeyboardInterrupt):
-        fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols, on_step=stop_at_7, checkpoint_path=ck,
-                 checkpoint_every=5, device=torch.device("cpu"))
+    with pytest.raises(KeyboardInterrupt):  # written from one device object ...
+        fit_4dgs(*args, on_step=interrupted_at(7), checkpoint_path=ck, checkpoint_every=5, device=torch.device("cpu"))
     rec = DeviceRecorder()
-    with rec:
-        scene, stats = fit_4dgs(cap.views, cams, cap.times, _cfg(), pts, cols, checkpoint_path=ck,
-                                checkpoint_every=5, device=FIT_DEVICE)
+    with rec:  # ... and resumed on another
+        scene, stats = fit_4dgs(*args, checkpoint_path=ck, checkpoint_every=5, device=FIT_DEVICE)
     assert stats.resumed_from == 5
     _check_recorded(rec)  # the checkpoint was read onto the fit's device
     assert len(scene) == len(ref)
