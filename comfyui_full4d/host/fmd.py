@@ -54,7 +54,7 @@ def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, 
 
     @torch.no_grad()
     def velocity_fn(z_tau: Tensor, tau: float, camera: Camera) -> Tensor:
-        cam = replace(camera, t=camera.t / scale)  # metric -> scene units
+        cam = replace(camera, t=camera.t / scale).to(source_camera.K.device)  # metric -> scene units, beside view 0
         pair = Camera(K=torch.stack([source_camera.K, cam.K]).float(), R=torch.stack([source_camera.R, cam.R]).float(),
                       t=torch.stack([source_camera.t, cam.t]).float(), width=cam.width, height=cam.height)
         renders, _ = project_rig(source, geometry, Rig(cameras=pair), size=(cam.height, cam.width))
