@@ -206,7 +206,8 @@ def _fit_once(cap, values: dict, device: str, backend: str, iterations: int, sto
     scene = rep = None
     try:
         scene, _, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, cfg, cap.geometry(), init="auto",
-                                               orbit_frames=8, on_step=on_step, device=device)
+                                               orbit_frames=8, on_step=on_step, device=device,
+                                               checkpoint_every=values.get("checkpoint_every", 500))
     except _Stop:
         pass
     if cuda:
