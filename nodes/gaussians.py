@@ -85,11 +85,21 @@ class Full4DFit4DGS(io.ComfyNode):
                 prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
                 geometry=None, init=INIT_AUTO, da3_model=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None,
                 fmd_positive=None, fmd_source=None, fmd_source_latent=None) -> io.NodeOutput:
+        from comfyui_full4d.gaussians.memory import fit_bytes
         from comfyui_full4d.gaussians.pipeline import fit_from_grid, node_fit_config
+        from comfyui_full4d.host.device import compute_device, load_teacher, make_room, output_device
         from comfyui_full4d.host.fmd import fmd_from_inputs
 
+        device = compute_device()
         fmd = fmd_from_inputs(lambda_fmd, fmd_model, fmd_vae, fmd_positive, fmd_source, fmd_source_latent, geometry,
-                              rig, images)
+                              rig, images, device)
+        V = rig.num_views
+        need = fit_bytes(V, max(1, images.shape[0] // V), images.shape[1], images.shape[2], max_gaussians, sh_degree,
+                         fmd is not None)
+        if fmd is None:  # the diffusion model of an earlier node need not stay in VRAM during the fit
+            make_room(need, device)
+        else:  # the teacher stays loaded, with room for the fit next to it
+            load_teacher(fmd_model, need)
 
         key = hashlib.sha256()
         key.update(images[:, ::4, ::4].contiguous().float().cpu().numpy().tobytes())
@@ -107,8 +117,9 @@ class Full4DFit4DGS(io.ComfyNode):
                 images, rig, cfg, geometry, init=init, da3_model=da3_model, fmd=fmd,
                 checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"),
                 checkpoint_every=checkpoint_every, resume=resume, render_time=render_time, orbit_frames=orbit_frames,
-                on_step=progress(iterations), on_text=progress_text)
-        return io.NodeOutput(scene, orbit, report.psnr, ui=ui.PreviewText(report.text()))
+                on_step=progress(iterations), on_text=progress_text, device=device)
+        out = output_device()
+        return io.NodeOutput(scene.to(out), orbit.to(out), report.psnr, ui=ui.PreviewText(report.text()))
 
 
 class Full4DRender4DGS(io.ComfyNode):
@@ -137,9 +148,11 @@ class Full4DRender4DGS(io.ComfyNode):
     @classmethod
     def execute(cls, scene4d, rig, mode, num_frames, time_start, time_end) -> io.NodeOutput:
         from comfyui_full4d.gaussians.pipeline import render_rig
+        from comfyui_full4d.host.device import compute_device, output_device
 
-        return io.NodeOutput(render_rig(scene4d, rig, mode == "orbit", num_frames, time_start, time_end,
-                                        on_step=progress(num_frames)))
+        frames = render_rig(scene4d.to(compute_device()), rig, mode == "orbit", num_frames, time_start, time_end,
+                            on_step=progress(num_frames))
+        return io.NodeOutput(frames.to(output_device()))
 
 
 class Full4DSave4DGS(io.ComfyNode):

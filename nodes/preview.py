@@ -12,6 +12,7 @@ import os
 from comfy_api.latest import io
 
 from comfyui_full4d.common.io import write_bytes
+from comfyui_full4d.host.device import compute_device
 from comfyui_full4d.host.paths import client_paths, safe_join, output_dir, temp_dir
 from comfyui_full4d.gaussians.preview import cameras_json, encode_frames, read_ply_gaussians, scene_frames
 
@@ -46,7 +47,7 @@ class Full4DSplatPreview(io.ComfyNode):
             t0, t1 = scene4d.time_range
             n = int(num_frames)
             times = [t0 + (t1 - t0) * i / max(n - 1, 1) for i in range(n)]
-            frames = scene_frames(scene4d, times)
+            frames = scene_frames(scene4d.to(compute_device()), times)  # deformed on the host's device
         elif ply_path:
             with client_paths():
                 p = safe_join(output_dir(), ply_path, "ply_path")

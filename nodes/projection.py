@@ -2,6 +2,7 @@
 
 from comfy_api.latest import io
 
+from comfyui_full4d.host.device import compute_device, output_device
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.geometry.projection import project_rig_batch
 
@@ -42,8 +43,9 @@ class Full4DProjectToCameras(io.ComfyNode):
     @classmethod
     def execute(cls, source, geometry, rig, width, height, conf_threshold, point_radius) -> io.NodeOutput:
         size = (height, width) if width and height else None
-        return io.NodeOutput(*project_rig_batch(source, geometry, rig, size, conf_threshold, point_radius,
-                                                on_step=progress(geometry.num_frames)))
+        out = project_rig_batch(source.to(compute_device()), geometry, rig, size, conf_threshold, point_radius,
+                                on_step=progress(geometry.num_frames))  # z-buffers on the host's device
+        return io.NodeOutput(*(x.to(output_device()) for x in out))
 
 
 NODES: list[type[io.ComfyNode]] = [Full4DProjectToCameras]

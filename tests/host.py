@@ -108,7 +108,7 @@ class InProcessHost:
         comfy.options.args_parsing = False
         from comfy.cli_args import args
 
-        args.cpu = True
+        args.cpu = os.environ.get("FULL4D_TEST_HOST_DEVICE", "cpu") == "cpu"  # "gpu": scripts/gpu_check.py
         args.base_directory = str(base)
         args.disable_api_nodes = True
         import folder_paths

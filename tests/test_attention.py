@@ -211,6 +211,7 @@ def test_block_mask_equals_create_block_mask(V, T, S, intra_time, cross_half, bl
     assert torch.equal(got.to_dense(), want.to_dense())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention has no CPU backward")
 def test_flex_gradients_cuda():
     V, T, S = 3, 2, 5

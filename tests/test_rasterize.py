@@ -104,6 +104,7 @@ def test_enormous_gaussian_at_the_near_plane_matches_brute_force():
     assert all(bool(torch.isfinite(x.grad).all()) for x in leaves)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat rasterises on CUDA only")
 def test_gsplat_backend_matches_torch_backend_on_cuda():
     scene = [x.cuda() if torch.is_tensor(x) else x for x in random_scene(500, 96, 64, seed=8)]

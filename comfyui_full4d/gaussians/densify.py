@@ -10,6 +10,7 @@ highest-gradient candidates win. Parameters and their Adam moments are resized t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,24 +47,26 @@ class DensifyConfig:
 
 
 class DensifyState:
-    """View-space gradient accumulators (separate from the model): grad2d (N,) sum of norms, count (N,)."""
+    """View-space gradient accumulators (separate from the model): grad2d (N,) sum of norms, count (N,), on
+    ``device`` (the Gaussians')."""
 
-    def __init__(self, n: int = 0):
+    def __init__(self, n: int = 0, device: torch.device | str | None = None):
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self.reset(n)
 
     def reset(self, n: int) -> None:
-        self.grad2d = torch.zeros(n)
-        self.count = torch.zeros(n)
+        self.grad2d = torch.zeros(n, device=self.device)
+        self.count = torch.zeros(n, device=self.device)
 
     def accumulate(self, grad_norm: Tensor, visible: Tensor) -> None:
-        self.grad2d[visible] += grad_norm[visible].detach().cpu().float()
+        self.grad2d[visible] += grad_norm[visible].detach().float()
         self.count[visible] += 1
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"grad2d": self.grad2d, "count": self.count}
 
     def load_state_dict(self, d: dict[str, Tensor]) -> None:
-        self.grad2d, self.count = d["grad2d"].clone(), d["count"].clone()
+        self.grad2d, self.count = d["grad2d"].to(self.device, copy=True), d["count"].to(self.device, copy=True)
 
 
 def _resize(g: Gaussians, opt: dict[str, torch.optim.Optimizer], param_fn, state_fn) -> Gaussians:
@@ -107,19 +110,20 @@ def quat_to_rotmat(q: Tensor) -> Tensor:
 def split(g: Gaussians, opt: dict, sel: Tensor, generator: torch.Generator | None = None) -> Gaussians:
     """Replace rows ``sel`` by two Gaussians each at ``mu + R(q) diag(s) eps``, scales ``s / 1.6``."""
     n = len(g)
-    rest = torch.ones(n, dtype=torch.bool)
+    rest = torch.ones(n, dtype=torch.bool, device=g.means.device)
     rest[sel] = False
     with torch.no_grad():
         scales = torch.exp(g.log_scales[sel])
         R = quat_to_rotmat(g.quats[sel])
-        eps = torch.randn(2, len(sel), 3, generator=generator)
+        # drawn from the fit's CPU generator on every device: one random stream, device-independent checkpoints
+        eps = torch.randn(2, len(sel), 3, generator=generator).to(scales)
         samples = torch.einsum("nij,bnj->bni", R, scales * eps) + g.means[sel]
 
     def pf(k: str, p: Tensor) -> Tensor:
         if k == "means":
             born = samples.reshape(-1, 3)
         elif k == "log_scales":
-            born = (p[sel] - torch.log(torch.tensor(1.6))).repeat(2, 1)
+            born = (p[sel] - math.log(1.6)).repeat(2, 1)
         else:
             born = p[sel].repeat(2, *([1] * (p.dim() - 1)))
         return torch.cat([p[rest], born])

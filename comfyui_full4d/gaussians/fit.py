@@ -36,6 +36,7 @@ from .fmd import FMDConfig, fmd_loss
 from .guard import Snapshot, clamp_, finite_grads, finite_params, scale_bounds
 from .init import init_gaussians
 from .losses import photometric_loss, psnr
+from .memory import oom_as_error
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
 
 __all__ = ["FitConfig", "FitStats", "fit_4dgs", "render_scene", "scene_aabb", "camera_extent", "estimate_background",
@@ -141,7 +142,7 @@ def render_scene(scene: Scene4D, camera: Camera, time: float, background: Tensor
     from .rasterize import rasterize
 
     if background is None and "background" in scene.extras:
-        background = torch.tensor(scene.extras["background"], dtype=torch.float32)
+        background = torch.tensor(scene.extras["background"], dtype=torch.float32, device=scene.device)
     means, quats, scales, opac, sh = scene.at(time)
     colors = scene.colors(means, sh, camera.center, sh_degree)
     rgb, alpha = rasterize(means, quats, scales, opac, colors, camera.viewmat.to(means), camera.K.to(means),
@@ -155,7 +156,7 @@ def training_psnr(scene: Scene4D, views: Tensor, cameras: Camera, times: Tensor,
     """PSNR (V, T) in dB of the scene's render (its own background) against every training image, views
     (V, T, H, W, 3) seen by metric ``cameras`` (V,) at ``times`` (T,). ``on_step(done, V * T)`` per image."""
     V, T = views.shape[:2]
-    out = torch.empty(V, T)
+    out = torch.empty(V, T, device=views.device)
     for v in range(V):
         for f in range(T):
             out[v, f] = psnr(render_scene(scene, cameras[v], float(times[f]))[0].clamp(0, 1), views[v, f])
@@ -221,10 +222,10 @@ def _save_checkpoint(path: str, scene: Scene4D, opts: dict, hopt, dstate: Densif
     meta = {"format": CKPT_FORMAT, "iteration": str(it), "fingerprint": fingerprint,
             "time_range": json.dumps(list(scene.time_range)), "history": json.dumps(stats.history)}
     t = {k: v.contiguous().clone() for k, v in t.items()}
-    save_tensors(path, t, metadata=meta)
+    save_tensors(path, t, metadata=meta)  # CPU copies: a device-independent file
 
 
-def _load_checkpoint(path: str, fingerprint: str, cfg: FitConfig, extent: float):
+def _load_checkpoint(path: str, fingerprint: str, cfg: FitConfig, extent: float, device: torch.device):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -240,8 +241,10 @@ def _load_checkpoint(path: str, fingerprint: str, cfg: FitConfig, extent: float)
     if meta.get("fingerprint") != fingerprint:
         raise ValueError(f"checkpoint {path!r} belongs to another fit (different inputs or config); delete it or "
                          "pass resume=False")
+    # onto the fit's device, whichever device wrote the file; the RNG state and Adam step counters stay on the CPU
+    t = {k: v if k == "rng" or k.endswith(".step") else v.to(device) for k, v in t.items()}
     g = Gaussians.from_dict({k: torch.nn.Parameter(t[f"g.{k}"]) for k in GAUSSIAN_KEYS})
-    hp = HexPlane(cfg.hexplane)
+    hp = HexPlane(cfg.hexplane, device=device)
     hp.load_state_dict({n[4:]: v for n, v in t.items() if n.startswith("hex.")})
     scene = Scene4D(g, hp, tuple(json.loads(meta["time_range"])), t["aabb"], cfg.sh_degree)
     opts, hopt = _make_optimizers(scene, cfg, extent)
@@ -258,7 +261,7 @@ def _load_checkpoint(path: str, fingerprint: str, cfg: FitConfig, extent: float)
             state.setdefault(int(pid), {})[sk] = v.reshape(()) if sk == "step" else v
     hsd["state"] = state
     hopt.load_state_dict(hsd)
-    dstate = DensifyState(len(g))
+    dstate = DensifyState(len(g), device)
     dstate.load_state_dict({"grad2d": t["densify.grad2d"], "count": t["densify.count"]})
     gen = torch.Generator()
     gen.set_state(t["rng"])
@@ -308,17 +311,23 @@ def _bad_step(bad: int, cfg: FitConfig, it: int, loss: float, checkpoint_path: s
     return bad
 
 
+@oom_as_error
 def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, points: Tensor, colours: Tensor,
              on_step: StepFn | None = None, checkpoint_path: str | None = None, checkpoint_every: int = 500,
-             resume: bool = True, fmd: FMDConfig | None = None,
-             on_metrics: Callable[[dict], None] | None = None) -> tuple[Scene4D, FitStats]:
+             resume: bool = True, fmd: FMDConfig | None = None, on_metrics: Callable[[dict], None] | None = None,
+             device: torch.device | str | None = None) -> tuple[Scene4D, FitStats]:
     """Fit a ``Scene4D`` to views (V, T, H, W, 3) in [0, 1] seen by metric ``cameras`` (V,) at ``times`` (T,),
     initialised from ``points`` (N, 3) / ``colours`` (N, 3) (module docstring). The parameters stay finite at
     every iteration (``guard``): a step with a non-finite loss or gradient is skipped, a step that still makes
     a parameter non-finite is rolled back to the last finite snapshot. Raises ValueError on bad inputs and
-    RuntimeError after ``config.max_bad_steps`` bad steps in a row (the last checkpoint is kept untouched)."""
-    times = torch.as_tensor(times, dtype=torch.float32).reshape(-1)
+    RuntimeError after ``config.max_bad_steps`` bad steps in a row (the last checkpoint is kept untouched).
+    Everything (views, Gaussians, HexPlane, optimisers, densification state, renders) lives on ``device``
+    (default: the views'); a device that runs out of memory gives a RuntimeError naming max_gaussians and the
+    image size (``memory.oom_as_error``)."""
+    dev = torch.device(device) if device is not None else getattr(views, "device", torch.device("cpu"))
+    times = torch.as_tensor(times, dtype=torch.float32, device=dev).reshape(-1)
     _check_inputs(views, cameras, times, points, colours)
+    views, cameras, points, colours = views.to(dev), cameras.to(dev), points.to(dev), colours.to(dev)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     cfg = config
@@ -329,35 +338,34 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
     stats = FitStats()
     start = 0
     if checkpoint_path and resume and os.path.exists(checkpoint_path):
-        scene, opts, hopt, dstate, gen, start, stats.history = _load_checkpoint(checkpoint_path, fp, cfg, extent)
+        scene, opts, hopt, dstate, gen, start, stats.history = _load_checkpoint(checkpoint_path, fp, cfg, extent, dev)
         stats.resumed_from = start
     else:
         g0 = init_gaussians(points, colours, cfg.sh_degree, cfg.init_opacity)
         g = Gaussians.from_dict({k: torch.nn.Parameter(v) for k, v in g0.as_dict().items()})
         torch.manual_seed(cfg.seed)
-        hp = HexPlane(cfg.hexplane)
+        hp = HexPlane(cfg.hexplane, device=dev)
         t0, t1 = float(times.min()), float(times.max())
         scene = Scene4D(g, hp, (t0, t1), scene_aabb(points, cameras), cfg.sh_degree)
         opts, hopt = _make_optimizers(scene, cfg, extent)
-        dstate = DensifyState(len(g))
-        gen = torch.Generator().manual_seed(cfg.seed)
+        dstate = DensifyState(len(g), dev)
+        gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU on every device: one device-independent stream
     bg = torch.tensor(cfg.background if cfg.background is not None else estimate_background(views),
-                      dtype=torch.float32)
+                      dtype=torch.float32, device=dev)
     scene.extras["background"] = [float(c) for c in bg]
     lo, hi = scale_bounds(points, extent)
     snapshot, bad = Snapshot.take(scene, start), 0
-    fmd_cams = None
+    fmd_cams = None if fmd is None or fmd.cameras is None else fmd.cameras.to(dev)
     if fmd is not None and not cfg.lambda_fmd > 0:
         raise ValueError(f"an FMD config was given but FitConfig.lambda_fmd = {cfg.lambda_fmd}; set lambda_fmd > 0 "
                          "or pass fmd=None")
     if fmd is not None:
-        fmd_cams = fmd.cameras
         if fmd_cams is None:
             from ..geometry.rig import interpolate_rig
 
             R, t = interpolate_rig(cameras.R, cameras.t, fmd.num_poses)
             K = cameras.K if cameras.K.dim() == 2 else cameras.K[0]
-            fmd_cams = Camera(K=K.expand(len(R), 3, 3), R=R, t=t, width=W, height=H)
+            fmd_cams = Camera(K=K.expand(len(R), 3, 3), R=R.to(dev), t=t.to(dev), width=W, height=H)
     total = int(cfg.iterations)
     for it in range(start + 1, total + 1):
         _set_lrs(opts, hopt, cfg, extent, it)
@@ -401,7 +409,7 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
             bad = _bad_step(bad, cfg, it, float("nan"), checkpoint_path)
             snapshot.restore(scene)
             opts, hopt = _make_optimizers(scene, cfg, extent)
-            dstate = DensifyState(len(scene.gaussians))
+            dstate = DensifyState(len(scene.gaussians), dev)
             report(on_step, it, total)
             continue
         bad = 0

@@ -8,6 +8,8 @@ the windowed sums (3DGS's ``ssim``: ``F.conv2d`` with padding 5), averaged over 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -59,4 +61,4 @@ def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float = 0.2) ->
 def psnr(pred: Tensor, target: Tensor) -> float:
     """``10 log10(1 / MSE)`` for images in [0, 1]."""
     mse = float((pred.detach().float().clamp(0, 1) - target.float()).pow(2).mean())
-    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)

@@ -12,6 +12,7 @@ may grow or shrink ``e^B`` times over time, never to an overflowing size (the fi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -107,7 +108,7 @@ class HexPlane(nn.Module):
     """Deformation field; ``forward(xyz (N, 3) normalised, t (N, 1) normalised) -> (dmu (N,3), dq (N,4),
     dlog_s (N,3))``. Planes ``planes[r*6 + p]`` of shape (1, C, res_b, res_a) for plane p = (a, b)."""
 
-    def __init__(self, config: HexPlaneConfig = HexPlaneConfig()):
+    def __init__(self, config: HexPlaneConfig = HexPlaneConfig(), device: torch.device | str | None = None):
         super().__init__()
         self.config = config
         C = config.feature_dim
@@ -115,20 +116,20 @@ class HexPlane(nn.Module):
         for m in config.multires:
             res = [config.base_res * m] * 3 + [config.time_res]
             for a, b in PLANES:
-                p = torch.empty(1, C, res[b], res[a])
+                p = torch.empty(1, C, res[b], res[a], device=device)
                 if b == 3:
                     nn.init.ones_(p)  # time planes start at 1: a static field (K-Planes)
                 else:
                     nn.init.uniform_(p, 0.1, 0.5)
                 planes.append(nn.Parameter(p))
         self.planes = nn.ParameterList(planes)
-        layers: list[nn.Module] = [nn.Linear(C * len(config.multires), config.hidden), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Linear(C * len(config.multires), config.hidden, device=device), nn.ReLU()]
         for _ in range(config.depth):
-            layers += [nn.Linear(config.hidden, config.hidden), nn.ReLU()]
+            layers += [nn.Linear(config.hidden, config.hidden, device=device), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
-        self.head_mean = nn.Linear(config.hidden, 3)
-        self.head_rot = nn.Linear(config.hidden, 4)
-        self.head_scale = nn.Linear(config.hidden, 3)
+        self.head_mean = nn.Linear(config.hidden, 3, device=device)
+        self.head_rot = nn.Linear(config.hidden, 4, device=device)
+        self.head_scale = nn.Linear(config.hidden, 3, device=device)
         for h in (self.head_mean, self.head_rot, self.head_scale):
             nn.init.zeros_(h.weight)
             nn.init.zeros_(h.bias)
@@ -212,3 +213,15 @@ class Scene4D:
 
     def __len__(self) -> int:
         return len(self.gaussians)
+
+    @property
+    def device(self) -> torch.device:
+        return self.gaussians.means.device
+
+    def to(self, device: torch.device | str) -> "Scene4D":
+        """This scene on ``device`` (itself when already there; else a copy, parameters detached)."""
+        if self.device == torch.device(device):
+            return self
+        g = Gaussians.from_dict({k: v.detach().to(device) for k, v in self.gaussians.as_dict().items()})
+        hp = copy.deepcopy(self.hexplane).to(device)
+        return Scene4D(g, hp, self.time_range, self.aabb.to(device), self.sh_degree, dict(self.extras))

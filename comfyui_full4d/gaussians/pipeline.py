@@ -86,7 +86,9 @@ def resolve_init(mode: str, V: int, geometry=None, da3_model=None) -> str:
 
 
 def _fuse_views(views: Tensor, depth: Tensor, cams: Camera, max_points: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Frame-0 depth (V, H', W') of every view back-projected with the metric cameras (resized to the depth)."""
+    """Frame-0 depth (V, H', W') of every view back-projected with the metric cameras (resized to the depth), on
+    the views' device."""
+    depth = depth.to(views.device)
     V, h, w = depth.shape
     img = views[:, 0].permute(0, 3, 1, 2).float()
     if img.shape[-2:] != (h, w):
@@ -124,9 +126,10 @@ def init_points(views: Tensor, rig: Rig, geometry, scale: float, mode: str = INI
         src = Camera(K=geometry.K.float()[None], R=w2c[None, :3, :3], t=w2c[None, :3, 3], width=w, height=h)
         pts, cols = _fuse_views(views[:1], depth[None], src, max_points, seed)
     else:
-        g = torch.Generator().manual_seed(seed)
-        pts = (rig.center.float() + (torch.rand(n_random, 3, generator=g) * 2 - 1)) * scale
-        cols = torch.full((n_random, 3), 0.5)
+        g = torch.Generator().manual_seed(seed)  # CPU stream: the same points on every device
+        u = torch.rand(n_random, 3, generator=g).to(views.device)
+        pts = (rig.center.to(views.device).float() + (u * 2 - 1)) * scale
+        cols = torch.full((n_random, 3), 0.5, device=views.device)
     if len(pts) == 0:
         raise ValueError(f"init={mode!r} gave no valid depth pixel; check the geometry / DA3 input")
     return pts, cols, mode
@@ -168,21 +171,24 @@ def node_fit_config(*, iterations: int, lr_means: float, lr_planes: float, lambd
 def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, init: str = INIT_AUTO, da3_model=None,
                   fmd=None, checkpoint_path: str | None = None, checkpoint_every: int = 500, resume: bool = False,
                   render_time: float = 0.0, orbit_frames: int = 1, on_step: StepFn | None = None,
-                  on_text: Callable[[str], None] | None = None) -> tuple[Scene4D, Tensor, FitReport]:
+                  on_text: Callable[[str], None] | None = None,
+                  device: torch.device | str | None = None) -> tuple[Scene4D, Tensor, FitReport]:
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
 
     cfg: the fit (``node_fit_config`` for the node's); ``cfg.background`` None: by the init (``fit_background``);
     ``cfg.lambda_fmd`` counts only with an ``fmd`` teacher. ``on_step(done, total)`` counts init, iterations and
     the final PSNR renders; ``on_text(str)`` gets a line every 25 iterations (running training PSNR) and the
-    final report."""
+    final report. Every stage (init, fit, PSNR renders, orbit) runs on ``device`` (default: the images'); the
+    scene and the orbit come back on it."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
         raise ValueError(f"images: {images.shape[0] if images.dim() == 4 else tuple(images.shape)} images are not a "
                          f"view-major grid of the rig's {V} views (need V*T images)")
     T = images.shape[0] // V
-    views = images.reshape(V, T, *images.shape[1:]).float().cpu()
+    dev = torch.device(device) if device is not None else images.device
+    views = images.reshape(V, T, *images.shape[1:]).to(dev).float()
     scale = float(geometry.scale) if geometry is not None else 1.0
-    cams = rig.metric(scale)
+    cams = rig.metric(scale).to(dev)
     iterations = cfg.iterations
     total = iterations + V * T + 1
 
@@ -194,7 +200,7 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
     step(1, total)
     cfg = replace(cfg, background=fit_background(used, views) if cfg.background is None else cfg.background,
                   lambda_fmd=cfg.lambda_fmd if fmd is not None else 0.0)
-    times = torch.linspace(0, 1, T) if T > 1 else torch.zeros(1)
+    times = torch.linspace(0, 1, T, device=dev) if T > 1 else torch.zeros(1, device=dev)
     recent: list[float] = []
 
     def metrics(m: dict) -> None:
@@ -211,7 +217,7 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
         cams = replace(cams, K=cams.K.clone(), R=cams.R.clone(), t=cams.t.clone())
         scene, stats = fit_4dgs(views, cams, times, cfg, pts, cols, on_step=lambda d, _t: step(1 + d, total),
                                 checkpoint_path=checkpoint_path, checkpoint_every=int(checkpoint_every), resume=resume,
-                                fmd=fmd, on_metrics=metrics)
+                                fmd=fmd, on_metrics=metrics, device=dev)
     scene.extras["scale"] = scale
     per = training_psnr(scene, views, cams, times, on_step=lambda d, _t: step(1 + iterations + d, total))
     rep = FitReport(psnr=float(per.mean()), psnr_per_view=tuple(float(x) for x in per.mean(1)), init=used,
@@ -228,16 +234,19 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
 def render_rig(scene: Scene4D, rig: Rig, orbit: bool, num_frames: int, time_start: float, time_end: float,
                on_step: StepFn | None = None) -> Tensor:
     """orbit: ``num_frames`` cameras of ``interpolate_rig`` with time sweeping ``time_start -> time_end``
-    -> (num_frames, H, W, 3); else every rig camera at ``num_frames`` times -> (V*num_frames, H, W, 3)."""
+    -> (num_frames, H, W, 3); else every rig camera at ``num_frames`` times -> (V*num_frames, H, W, 3). Renders
+    on the scene's device and returns the frames there."""
     from ..geometry.rig import interpolate_rig_cameras
 
-    cams = rig.metric(float(scene.extras.get("scale", 1.0)))
+    dev = scene.device
+    cams = rig.metric(float(scene.extras.get("scale", 1.0))).to(dev)
     t0, t1 = scene.time_range
-    s = torch.linspace(time_start, time_end, int(num_frames)) if num_frames > 1 else torch.tensor([time_start])
+    s = (torch.linspace(time_start, time_end, int(num_frames), device=dev) if num_frames > 1
+         else torch.tensor([time_start], device=dev))
     times = (t0 + s * (t1 - t0)).tolist()
     if orbit:
         orb = interpolate_rig_cameras(rig, int(num_frames))
-        cams = orb.metric(float(scene.extras.get("scale", 1.0)))
+        cams = orb.metric(float(scene.extras.get("scale", 1.0))).to(dev)
         jobs = [(cams[i], times[i]) for i in range(int(num_frames))]
     else:
         jobs = [(cams[v], t) for v in range(len(cams)) for t in times]

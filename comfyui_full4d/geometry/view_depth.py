@@ -226,7 +226,7 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
     for i, f in enumerate(fr):
         anchor, row = None, []
         for c, idx in enumerate(chunks):
-            out = _run_chunk(net, views[idx, f].cpu(), size)  # _run_chunk normalises on the CPU
+            out = _run_chunk(net, views[idx, f], size)  # resized on DA3's device, results on the CPU
             d, cf = _resize_masked(out["depth"], out["depth_conf"], (H, W))  # (n, H, W)
             E = out["extrinsics"].double()  # (n, 3, 4) world-to-camera in DA3's frame
             da3_c = -(E[:, :3, :3].transpose(-1, -2) @ E[:, :3, 3:])[..., 0]  # (n, 3) DA3 camera centres

@@ -35,11 +35,14 @@ from .sampling import predict_x0
 
 
 def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, geometry: Geometry,
-             source_camera: Camera, **kw) -> FMDConfig:
+             source_camera: Camera, device: torch.device | str | None = None, **kw) -> FMDConfig:
     """model: patched MODEL (Full4DAdapterLoader); vae: host VAE; positive: CONDITIONING;
     source_latent (1, C, T', h, w) VAE latent of ``source`` (T, H, W, 3) (as VAEEncode returns it); geometry: its depth;
-    source_camera: the rig's view 0 in scene units (K at the fit's image size). ``kw`` go to FMDConfig.
+    source_camera: the rig's view 0 in scene units (K at the fit's image size). ``device``: where the
+    projection of the source into each FMD camera runs (the fit's; default the source's). ``kw`` go to FMDConfig.
     """
+    if device is not None:
+        source = source.to(device)
     if source_latent.dim() != 5 or source_latent.shape[0] != 1:
         raise ValueError(f"source_latent: expected one video latent (1, C, T, h, w), got {tuple(source_latent.shape)}")
     scale = float(geometry.scale)
@@ -51,7 +54,7 @@ def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, 
 
     @torch.no_grad()
     def velocity_fn(z_tau: Tensor, tau: float, camera: Camera) -> Tensor:
-        cam = replace(camera, t=camera.t / scale)  # metric -> scene units
+        cam = replace(camera, t=camera.t / scale).to(source_camera.K.device)  # metric -> scene units, beside view 0
         pair = Camera(K=torch.stack([source_camera.K, cam.K]).float(), R=torch.stack([source_camera.R, cam.R]).float(),
                       t=torch.stack([source_camera.t, cam.t]).float(), width=cam.width, height=cam.height)
         renders, _ = project_rig(source, geometry, Rig(cameras=pair), size=(cam.height, cam.width))
@@ -64,7 +67,7 @@ def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, 
 
 
 def fmd_from_inputs(lambda_fmd: float, model, vae, positive, source, source_latent, geometry, rig: Rig,
-                    images: Tensor) -> FMDConfig | None:
+                    images: Tensor, device: torch.device | str | None = None) -> FMDConfig | None:
     """The Fit4DGS node's optional FMD inputs -> FMDConfig, or None when FMD is off (lambda 0).
 
     Raises ValueError naming the missing input when lambda_fmd > 0 but an input is not connected.
@@ -79,4 +82,4 @@ def fmd_from_inputs(lambda_fmd: float, model, vae, positive, source, source_late
                          "(or set lambda_fmd to 0)")
     H, W = int(images.shape[1]), int(images.shape[2])
     cam0 = rig.cameras[0].resized(W, H) if (rig.cameras.width, rig.cameras.height) != (W, H) else rig.cameras[0]
-    return host_fmd(model, vae, positive, source_latent["samples"], source, geometry, cam0)
+    return host_fmd(model, vae, positive, source_latent["samples"], source, geometry, cam0, device)

@@ -139,7 +139,8 @@ def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams:
     model_space False: all latents in and out in the VAE's space (as VAEEncode returns them; the
     model's ``process_latent_in`` / ``process_latent_out`` are applied here); True: all already in the
     model's normalised space (``process_latent_in`` of the VAE latent), where rectified flow noises
-    (what FMD uses). Returns z0_hat (P-1, C, T, h, w), no gradient (the FMD target is ``stopgrad(z0_hat)``).
+    (what FMD uses). Returns z0_hat (P-1, C, T, h, w) on z_tau's device, no gradient (the FMD target is
+    ``stopgrad(z0_hat)``).
     """
     if get_adapter(model) is None:
         raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
@@ -165,4 +166,4 @@ def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams:
         x0 = bm.apply_model(x, sigma, c_crossattn=ctx, time_dim_concat=cond, denoise_mask=sp.mask.to(dev),
                             transformer_options=diffusion_transformer_options(m))
     x0 = x0[1:].float()
-    return (x0 if model_space else bm.process_latent_out(x0)).cpu()
+    return (x0 if model_space else bm.process_latent_out(x0)).to(z_tau.device)  # back where the caller's latents are
