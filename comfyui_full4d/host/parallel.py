@@ -1,0 +1,91 @@
+"""The host side of exact sharded sampling (``comfyui_full4d.parallel``: layouts, collectives, maths).
+
+``with_mesh(model, mesh)`` returns a clone of a Full-4D patched ModelPatcher whose sampling is spread
+over the ranks of ``mesh``; every rank runs the same host sampler (``sample_full4d``) on the same inputs
+and gets the same full result:
+
+- CFG split (``mesh.layout.cfg == 2``): ``model_options["sampler_calc_cond_batch_function"]`` (the
+  host's public hook in ``comfy.samplers.sampling_function``) runs the host's ``calc_cond_batch`` on
+  this rank's half only (cond on CFG index 0, uncond on 1) and all-gathers the two predictions in the
+  CFG group. With ``cfg == 1`` the host drops the uncond: both halves then compute the cond.
+- Ulysses (``mesh.layout.ulysses > 1``): the Full-4D diffusion-model wrapper (``patch.py``) hands the
+  call to ``sharded_call``: this rank's whole views (``parallel.view_split``) of every scene in the
+  batch go through the host's ``WanModel`` with a ``Full4DRun`` limited to them (their fused RoPE and
+  cameras) whose fused attention is ``parallel.ulysses_attention``; the output rows are all-gathered
+  in the sequence group and put back in the host's row order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import comfy.samplers
+import torch
+from torch import Tensor
+
+from ..parallel import Mesh, gather_rows, ulysses_attention, view_split
+from .patch import MESH_KEY, RUN_KEY, Full4DRun, get_adapter
+
+__all__ = ["with_mesh", "sharded_call"]
+
+CALC_COND_BATCH = "sampler_calc_cond_batch_function"
+
+
+def with_mesh(model, mesh: Mesh | None):
+    """Clone of a patched ModelPatcher sampling on ``mesh`` (None or a 1x1 layout: the one-process path)."""
+    if get_adapter(model) is None:
+        raise ValueError("model: no Full-4D adapter attached; connect it through Full4DAdapterLoader first")
+    m = model.clone()
+    m.model_options["transformer_options"].pop(MESH_KEY, None)
+    if m.model_options.get(CALC_COND_BATCH) is not None and getattr(m.model_options[CALC_COND_BATCH], "full4d", 0):
+        del m.model_options[CALC_COND_BATCH]
+    if mesh is None or mesh.layout.world == 1:
+        return m
+    if CALC_COND_BATCH in m.model_options:
+        raise ValueError("model: another node already set the sampler's calc_cond_batch function; the Full-4D CFG "
+                         "split cannot be combined with it (use a 1xU layout)")
+    if mesh.layout.ulysses > 1:
+        m.model_options["transformer_options"][MESH_KEY] = mesh
+    if mesh.layout.cfg == 2:
+        m.model_options[CALC_COND_BATCH] = _cfg_split(mesh)
+    return m
+
+
+def _cfg_split(mesh: Mesh):
+    def full4d_cfg_split(args: dict) -> list[Tensor]:
+        conds, x, sigma = args["conds"], args["input"], args["sigma"]
+        model, options = args["model"], args["model_options"]
+        if conds[1] is None:  # cfg 1: the host skips the uncond, nothing to split
+            return comfy.samplers.calc_cond_batch(model, conds, x, sigma, options)
+        c = mesh.cfg_index
+        mine = comfy.samplers.calc_cond_batch(model, [conds[i] if i == c else None for i in range(2)], x, sigma,
+                                              options)[c]
+        both = gather_rows(mine, [mine.shape[0]] * 2, mesh.cfg_group, mesh.stats, kind="cfg")
+        return list(both.chunk(2))
+
+    full4d_cfg_split.full4d = 1
+    return full4d_cfg_split
+
+
+def sharded_call(executor, mesh: Mesh, run: Full4DRun, x: Tensor, t2: Tensor, context: Tensor,
+                 time_dim_concat: Tensor, opts: dict, **kwargs) -> Tensor:
+    """One ``WanModel`` call on this rank's views; returns all rows (B, C, T, h, w) in the host's order.
+
+    x, time_dim_concat (B, C, T, h, w), t2 (B, 2T), context (B, L, C_text) with B = scenes * V rows,
+    scene ``j`` = rows ``j*V .. j*V+V-1``."""
+    V, U = run.num_views, mesh.layout.ulysses
+    ranges = view_split(V, U)
+    scenes = x.shape[0] // V
+    L = run.frames * run.tokens
+    rows_of = [[j * V + v for j in range(scenes) for v in range(a, b)] for a, b in ranges]
+    a, b = ranges[mesh.seq_index]
+    attend = functools.partial(ulysses_attention, counts=[(hi - lo) * L for lo, hi in ranges], rank=mesh.seq_index,
+                               group=mesh.seq_group, stats=mesh.stats)
+    local = Full4DRun(num_views=V, frames=run.frames, tokens=run.tokens, freqs=run.freqs[:, a * L:b * L],
+                      cams=run.cams, blocks=run.blocks, ablation=run.ablation, views=(a, b), attend=attend)
+    idx = torch.as_tensor(rows_of[mesh.seq_index], device=x.device)
+    out = executor(x[idx], t2[idx], context[idx], None, time_dim_concat[idx], {**opts, RUN_KEY: local}, **kwargs)
+    gathered = gather_rows(out, [len(r) for r in rows_of], mesh.seq_group, mesh.stats)
+    full = torch.empty((x.shape[0], *gathered.shape[1:]), dtype=gathered.dtype, device=gathered.device)
+    full[torch.as_tensor([r for rows in rows_of for r in rows], device=full.device)] = gathered
+    return full
