@@ -93,3 +93,38 @@ def test_layout_errors_name_the_input():
     assert view_split(6, 4) == [(0, 2), (2, 4), (4, 5), (5, 6)]
     with pytest.raises(ValueError, match="heads .12. divisible by 5"):
         heads_to_tokens(torch.zeros(1, 12, 4, 2), [4] * 5, None)
+
+
+def _torchrun(nproc: int, files: dict, out, layout: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from fixtures.parallel import HOST_DIR
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "comfyui_full4d.host.torchrun", "--comfyui", str(HOST_DIR), "--model", str(files["model"]),
+           "--adapter", str(files["adapter"]), "--scene", str(files["scene"]), "--out", str(out),
+           "--layout", layout, "--steps", "2", "--seed", "5", "--cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_torchrun_cli_matches_one_process(comfy_host, tmp_path):
+    """The headless CLI under torchrun: 2 processes (1x2 Ulysses, a 2-head model loaded by the host's loader from
+    its file, a random adapter file) write the same latents as 1 process."""
+    from safetensors.torch import load_file
+
+    from fixtures.parallel import write_cli_inputs
+
+    files = write_cli_inputs(tmp_path, V=4)
+    _torchrun(1, files, tmp_path / "one.safetensors", "1x1")
+    _torchrun(2, files, tmp_path / "two.safetensors", "1x2")
+    one, two = (load_file(str(tmp_path / f"{n}.safetensors"))["samples"] for n in ("one", "two"))
+    assert one.shape == (3, 48, 2, 4, 6) and one.abs().max() > 0.1
+    assert (one - two).abs().max().item() <= TOL
+    from safetensors import safe_open
+
+    meta = safe_open(str(tmp_path / "two.safetensors"), framework="pt").metadata()
+    assert meta["layout"] == "1x2" and int(meta["bytes_sent_rank0_ulysses"]) > 0

@@ -290,8 +290,9 @@ def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tenso
     if sw.fused_attention and not (skip_zero and _is_zero(ab.tv_proj)):
         scene = u.reshape(B // V, V * L, C)  # rows j*V..j*V+V-1 are one scene, tokens view-major
         rope = (lambda q: apply_rope1(q, run.freqs))
+        shard = {} if run.attend is None else {"attend": run.attend}
         fused = ab.fused(scene, run.num_views, run.frames, rope, intra_time=sw.intra_time, cross_half=sw.cross_half,
-                         attend=run.attend)
+                         **shard)
         x = x + fused.reshape(B, L, C).to(x.dtype)
     x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
     y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
