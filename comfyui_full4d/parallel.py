@@ -28,6 +28,7 @@ each keeping ``1/U`` of its local ``N_u * C`` elements: ``4 * s * N_u * C * (U -
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -167,15 +168,17 @@ def tokens_to_heads(y: Tensor, counts: list[int], rank: int, group, stats: CommS
     return out.reshape(U, B, Hu, n, D).transpose(0, 1).reshape(B, U * Hu, n, D)
 
 
-def ulysses_attention(q: Tensor, k: Tensor, v: Tensor, num_views: int, frames_per_view: int, *, counts: list[int],
-                      rank: int, group, stats: CommStats | None = None, intra_time: bool = True,
-                      cross_half: bool = True) -> Tensor:
-    """``fused_tv_attention`` over a scene whose tokens are spread over the ranks of ``group``.
+def ulysses_attention(q: Tensor, k: Tensor, v: Tensor, *args, counts: list[int], rank: int, group,
+                      stats: CommStats | None = None, attention: Callable[..., Tensor] = fused_tv_attention,
+                      **kwargs) -> Tensor:
+    """``attention(q, k, v, *args, **kwargs)`` (default ``fused_tv_attention``: args = num_views, frames_per_view;
+    kwargs = the rule switches) over a scene whose tokens are spread over the ranks of ``group``.
 
     q, k, v (B, H, N_rank, D) this rank's tokens (view-major, whole views), after norm and RoPE;
-    counts: tokens per rank. Returns (B, H, N_rank, D), equal to the rank's rows of the one-process result."""
+    counts: tokens per rank. Returns (B, H, N_rank, D), equal to the rank's rows of the one-process result
+    (heads are independent in ``attention``)."""
     qa, ka, va = (heads_to_tokens(t, counts, group, stats) for t in (q, k, v))
-    o = fused_tv_attention(qa, ka, va, num_views, frames_per_view, intra_time=intra_time, cross_half=cross_half)
+    o = attention(qa, ka, va, *args, **kwargs)
     del qa, ka, va
     return tokens_to_heads(o, counts, rank, group, stats)
 

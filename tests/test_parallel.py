@@ -23,8 +23,9 @@ ATTENTION = {  # (V, F, S, rule switches): U dividing V or not, mask rules on an
 }
 HOST = {  # (name, kind, layout, V)
     2: [("call", "call", "1x2", 4), ("sample", "sample", "1x2", 4), ("cfg", "sample", "2x1", 3)],
-    3: [("call3", "call", "1x3", 3), ("call4", "call", "1x3", 4), ("sample4", "sample", "1x3", 4)],
-    4: [("cfg_u2", "sample", "2x2", 4), ("u4_v6", "call", "1x4", 6)],
+    3: [("call3", "call", "1x3", 3), ("call4", "call", "1x3", 4), ("sample4", "sample", "1x3", 4),
+        ("free4", "free", "1x3", 4)],
+    4: [("cfg_u2", "sample", "2x2", 4), ("u4_v6", "call", "1x4", 6), ("free_cfg_u2", "free", "2x2", 4)],
 }
 
 
@@ -70,12 +71,13 @@ def test_two_processes_ulysses_and_cfg_split():
 
 
 def test_three_processes_views_not_divisible():
-    """1x3 with V=3 (one view per rank) and V=4 (2 + 1 + 1 views: U does not divide V)."""
+    """1x3 with V=3 (one view per rank) and V=4 (2 + 1 + 1 views: U does not divide V), the Full-4D model and
+    the training-free sampler's cross-view mode."""
     _check(_world(3)["host"], [c[0] for c in HOST[3]])
 
 
 def test_four_processes_cfg_times_ulysses():
-    """2x2 (CFG split x 2-way Ulysses) and 1x4 with V=6 (2 + 2 + 1 + 1 views)."""
+    """2x2 (CFG split x 2-way Ulysses; Full-4D and training-free cross-view) and 1x4 with V=6 (2 + 2 + 1 + 1 views)."""
     _check(_world(4)["host"], [c[0] for c in HOST[4]])
 
 

@@ -17,24 +17,27 @@ and gets the same full result:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import comfy.samplers
 import torch
 from torch import Tensor
 
 from ..parallel import Mesh, gather_rows, ulysses_attention, view_split
-from .patch import MESH_KEY, RUN_KEY, Full4DRun, get_adapter
+from .patch import MESH_KEY, RUN_KEY, Full4DRun
 
-__all__ = ["with_mesh", "sharded_call"]
+__all__ = ["with_mesh", "split_call", "sharded_call"]
 
 CALC_COND_BATCH = "sampler_calc_cond_batch_function"
 
 
 def with_mesh(model, mesh: Mesh | None):
-    """Clone of a patched ModelPatcher sampling on ``mesh`` (None or a 1x1 layout: the one-process path)."""
-    if get_adapter(model) is None:
-        raise ValueError("model: no Full-4D adapter attached; connect it through Full4DAdapterLoader first")
+    """Clone of a host ModelPatcher sampling on ``mesh`` (None or a 1x1 layout: the one-process path).
+
+    Ulysses needs a model whose scene wrapper shards (the Full-4D adapter's, or the training-free
+    cross-view mode's); the CFG split works for any model."""
     m = model.clone()
     m.model_options["transformer_options"].pop(MESH_KEY, None)
     if m.model_options.get(CALC_COND_BATCH) is not None and getattr(m.model_options[CALC_COND_BATCH], "full4d", 0):
@@ -67,25 +70,38 @@ def _cfg_split(mesh: Mesh):
     return full4d_cfg_split
 
 
-def sharded_call(executor, mesh: Mesh, run: Full4DRun, x: Tensor, t2: Tensor, context: Tensor,
-                 time_dim_concat: Tensor, opts: dict, **kwargs) -> Tensor:
+def split_call(executor, mesh: Mesh, num_views: int, tokens_per_view: int, run_for: Callable, x: Tensor,
+               timestep: Tensor, context: Tensor, time_dim_concat: Tensor | None, opts: dict, **kwargs) -> Tensor:
     """One ``WanModel`` call on this rank's views; returns all rows (B, C, T, h, w) in the host's order.
 
-    x, time_dim_concat (B, C, T, h, w), t2 (B, 2T), context (B, L, C_text) with B = scenes * V rows,
-    scene ``j`` = rows ``j*V .. j*V+V-1``."""
-    V, U = run.num_views, mesh.layout.ulysses
+    x (B, C, T, h, w), timestep (B, ...), context (B, L, C_text), time_dim_concat like x or None, with
+    B = scenes * V rows, scene ``j`` = rows ``j*V .. j*V+V-1``. ``run_for((a, b), attend)`` gives the
+    transformer-options entries for rows holding views a..b-1, ``attend`` being ``ulysses_attention`` bound
+    to this rank (call it like the one-process scene attention, with ``attention=`` to pick that one)."""
+    V, U = num_views, mesh.layout.ulysses
     ranges = view_split(V, U)
     scenes = x.shape[0] // V
-    L = run.frames * run.tokens
     rows_of = [[j * V + v for j in range(scenes) for v in range(a, b)] for a, b in ranges]
-    a, b = ranges[mesh.seq_index]
-    attend = functools.partial(ulysses_attention, counts=[(hi - lo) * L for lo, hi in ranges], rank=mesh.seq_index,
-                               group=mesh.seq_group, stats=mesh.stats)
-    local = Full4DRun(num_views=V, frames=run.frames, tokens=run.tokens, freqs=run.freqs[:, a * L:b * L],
-                      cams=run.cams, blocks=run.blocks, ablation=run.ablation, views=(a, b), attend=attend)
+    attend = functools.partial(ulysses_attention, counts=[(b - a) * tokens_per_view for a, b in ranges],
+                               rank=mesh.seq_index, group=mesh.seq_group, stats=mesh.stats)
     idx = torch.as_tensor(rows_of[mesh.seq_index], device=x.device)
-    out = executor(x[idx], t2[idx], context[idx], None, time_dim_concat[idx], {**opts, RUN_KEY: local}, **kwargs)
+    tdc = None if time_dim_concat is None else time_dim_concat[idx]
+    local_opts = {**opts, **run_for(ranges[mesh.seq_index], attend)}
+    out = executor(x[idx], timestep[idx], context[idx], None, tdc, local_opts, **kwargs)
     gathered = gather_rows(out, [len(r) for r in rows_of], mesh.seq_group, mesh.stats)
     full = torch.empty((x.shape[0], *gathered.shape[1:]), dtype=gathered.dtype, device=gathered.device)
     full[torch.as_tensor([r for rows in rows_of for r in rows], device=full.device)] = gathered
     return full
+
+
+def sharded_call(executor, mesh: Mesh, run: Full4DRun, x: Tensor, t2: Tensor, context: Tensor,
+                 time_dim_concat: Tensor, opts: dict, **kwargs) -> Tensor:
+    """``split_call`` of the Full-4D wrapper: the rank's Full4DRun has its views' fused RoPE, all cameras
+    (embedded together, sliced in the block) and the all-to-all fused attention."""
+    L = run.frames * run.tokens
+
+    def run_for(views: tuple[int, int], attend) -> dict:
+        a, b = views
+        return {RUN_KEY: dataclasses.replace(run, freqs=run.freqs[:, a * L:b * L], views=views, attend=attend)}
+
+    return split_call(executor, mesh, run.num_views, L, run_for, x, t2, context, time_dim_concat, opts, **kwargs)
