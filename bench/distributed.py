@@ -1,4 +1,4 @@
-"""Sharded sampling (comfyui_full4d.parallel): bytes per block per rank measured vs the formula, and wall time
+"""Sharded sampling (comfyui_full4d.diffusion.parallel): bytes per block per rank measured vs the formula, and wall time
 of one process vs 2 / 4 gloo processes on this CPU machine, side by side as ratios.
 
     python bench/distributed.py                 # both tables (bytes at paper size, timing on the tiny model)
@@ -34,7 +34,7 @@ def _bytes_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from comfyui_full4d.parallel import CommStats, heads_to_tokens, tokens_to_heads, view_split
+    from comfyui_full4d.diffusion.parallel import CommStats, heads_to_tokens, tokens_to_heads, view_split
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     p = PAPER
@@ -63,7 +63,7 @@ def _time_worker(rank: int, world: int, port: int, job: dict, out: str) -> None:
     from comfyui_full4d.host.boot import import_host
 
     import_host(fx.HOST_DIR, cpu=True)
-    from comfyui_full4d.parallel import Layout, Mesh
+    from comfyui_full4d.diffusion.parallel import Layout, Mesh
 
     fx.T, fx.H, fx.W = job["frames"], job["h"], job["w"]
     if world > 1:
@@ -83,7 +83,7 @@ def _time_worker(rank: int, world: int, port: int, job: dict, out: str) -> None:
 def _spawn(fn, world: int, *args):
     import torch.multiprocessing as mp
 
-    from comfyui_full4d.run import free_port
+    from comfyui_full4d.client.run import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.pt")
@@ -92,7 +92,7 @@ def _spawn(fn, world: int, *args):
 
 
 def bytes_table(worlds=(2, 3, 4)) -> str:
-    from comfyui_full4d.parallel import ulysses_bytes_per_block
+    from comfyui_full4d.diffusion.parallel import ulysses_bytes_per_block
 
     p = PAPER
     N = p["V"] * p["F"] * p["S"]

@@ -1,4 +1,4 @@
-"""Exact sharded sampling (comfyui_full4d.parallel, host/parallel.py) on CPU with gloo, 2, 3 and 4 processes.
+"""Exact sharded sampling (comfyui_full4d.diffusion.parallel, host/parallel.py) on CPU with gloo, 2, 3 and 4 processes.
 
 Every sharded result is compared with the one-process path (no mesh) on the same inputs: a tiny 12-head
 Wan2.2 through the host's model classes with a random non-zero adapter (camera MLP, fused branch and
@@ -47,7 +47,7 @@ def test_ulysses_attention_is_the_one_process_attention(world):
 
 def test_ulysses_bytes_are_the_formula():
     """Bytes each rank hands the all-to-alls = 4 * B * N_u * C * (U - 1) / U * e when U divides V."""
-    from comfyui_full4d.parallel import ulysses_bytes_per_block
+    from comfyui_full4d.diffusion.parallel import ulysses_bytes_per_block
 
     V, F, S = 4, 4, 6
     want = ulysses_bytes_per_block(V * F * S, HEADS * 16, 2, 4, scenes=2)
@@ -82,7 +82,7 @@ def test_four_processes_cfg_times_ulysses():
 
 
 def test_layout_errors_name_the_input():
-    from comfyui_full4d.parallel import Layout, heads_to_tokens, view_split
+    from comfyui_full4d.diffusion.parallel import Layout, heads_to_tokens, view_split
 
     assert Layout.parse("2x3") == Layout(2, 3) and Layout.parse("auto", 8) == Layout(2, 4)
     assert Layout.parse("auto", 3) == Layout(1, 3)

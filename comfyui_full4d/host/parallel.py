@@ -1,4 +1,4 @@
-"""The host side of exact sharded sampling (``comfyui_full4d.parallel``: layouts, collectives, maths).
+"""The host side of exact sharded sampling (``comfyui_full4d.diffusion.parallel``: layouts, collectives, maths).
 
 ``with_mesh(model, mesh)`` returns a clone of a Full-4D patched ModelPatcher whose sampling is spread
 over the ranks of ``mesh``; every rank runs the same host sampler (``sample_full4d``) on the same inputs
@@ -9,7 +9,7 @@ and gets the same full result:
   this rank's half only (cond on CFG index 0, uncond on 1) and all-gathers the two predictions in the
   CFG group. With ``cfg == 1`` the host drops the uncond: both halves then compute the cond.
 - Ulysses (``mesh.layout.ulysses > 1``): the Full-4D diffusion-model wrapper (``patch.py``) hands the
-  call to ``sharded_call``: this rank's whole views (``parallel.view_split``) of every scene in the
+  call to ``split_call``: this rank's whole views (``parallel.view_split``) of every scene in the
   batch go through the host's ``WanModel`` with a ``Full4DRun`` limited to them (their fused RoPE and
   cameras) whose fused attention is ``parallel.ulysses_attention``; the output rows are all-gathered
   in the sequence group and put back in the host's row order.
@@ -17,7 +17,6 @@ and gets the same full result:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Callable
 
@@ -25,10 +24,11 @@ import comfy.samplers
 import torch
 from torch import Tensor
 
-from ..parallel import Mesh, gather_rows, ulysses_attention, view_split
-from .patch import MESH_KEY, RUN_KEY, Full4DRun
+from ..diffusion.parallel import Mesh, gather_rows, ulysses_attention, view_split
 
-__all__ = ["with_mesh", "split_call", "sharded_call"]
+__all__ = ["with_mesh", "split_call", "MESH_KEY"]
+
+MESH_KEY = "full4d_mesh"  # transformer_options entry: the Mesh a scene wrapper shards over
 
 CALC_COND_BATCH = "sampler_calc_cond_batch_function"
 
@@ -92,16 +92,3 @@ def split_call(executor, mesh: Mesh, num_views: int, tokens_per_view: int, run_f
     full = torch.empty((x.shape[0], *gathered.shape[1:]), dtype=gathered.dtype, device=gathered.device)
     full[torch.as_tensor([r for rows in rows_of for r in rows], device=full.device)] = gathered
     return full
-
-
-def sharded_call(executor, mesh: Mesh, run: Full4DRun, x: Tensor, t2: Tensor, context: Tensor,
-                 time_dim_concat: Tensor, opts: dict, **kwargs) -> Tensor:
-    """``split_call`` of the Full-4D wrapper: the rank's Full4DRun has its views' fused RoPE, all cameras
-    (embedded together, sliced in the block) and the all-to-all fused attention."""
-    L = run.frames * run.tokens
-
-    def run_for(views: tuple[int, int], attend) -> dict:
-        a, b = views
-        return {RUN_KEY: dataclasses.replace(run, freqs=run.freqs[:, a * L:b * L], views=views, attend=attend)}
-
-    return split_call(executor, mesh, run.num_views, L, run_for, x, t2, context, time_dim_concat, opts, **kwargs)

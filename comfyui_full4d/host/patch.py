@@ -35,6 +35,7 @@ it per call, so the same patch serves training and sampling of every variant.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,12 +51,12 @@ from comfy.ldm.flux.math import apply_rope1
 
 from ..diffusion.adapter import AdapterConfig, Full4DAdapter, load_adapter
 from ..diffusion.ablation import Ablation
+from .parallel import MESH_KEY, split_call
 
 KEY = "full4d"
 RIG_KEY = "full4d_rig"
 RUN_KEY = "full4d_run"
 ABLATION_KEY = "full4d_ablation"
-MESH_KEY = "full4d_mesh"
 
 __all__ = ["attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
            "make_adapter", "per_frame_timesteps", "with_ablation", "with_rig", "KEY", "NONE_ADAPTER"]
@@ -231,10 +232,15 @@ def _make_wrapper() -> Callable:
         opts = dict(transformer_options)
         opts[RUN_KEY] = run
         t2 = per_frame_timesteps(timestep, V, T)
-        if MESH_KEY in transformer_options:  # sharded over a torch.distributed mesh (host/parallel.py)
-            from .parallel import sharded_call
-            return sharded_call(executor, transformer_options[MESH_KEY], run, x, t2, context, time_dim_concat,
-                                opts, **kwargs)
+        if MESH_KEY in transformer_options:  # this rank's views only (host/parallel.py)
+            L = run.frames * S
+
+            def run_for(views: tuple[int, int], attend) -> dict:  # their fused RoPE; all cameras, sliced in blocks
+                freqs = run.freqs[:, views[0] * L:views[1] * L]
+                return {RUN_KEY: dataclasses.replace(run, freqs=freqs, views=views, attend=attend)}
+
+            return split_call(executor, transformer_options[MESH_KEY], V, L, run_for, x, t2, context,
+                              time_dim_concat, opts, **kwargs)
         return executor(x, t2, context, clip_fea, time_dim_concat, opts, **kwargs)
 
     return full4d_diffusion_model

@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import torch
 
+from ..common.io import save_tensors
 from .boot import import_host
 
 SCENE_KEYS = ("source", "projections", "cams", "positive", "negative")
@@ -33,26 +33,12 @@ SCENE_KEYS = ("source", "projections", "cams", "positive", "negative")
 __all__ = ["save_scene", "load_scene", "main"]
 
 
-def _atomic_save(tensors: dict, path: str, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    fd, tmp = tempfile.mkstemp(prefix=".full4d-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_scene(path: str, source, projections, cams, positive, negative) -> None:
     """Write a scene file (module docstring); positive / negative: host CONDITIONING or (1, L, 4096) tensors."""
     def text(c):
         return c[0][0] if isinstance(c, list) else c
-    _atomic_save({"source": source, "projections": projections, "cams": cams, "positive": text(positive),
-                  "negative": text(negative)}, path)
+    save_tensors(path, {"source": source, "projections": projections, "cams": cams, "positive": text(positive),
+                  "negative": text(negative)})
 
 
 def load_scene(path: str) -> dict:
@@ -97,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     import comfy.sd
     import torch.distributed as dist
 
-    from ..parallel import Layout, Mesh
+    from ..diffusion.parallel import Layout, Mesh
     from .parallel import with_mesh
     from .patch import attach_adapter, make_adapter
     from .sampling import sample_full4d
@@ -130,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         meta = {"layout": f"{layout.cfg}x{layout.ulysses}", "wall_s": f"{wall:.3f}",
                 **{f"bytes_sent_rank0_{k}": str(v) for k, v in sent.items()}}
-        _atomic_save({"samples": out}, a.out, metadata=meta)
+        save_tensors(a.out, {"samples": out}, metadata=meta)
         print(f"full4d: {layout.cfg}x{layout.ulysses} on {world} process(es): {wall:.2f} s, rank 0 sent {sent}",
               file=sys.stderr, flush=True)
     if world > 1:

@@ -43,7 +43,8 @@ from ..common.progress import StepFn, report
 from ..diffusion.packing import check_latents
 from ..diffusion.training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
                              schedule_from, soft_latent_mask, stop_sigma)
-from .patch import MESH_KEY, _wan, get_adapter
+from .parallel import MESH_KEY, split_call
+from .patch import _wan, get_adapter
 from .sampling import check_sampler_args, with_shift
 
 KEY = "full4d_training_free"
@@ -123,7 +124,6 @@ def _cross_view_wrapper(executor, x, timestep, context, clip_fea=None, time_dim_
     run = _CrossViewRun(views=int(V), frames=int(T), blocks=executor.class_obj.blocks)
     opts[KEY] = run
     if MESH_KEY in transformer_options:  # sharded over a torch.distributed mesh (host/parallel.py)
-        from .parallel import split_call
         p = executor.class_obj.patch_size
         S = -(-x.shape[3] // p[1]) * -(-x.shape[4] // p[2])
         return split_call(executor, transformer_options[MESH_KEY], run.views, run.frames * S,
