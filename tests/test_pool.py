@@ -1,0 +1,93 @@
+"""The in-server worker pool (host/pool.py): two CPU workers (gloo, 1x2 Ulysses) loading a tiny 2-head Wan2.2 and a
+random adapter from files through the host's loaders give the one-process result; interrupt stops them within
+5 s and the pool is reused; a killed worker fails the call with a clear error within 5 s and the next call
+starts a new pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from fixtures.parallel import HOST_DIR, T, H, W, write_cli_inputs
+
+V = 4
+
+
+class _Cancel(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(comfy_host, tmp_path_factory):
+    from comfyui_full4d.host.pool import PoolSpec, shutdown_all
+
+    files = write_cli_inputs(tmp_path_factory.mktemp("pool"), V=V)
+    spec = PoolSpec(comfyui=str(HOST_DIR), model=str(files["model"]), adapter=str(files["adapter"]), layout="1x2",
+                    devices=("cpu", "cpu"))
+    yield files, spec
+    shutdown_all()
+
+
+def _job(files, steps: int) -> dict:
+    from comfyui_full4d.host.torchrun import load_scene
+
+    sc = load_scene(str(files["scene"]))
+    return dict(positive=[[sc["positive"], {}]], negative=[[sc["negative"], {}]], source=sc["source"],
+                projections=sc["projections"], cams=sc["cams"], seed=3, steps=steps, cfg=5.0, shift=5.0,
+                sampler_name="euler", scheduler="simple")
+
+
+def _one_process(files, job: dict) -> torch.Tensor:
+    import comfy.sd
+
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter
+    from comfyui_full4d.host.sampling import sample_full4d
+
+    base = comfy.sd.load_diffusion_model(str(files["model"]))
+    return sample_full4d(attach_adapter(base, make_adapter(base, str(files["adapter"]))), **job)
+
+
+def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
+    from comfyui_full4d.host.pool import WorkerDied, get_pool
+
+    files, spec = setup
+    job = _job(files, steps=2)
+    ref = _one_process(files, job)
+    pool = get_pool(spec)
+    seen = []
+    out = pool.sample(job, on_step=lambda d, t: seen.append((d, t)))
+    assert out.shape == ref.shape == (V - 1, 48, T, H, W)
+    assert (out - ref).abs().max().item() <= 1e-6
+    assert (2, 2) in seen
+
+    long = _job(files, steps=200)
+    t_cancel = {}
+
+    def cancel(done, total):
+        if done >= 1:
+            t_cancel.setdefault("t", time.monotonic())
+            raise _Cancel()
+
+    with pytest.raises(_Cancel):
+        pool.sample(long, on_step=cancel)
+    assert time.monotonic() - t_cancel["t"] < 5.0
+    assert get_pool(spec) is pool and pool.alive  # reused after an interrupt
+    assert (pool.sample(job) - ref).abs().max().item() <= 1e-6
+
+    victim = pool.procs[1]
+
+    def kill(done, total):
+        if done >= 1 and victim.is_alive() and "t" not in t_cancel.setdefault("kill", {}):
+            t_cancel["kill"]["t"] = time.monotonic()
+            os.kill(victim.pid, signal.SIGKILL)
+
+    with pytest.raises(WorkerDied, match="worker 1 .* exited"):
+        pool.sample(long, on_step=kill)
+    assert time.monotonic() - t_cancel["kill"]["t"] < 5.0
+    fresh = get_pool(spec)
+    assert fresh is not pool and fresh.alive
+    assert (fresh.sample(job) - ref).abs().max().item() <= 1e-6
