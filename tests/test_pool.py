@@ -91,3 +91,33 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     fresh = get_pool(spec)
     assert fresh is not pool and fresh.alive
     assert (fresh.sample(job) - ref).abs().max().item() <= 1e-6
+
+
+def test_parallel_node_feeds_the_sampler(setup, comfy_host):
+    """Full4DParallel (cpu:2, 2x1 CFG split) -> Full4DSampler gives the latents of Full4DSampler alone; one device
+    passes the model through unchanged; bad devices are a clear error naming the input."""
+    import shutil
+
+    import comfy.sd
+
+    from fixtures.wan import random_rig_inputs
+
+    files, _ = setup
+    for sub, key in (("diffusion_models", "model"), ("full4d", "adapter")):
+        (comfy_host.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[key], comfy_host.models_dir / sub / "pool_test.safetensors")
+    loader, par, sampler = (comfy_host.node(n) for n in ("Full4DAdapterLoader", "Full4DParallel", "Full4DSampler"))
+    base = comfy.sd.load_diffusion_model(str(comfy_host.models_dir / "diffusion_models" / "pool_test.safetensors"))
+    patched = loader.execute(model=base, adapter="pool_test.safetensors").result[0]
+    rig, src, proj, pos, neg, _ = random_rig_inputs(V, T, H, W)
+    args = dict(positive=pos, negative=neg, source={"samples": src}, projections={"samples": proj}, rig=rig, seed=4,
+                steps=2, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple", views_per_pass=0,
+                include_source=False)
+    node_args = dict(unet_name="pool_test.safetensors", layout="auto", weight_dtype="default")
+    assert par.execute(model=patched, devices="cpu:1", **node_args).result[0] is patched
+    assert "cpu:N" in par.validate_inputs(devices="cpu:x", layout="auto")
+    pooled = par.execute(model=patched, devices="cpu:2", **node_args).result[0]
+    ref = sampler.execute(model=patched, **args).result[0]["samples"]
+    out = sampler.execute(model=pooled, **args).result[0]["samples"]
+    assert out.shape == ref.shape == (V - 1, 48, T, H, W)
+    assert (out - ref).abs().max().item() <= 1e-6

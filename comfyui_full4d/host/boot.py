@@ -24,8 +24,8 @@ def import_host(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None =
         raise ValueError(f"comfyui: {path!r} is not a ComfyUI folder (no comfy/model_management.py); pass --comfyui "
                          f"or set FULL4D_COMFYUI_DIR")
     path = str(Path(path).resolve())
-    if "comfy" in sys.modules:
-        have = str(Path(sys.modules["comfy"].__file__).resolve().parents[1])
+    if "comfy.model_management" in sys.modules:  # comfy is a namespace package: ask a module for its folder
+        have = str(Path(sys.modules["comfy.model_management"].__file__).resolve().parents[1])
         if have != path:
             raise ValueError(f"comfyui: this process already imported the host from {have}, not {path}")
         return

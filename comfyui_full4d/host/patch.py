@@ -57,6 +57,7 @@ KEY = "full4d"
 RIG_KEY = "full4d_rig"
 RUN_KEY = "full4d_run"
 ABLATION_KEY = "full4d_ablation"
+ADAPTER_FILE_KEY = "full4d_adapter_file"
 
 __all__ = ["attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
            "make_adapter", "per_frame_timesteps", "with_ablation", "with_rig", "KEY", "NONE_ADAPTER"]
@@ -315,4 +316,6 @@ def load_full4d(model, adapter_name: str):
 
     with client_paths():  # errors name models/full4d/<file>, not the server's absolute path
         path = None if adapter_name == NONE_ADAPTER else full_path(FULL4D, adapter_name)
-        return attach_adapter(model, make_adapter(model, path))
+        m = attach_adapter(model, make_adapter(model, path))
+    m.model_options[ADAPTER_FILE_KEY] = path  # what worker processes load (host/pool.py)
+    return m

@@ -27,10 +27,11 @@ import queue
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["PoolSpec", "WorkerPool", "get_pool", "shutdown_all", "WorkerDied"]
+__all__ = ["PoolSpec", "WorkerPool", "get_pool", "shutdown_all", "WorkerDied", "parse_devices", "with_pool"]
 
 TICK_S = 0.2
 
@@ -54,6 +55,58 @@ class PoolSpec:
     @property
     def world(self) -> int:
         return len(self.devices)
+
+    def sample(self, job: dict, on_step=None) -> torch.Tensor:
+        """``sample_full4d(**job)`` in this spec's live pool (``get_pool``)."""
+        return get_pool(self).sample(job, on_step)
+
+
+def parse_devices(text: str) -> tuple[str, ...]:
+    """``"cpu:N"`` (N CPU workers) or CUDA indices ``"0,1,2,3"``; "" / "none" = no workers (one process)."""
+    t = text.strip().lower().replace(" ", "")
+    if t in ("", "none"):
+        return ()
+    if t.startswith("cpu"):
+        n = t[4:] if t.startswith("cpu:") else "1"
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"devices: {text!r}: write cpu:N with N >= 1 worker processes")
+        return ("cpu",) * int(n)
+    try:
+        idx = [int(i) for i in t.split(",")]
+    except ValueError:
+        raise ValueError(f"devices: {text!r} is neither cpu:N nor CUDA indices like 0,1,2,3") from None
+    have = torch.cuda.device_count()
+    bad = [i for i in idx if not 0 <= i < have] + ([idx] if len(set(idx)) != len(idx) else [])
+    if bad:
+        raise ValueError(f"devices: {text!r} names CUDA devices {bad} but this machine has {have}; "
+                         f"use indices 0..{have - 1} once each, or cpu:N")
+    return tuple(f"cuda:{i}" for i in idx)
+
+
+def with_pool(model, unet_path: str, devices: str, layout: str = "auto", dtype: str | None = None):
+    """Clone of a Full-4D patched ModelPatcher that Full4DSampler samples in a worker pool; the model itself when
+    ``devices`` names fewer than two (today's one-process path). unet_path: the diffusion model file it was loaded
+    from (the workers load it again with the host's loader, and the adapter file ``load_full4d`` recorded)."""
+    import comfy.model_management
+
+    from ..diffusion.parallel import Layout
+    from .patch import ADAPTER_FILE_KEY
+    from .sampling import POOL_KEY
+
+    devs = parse_devices(devices)
+    if len(devs) < 2:
+        return model
+    if ADAPTER_FILE_KEY not in model.model_options:
+        raise ValueError("model: connect the MODEL from Full4DAdapterLoader (the workers load the same adapter file)")
+    lay = Layout.parse(layout, len(devs))
+    if lay.world != len(devs):
+        raise ValueError(f"layout: {layout!r} needs {lay.world} workers, devices {devices!r} gives {len(devs)}")
+    comfyui = str(Path(comfy.model_management.__file__).resolve().parents[1])  # the server's own host
+    spec = PoolSpec(comfyui=comfyui, model=str(unet_path), adapter=model.model_options[ADAPTER_FILE_KEY],
+                    layout=f"{lay.cfg}x{lay.ulysses}", devices=devs, dtype=dtype)
+    m = model.clone()
+    m.model_options[POOL_KEY] = spec
+    return m
 
 
 class _Stop(Exception):
@@ -82,7 +135,7 @@ def _worker(spec: PoolSpec, rank: int, port: int, jobs, results, stop) -> None:
 
         from ..diffusion.parallel import Layout, Mesh
         from .parallel import with_mesh
-        from .patch import attach_adapter, make_adapter
+        from .patch import attach_adapter, make_adapter, with_ablation
         from .sampling import sample_full4d
 
         dist.init_process_group("gloo" if cpu else "nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -109,7 +162,8 @@ def _worker(spec: PoolSpec, rank: int, port: int, jobs, results, stop) -> None:
                 results.put(("step", done, total))
 
         try:
-            out = sample_full4d(model, **job, on_step=on_step)
+            ab = job.pop("ablation", None)
+            out = sample_full4d(model if ab is None else with_ablation(model, ab), **job, on_step=on_step)
             results.put(("done", rank, out if rank == 0 else None))
         except _Stop:
             results.put(("stopped", rank, None))
