@@ -34,6 +34,7 @@ def _world(n: int) -> dict:
     return run_world(n, HOST[n], ATTENTION[n])
 
 
+@pytest.mark.slow  # spawns processes
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_ulysses_attention_is_the_one_process_attention(world):
     """The all-to-all attention (heads scattered, tokens gathered, whole views per rank) equals
@@ -45,6 +46,7 @@ def test_ulysses_attention_is_the_one_process_attention(world):
             assert err <= TOL, (rank, key, err)
 
 
+@pytest.mark.slow  # spawns processes
 def test_ulysses_bytes_are_the_formula():
     """Bytes each rank hands the all-to-alls = 4 * B * N_u * C * (U - 1) / U * e when U divides V."""
     from comfyui_full4d.diffusion.parallel import ulysses_bytes_per_block
@@ -62,6 +64,7 @@ def _check(res: dict, names: list) -> None:
         assert (got - ref).abs().max().item() <= TOL, (name, (got - ref).abs().max().item())
 
 
+@pytest.mark.slow  # spawns processes
 def test_two_processes_ulysses_and_cfg_split():
     """1x2 (U divides V: one model call through every block, and a 2-step Full4DSampler run) and 2x1 (CFG split)."""
     res = _world(2)["host"]
@@ -70,12 +73,14 @@ def test_two_processes_ulysses_and_cfg_split():
     assert res["sample"][2]["ulysses"] > 0
 
 
+@pytest.mark.slow  # spawns processes
 def test_three_processes_views_not_divisible():
     """1x3 with V=3 (one view per rank) and V=4 (2 + 1 + 1 views: U does not divide V), the Full-4D model and
     the training-free sampler's cross-view mode."""
     _check(_world(3)["host"], [c[0] for c in HOST[3]])
 
 
+@pytest.mark.slow  # spawns processes
 def test_four_processes_cfg_times_ulysses():
     """2x2 (CFG split x 2-way Ulysses; Full-4D and training-free cross-view) and 1x4 with V=6 (2 + 2 + 1 + 1 views)."""
     _check(_world(4)["host"], [c[0] for c in HOST[4]])
@@ -113,6 +118,7 @@ def _torchrun(nproc: int, files: dict, out, layout: str) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.slow  # spawns processes
 def test_torchrun_cli_matches_one_process(comfy_host, tmp_path):
     """The headless CLI under torchrun: 2 processes (1x2 Ulysses, a 2-head model loaded by the host's loader from
     its file, a random adapter file) write the same latents as 1 process."""

@@ -51,6 +51,7 @@ def _one_process(files, job: dict) -> torch.Tensor:
     return sample_full4d(attach_adapter(base, make_adapter(base, str(files["adapter"]))), **job)
 
 
+@pytest.mark.slow  # starts worker processes
 def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     from comfyui_full4d.host.pool import WorkerDied, get_pool
 
@@ -93,6 +94,7 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     assert (fresh.sample(job) - ref).abs().max().item() <= 1e-6
 
 
+@pytest.mark.slow  # starts worker processes
 def test_parallel_node_feeds_the_sampler(setup, comfy_host):
     """Full4DParallel (cpu:2, 2x1 CFG split) -> Full4DSampler gives the latents of Full4DSampler alone; one device
     passes the model through unchanged; bad devices are a clear error naming the input."""
