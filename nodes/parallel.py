@@ -7,6 +7,9 @@ from comfyui_full4d.host.pool import parse_devices, with_pool
 
 UNETS = "diffusion_models"
 DTYPES = ["default", "float32", "float16", "bfloat16"]
+DESCRIPTION = ("Full4DSampler then runs in worker processes, one per device, each loading the same model and adapter "
+               "files: cond / uncond on different devices (CFG split), the views of a scene spread over devices "
+               "(Ulysses); same result as one device. One device or none: the model passes through unchanged.")
 
 
 class Full4DParallel(io.ComfyNode):
@@ -14,10 +17,7 @@ class Full4DParallel(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DParallel", display_name="Full4D Parallel (multi-GPU)", category="Full4D/diffusion",
-            description="Full4DSampler then runs in worker processes, one per device, each loading the same model "
-                        "and adapter files: cond / uncond on different devices (CFG split) and the views of a scene "
-                        "spread over devices (Ulysses), with the same result as one device. One device or none: "
-                        "the model passes through unchanged.",
+            description=DESCRIPTION,
             inputs=[
                 io.Model.Input("model", tooltip="MODEL from Full4DAdapterLoader."),
                 io.Combo.Input("unet_name", options=list_files(UNETS),
