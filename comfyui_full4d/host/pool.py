@@ -14,7 +14,8 @@ returns rank 0's result.
   is left inside an all-to-all) and they drop the job. The exception is re-raised once all have stopped.
 - A worker that dies (killed, out of memory) is seen within 0.2 s: the others are killed (they may hang
   in a collective), the pool is dropped and ``RuntimeError`` says which rank died; the next prompt starts
-  a new pool.
+  a new pool. A rank that raises (bad input: all ranks raise alike) reports its error; when the others
+  have not finished ``ERROR_GRACE_S`` later (stuck in a collective) the pool is shut down too.
 - Reuse: the pool stays up between prompts for the same spec; another spec replaces it; ``shutdown_all``
   runs at interpreter exit.
 """
@@ -34,6 +35,7 @@ import torch
 __all__ = ["PoolSpec", "WorkerPool", "get_pool", "shutdown_all", "WorkerDied", "parse_devices", "with_pool"]
 
 TICK_S = 0.2
+ERROR_GRACE_S = 10.0  # how long the other ranks get to finish after one rank raised
 
 
 class WorkerDied(RuntimeError):
@@ -238,11 +240,17 @@ class WorkerPool:
                     self._stop.set()
 
         self._tick = tick
-        finished, result, failure = 0, None, None
+        finished, result, failure, t_fail = 0, None, None, 0.0
         deadline = time.monotonic() + timeout_s
         try:
             while finished < self.spec.world:
-                kind, a, b = self._next(deadline, "sampling")
+                try:  # after one rank failed, the others may wait in a collective for it: give them ERROR_GRACE_S
+                    kind, a, b = self._next(deadline if failure is None else min(deadline, t_fail + ERROR_GRACE_S),
+                                            "sampling")
+                except TimeoutError:
+                    if failure is None:
+                        raise
+                    raise RuntimeError(f"Full4DParallel: {failure}; the other workers were stopped") from None
                 if kind == "step":
                     state["done"], state["total"] = a, b
                     tick()
@@ -251,7 +259,7 @@ class WorkerPool:
                 if kind == "done" and a == 0:
                     result = b
                 elif kind == "error" and failure is None:
-                    failure = f"worker {a}: {b}"
+                    failure, t_fail = f"worker {a}: {b}", time.monotonic()
         finally:
             self._tick = None
         if state["error"] is not None:
