@@ -126,3 +126,36 @@ def test_parallel_node_feeds_the_sampler(setup, comfy_host):
     out = sampler.execute(model=pooled, **args).result[0]["samples"]
     assert out.shape == ref.shape == (V - 1, 48, T, H, W)
     assert (out - ref).abs().max().item() <= 1e-6
+
+
+_ORPHAN = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from comfyui_full4d.host.boot import import_host
+import_host({host!r}, cpu=True)
+from comfyui_full4d.host.pool import PoolSpec, get_pool
+pool = get_pool(PoolSpec(comfyui={host!r}, model={model!r}, adapter=None, layout="2x1", devices=("cpu", "cpu")))
+print(" ".join(str(p.pid) for p in pool.procs), flush=True)
+os._exit(0)  # no exit handlers, as when the server is killed
+"""
+
+
+@pytest.mark.slow  # starts worker processes
+def test_workers_exit_when_the_server_dies(setup):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    files, _ = setup
+    code = _ORPHAN.format(tests=str(Path(__file__).parent), host=str(HOST_DIR), model=str(files["model"]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    pids = [int(p) for p in r.stdout.split()]
+    assert len(pids) == 2, r.stderr[-2000:]
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    for p in alive:  # do not leave them behind if the check failed
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the server process"

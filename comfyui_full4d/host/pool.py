@@ -17,7 +17,8 @@ returns rank 0's result.
   a new pool. A rank that raises (bad input: all ranks raise alike) reports its error; when the others
   have not finished ``ERROR_GRACE_S`` later (stuck in a collective) the pool is shut down too.
 - Reuse: the pool stays up between prompts for the same spec; another spec replaces it; ``shutdown_all``
-  runs at interpreter exit.
+  runs at interpreter exit, and idle workers exit by themselves within ``PARENT_POLL_S`` when the server
+  process is gone (killed without its exit handlers).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 __all__ = ["PoolSpec", "WorkerPool", "get_pool", "shutdown_all", "WorkerDied", "parse_devices", "with_pool"]
 
 TICK_S = 0.2
+PARENT_POLL_S = 1.0  # idle workers check this often that the server still runs
 ERROR_GRACE_S = 10.0  # how long the other ranks get to finish after one rank raised
 
 
@@ -122,6 +124,7 @@ def _free_port() -> int:
 
 
 def _worker(spec: PoolSpec, rank: int, port: int, jobs, results, stop) -> None:
+    parent = os.getppid()
     dev = spec.devices[rank]
     cpu = dev == "cpu"
     if cpu:
@@ -151,7 +154,12 @@ def _worker(spec: PoolSpec, rank: int, port: int, jobs, results, stop) -> None:
         return
     results.put(("ready", rank, None))
     while True:
-        job = jobs.get()
+        try:
+            job = jobs.get(timeout=PARENT_POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent:  # the server is gone (killed: its atexit never ran)
+                break
+            continue
         if job is None:
             break
 
