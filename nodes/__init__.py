@@ -2,10 +2,11 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import depth, evaluate, gaussians, grid, latents, multiview, preview, projection, rig, sampler, synthetic, video
+from . import (depth, evaluate, gaussians, grid, latents, multiview, parallel, preview, projection, rig, sampler,
+               synthetic, video)
 
 _MODULES = [synthetic, video, depth, rig, projection, latents, sampler, gaussians, preview, grid, evaluate,
-            multiview]
+            multiview, parallel]
 
 NODES: list[type[io.ComfyNode]] = [node for m in _MODULES for node in m.NODES]
 

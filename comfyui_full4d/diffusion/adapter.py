@@ -43,6 +43,7 @@ FORMAT = "full4d-adapter"
 FORMAT_VERSION = "1"
 TORCH_OPS = SimpleNamespace(Linear=nn.Linear, RMSNorm=nn.RMSNorm)
 RopeFn = Callable[[Tensor], Tensor]
+AttendFn = Callable[..., Tensor]  # fused_tv_attention's signature (a sharded one: parallel.ulysses_attention)
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,13 @@ class TVAttention(nn.Module):
         self.norm_k = ops.RMSNorm(dim, eps=eps, elementwise_affine=True, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, num_views: int, frames_per_view: int, rope: RopeFn | None = None, *,
-                intra_time: bool = True, cross_half: bool = True) -> Tensor:
+                intra_time: bool = True, cross_half: bool = True, attend: AttendFn | None = None) -> Tensor:
         """x (B, N, C) with N = V*F*S ordered view, frame, spatial -> (B, N, C).
 
         rope maps (B, N, heads, D) -> same with the fused positions ``v*F + f`` (None: no RoPE).
         intra_time / cross_half: rules 2 and 3 of the SPEC 2 mask (off only for the paper's Tab. 4 ablations).
+        attend: replaces ``fused_tv_attention`` (same arguments); a sharded scene passes its all-to-all
+        version, x then holds this rank's views only (N = its tokens) and ``num_views`` is the whole scene's.
         """
         B, N, C = x.shape
         H = self.num_heads
@@ -148,7 +151,7 @@ class TVAttention(nn.Module):
         if rope is not None:
             q, k = rope(q), rope(k)
         v = self.v(x).view(B, N, H, C // H)
-        o = fused_tv_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), num_views, frames_per_view,
+        o = (attend or fused_tv_attention)(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), num_views, frames_per_view,
                                intra_time=intra_time, cross_half=cross_half)
         return self.o(o.transpose(1, 2).reshape(B, N, C))
 
@@ -165,10 +168,10 @@ class AdapterBlock(nn.Module):
         return self.cam(cams)
 
     def fused(self, x: Tensor, num_views: int, frames_per_view: int, rope: RopeFn | None = None, *,
-              intra_time: bool = True, cross_half: bool = True) -> Tensor:
-        """``P(TV(x))``: x (B, N, C) one scene per batch row -> (B, N, C); mask switches as ``TVAttention``."""
+              intra_time: bool = True, cross_half: bool = True, attend: AttendFn | None = None) -> Tensor:
+        """``P(TV(x))``: x (B, N, C) one scene per batch row -> (B, N, C); mask switches and attend as ``TVAttention``."""
         return self.tv_proj(self.tv_attn(x, num_views, frames_per_view, rope, intra_time=intra_time,
-                                         cross_half=cross_half))
+                                         cross_half=cross_half, attend=attend))
 
 
 class Full4DAdapter(nn.Module):

@@ -35,6 +35,7 @@ it per call, so the same patch serves training and sampling of every variant.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,11 +51,13 @@ from comfy.ldm.flux.math import apply_rope1
 
 from ..diffusion.adapter import AdapterConfig, Full4DAdapter, load_adapter
 from ..diffusion.ablation import Ablation
+from .parallel import MESH_KEY, split_call
 
 KEY = "full4d"
 RIG_KEY = "full4d_rig"
 RUN_KEY = "full4d_run"
 ABLATION_KEY = "full4d_ablation"
+ADAPTER_FILE_KEY = "full4d_adapter_file"
 
 __all__ = ["attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
            "make_adapter", "per_frame_timesteps", "with_ablation", "with_rig", "KEY", "NONE_ADAPTER"]
@@ -66,6 +69,8 @@ class Full4DRun:
 
     num_views V, frames F = 2T per view, tokens S per frame; freqs: fused RoPE (1, V*F*S, 1, D/2, 2, 2);
     cams: (V, 12); blocks: the WanModel's blocks being run; ablation: the Tab. 4 switches (all on: full model).
+    On a Ulysses rank (``host.parallel``) the rows hold the views ``views = (a, b)`` of each scene, freqs are
+    theirs only and ``attend`` is the all-to-all fused attention (``parallel.ulysses_attention``).
     """
 
     num_views: int
@@ -75,6 +80,8 @@ class Full4DRun:
     cams: Tensor
     blocks: Any
     ablation: Ablation = Ablation()
+    views: tuple[int, int] | None = None  # views a..b-1 of each scene in this call's rows; None: all
+    attend: Any = None  # the fused attention; None: attention.fused_tv_attention
 
 
 def _wan(model) -> wan.WanModel:
@@ -226,6 +233,15 @@ def _make_wrapper() -> Callable:
         opts = dict(transformer_options)
         opts[RUN_KEY] = run
         t2 = per_frame_timesteps(timestep, V, T)
+        if MESH_KEY in transformer_options:  # this rank's views only (host/parallel.py)
+            L = run.frames * S
+
+            def run_for(views: tuple[int, int], attend) -> dict:  # their fused RoPE; all cameras, sliced in blocks
+                freqs = run.freqs[:, views[0] * L:views[1] * L]
+                return {RUN_KEY: dataclasses.replace(run, freqs=freqs, views=views, attend=attend)}
+
+            return split_call(executor, transformer_options[MESH_KEY], V, L, run_for, x, t2, context,
+                              time_dim_concat, opts, **kwargs)
         return executor(x, t2, context, clip_fea, time_dim_concat, opts, **kwargs)
 
     return full4d_diffusion_model
@@ -268,11 +284,12 @@ def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tenso
     u = torch.addcmul(wan.repeat_e(e[0], x), block.norm1(x), 1 + wan.repeat_e(e[1], x))
     y = block.self_attn(u, freqs, transformer_options=to)
     B, L, C = x.shape
-    V = run.num_views
+    V = run.num_views if run.views is None else run.views[1] - run.views[0]
     if L != run.frames * run.tokens:
         raise ValueError(f"Full-4D: block sees {L} tokens, expected {run.frames} frames x {run.tokens} tokens")
     if not (skip_zero and _is_zero(ab.cam.fc2)):
-        cam = ab.camera_embedding(run.cams.to(x.dtype)).to(x.dtype)  # (V, C)
+        cam = ab.camera_embedding(run.cams.to(x.dtype)).to(x.dtype)  # (V, C), all views: same rounding everywhere
+        cam = cam if run.views is None else cam[run.views[0]:run.views[1]]
         y = y + cam.repeat(B // V, 1)[:, None, :]
     x = torch.addcmul(x, y, wan.repeat_e(e[2], x))
     del y
@@ -280,7 +297,9 @@ def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tenso
     if sw.fused_attention and not (skip_zero and _is_zero(ab.tv_proj)):
         scene = u.reshape(B // V, V * L, C)  # rows j*V..j*V+V-1 are one scene, tokens view-major
         rope = (lambda q: apply_rope1(q, run.freqs))
-        fused = ab.fused(scene, V, run.frames, rope, intra_time=sw.intra_time, cross_half=sw.cross_half)
+        shard = {} if run.attend is None else {"attend": run.attend}
+        fused = ab.fused(scene, run.num_views, run.frames, rope, intra_time=sw.intra_time, cross_half=sw.cross_half,
+                         **shard)
         x = x + fused.reshape(B, L, C).to(x.dtype)
     x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
     y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
@@ -297,4 +316,6 @@ def load_full4d(model, adapter_name: str):
 
     with client_paths():  # errors name models/full4d/<file>, not the server's absolute path
         path = None if adapter_name == NONE_ADAPTER else full_path(FULL4D, adapter_name)
-        return attach_adapter(model, make_adapter(model, path))
+        m = attach_adapter(model, make_adapter(model, path))
+    m.model_options[ADAPTER_FILE_KEY] = path  # what worker processes load (host/pool.py)
+    return m

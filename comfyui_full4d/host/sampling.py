@@ -16,7 +16,9 @@ from torch import Tensor
 
 from ..common.progress import StepFn, report
 from ..diffusion.packing import activation_bytes, check_latents, pack_pass, view_groups
-from .patch import _wan, get_adapter, with_ablation, with_rig
+from .patch import ABLATION_KEY, _wan, get_adapter, with_ablation, with_rig
+
+POOL_KEY = "full4d_pool"  # model_options entry: the worker pool that samples this model (host/pool.py)
 
 __all__ = ["sample_full4d", "sample_rig", "predict_x0", "with_shift", "check_memory"]
 
@@ -69,6 +71,12 @@ def sample_full4d(model, positive: list, negative: list, source: Tensor, project
     check_latents(source, projections, V)
     check_sampler_args(sampler_name, scheduler, steps)
     groups = view_groups(V, views_per_pass)
+    pool = model.model_options.get(POOL_KEY)  # a host.pool.PoolSpec from Full4DParallel: sample in its workers
+    if pool is not None:
+        return pool.sample(dict(positive=positive, negative=negative, source=source, projections=projections,
+                                cams=cams, seed=seed, steps=steps, cfg=cfg, shift=shift, sampler_name=sampler_name,
+                                scheduler=scheduler, views_per_pass=views_per_pass, include_source=include_source,
+                                ablation=model.model_options["transformer_options"].get(ABLATION_KEY)), on_step)
     _, _, T, h, w = source.shape
     check_memory(model, max(len(g) for g in groups), T, h, w, views_per_pass)
     source, projections = source.float().cpu(), projections.float().cpu()

@@ -24,6 +24,7 @@ the memory manager, progress via its callback, the interrupt flag) on clones of 
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -42,6 +43,7 @@ from ..common.progress import StepFn, report
 from ..diffusion.packing import check_latents
 from ..diffusion.training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
                              schedule_from, soft_latent_mask, stop_sigma)
+from .parallel import MESH_KEY, split_call
 from .patch import _wan, get_adapter
 from .sampling import check_sampler_args, with_shift
 
@@ -83,11 +85,15 @@ def with_replacement(model, guided: Tensor, free: Tensor, sigma_stop: float):
 
 @dataclass(frozen=True)
 class _CrossViewRun:
-    """Per-call layout: ``views`` rows per scene, ``frames`` latent frames each, the model's blocks."""
+    """Per-call layout: ``views`` rows per scene, ``frames`` latent frames each, the model's blocks; on a
+    Ulysses rank (``host.parallel``) the rows hold views ``here = (a, b)`` of each scene and ``attend`` is the
+    all-to-all attention."""
 
     views: int
     frames: int
     blocks: Any
+    here: tuple[int, int] | None = None
+    attend: Any = None
 
 
 def with_cross_view(model, num_views: int):
@@ -115,7 +121,14 @@ def _cross_view_wrapper(executor, x, timestep, context, clip_fea=None, time_dim_
         raise ValueError("Full4D cross-view sharing runs the plain text-to-video model (no concatenated frames, "
                          "no clip vision)")
     opts = dict(transformer_options)
-    opts[KEY] = _CrossViewRun(views=int(V), frames=int(T), blocks=executor.class_obj.blocks)
+    run = _CrossViewRun(views=int(V), frames=int(T), blocks=executor.class_obj.blocks)
+    opts[KEY] = run
+    if MESH_KEY in transformer_options:  # sharded over a torch.distributed mesh (host/parallel.py)
+        p = executor.class_obj.patch_size
+        S = -(-x.shape[3] // p[1]) * -(-x.shape[4] // p[2])
+        return split_call(executor, transformer_options[MESH_KEY], run.views, run.frames * S,
+                          lambda here, attend: {KEY: dataclasses.replace(run, here=here, attend=attend)},
+                          x, timestep, context, None, opts, **kwargs)
     return executor(x, timestep, context, clip_fea, time_dim_concat, opts, **kwargs)
 
 
@@ -146,7 +159,8 @@ def _block_forward(block, run: _CrossViewRun, x: Tensor, e: Tensor, freqs: Tenso
 def _shared_self_attention(sa, u: Tensor, freqs: Tensor, run: _CrossViewRun) -> Tensor:
     """``WanSelfAttention.forward`` (its own q/k/v/o, norms and RoPE) with attention over the scene."""
     B, L, C = u.shape
-    n, d, V = sa.num_heads, sa.head_dim, run.views
+    n, d = sa.num_heads, sa.head_dim
+    V = run.views if run.here is None else run.here[1] - run.here[0]  # views in these rows
     q = apply_rope1(sa.norm_q(sa.q(u)).view(B, L, n, d), freqs)
     k = apply_rope1(sa.norm_k(sa.k(u)).view(B, L, n, d), freqs)
     v = sa.v(u).view(B, L, n, d)
@@ -154,7 +168,10 @@ def _shared_self_attention(sa, u: Tensor, freqs: Tensor, run: _CrossViewRun) -> 
     def scene(t: Tensor) -> Tensor:  # rows j*V..j*V+V-1 -> one scene, tokens view-major: (B/V, n, V*L, d)
         return t.reshape(B // V, V * L, n, d).transpose(1, 2)
 
-    out = cross_view_attention(scene(q), scene(k), scene(v), V, run.frames)
+    if run.attend is None:
+        out = cross_view_attention(scene(q), scene(k), scene(v), V, run.frames)
+    else:
+        out = run.attend(scene(q), scene(k), scene(v), run.views, run.frames, attention=cross_view_attention)
     return sa.o(out.transpose(1, 2).reshape(B, L, C))
 
 

@@ -1,0 +1,161 @@
+"""The in-server worker pool (host/pool.py): two CPU workers (gloo, 1x2 Ulysses) loading a tiny 2-head Wan2.2 and a
+random adapter from files through the host's loaders give the one-process result; interrupt stops them within
+5 s and the pool is reused; a killed worker fails the call with a clear error within 5 s and the next call
+starts a new pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from fixtures.parallel import HOST_DIR, T, H, W, write_cli_inputs
+
+V = 4
+
+
+class _Cancel(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(comfy_host, tmp_path_factory):
+    from comfyui_full4d.host.pool import PoolSpec, shutdown_all
+
+    files = write_cli_inputs(tmp_path_factory.mktemp("pool"), V=V)
+    spec = PoolSpec(comfyui=str(HOST_DIR), model=str(files["model"]), adapter=str(files["adapter"]), layout="1x2",
+                    devices=("cpu", "cpu"))
+    yield files, spec
+    shutdown_all()
+
+
+def _job(files, steps: int) -> dict:
+    from comfyui_full4d.host.torchrun import load_scene
+
+    sc = load_scene(str(files["scene"]))
+    return dict(positive=[[sc["positive"], {}]], negative=[[sc["negative"], {}]], source=sc["source"],
+                projections=sc["projections"], cams=sc["cams"], seed=3, steps=steps, cfg=5.0, shift=5.0,
+                sampler_name="euler", scheduler="simple")
+
+
+def _one_process(files, job: dict) -> torch.Tensor:
+    import comfy.sd
+
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter
+    from comfyui_full4d.host.sampling import sample_full4d
+
+    base = comfy.sd.load_diffusion_model(str(files["model"]))
+    return sample_full4d(attach_adapter(base, make_adapter(base, str(files["adapter"]))), **job)
+
+
+@pytest.mark.slow  # starts worker processes
+def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
+    from comfyui_full4d.host.pool import WorkerDied, get_pool
+
+    files, spec = setup
+    job = _job(files, steps=2)
+    ref = _one_process(files, job)
+    pool = get_pool(spec)
+    seen = []
+    out = pool.sample(job, on_step=lambda d, t: seen.append((d, t)))
+    assert out.shape == ref.shape == (V - 1, 48, T, H, W)
+    assert (out - ref).abs().max().item() <= 1e-6
+    assert (2, 2) in seen
+
+    long = _job(files, steps=200)
+    t_cancel = {}
+
+    def cancel(done, total):
+        if done >= 1:
+            t_cancel.setdefault("t", time.monotonic())
+            raise _Cancel()
+
+    with pytest.raises(_Cancel):
+        pool.sample(long, on_step=cancel)
+    assert time.monotonic() - t_cancel["t"] < 5.0
+    assert get_pool(spec) is pool and pool.alive  # reused after an interrupt
+    assert (pool.sample(job) - ref).abs().max().item() <= 1e-6
+    with pytest.raises(RuntimeError, match="worker .: ValueError: steps must be >= 1"):  # every rank rejects it
+        pool.sample(dict(job, steps=0))
+    assert pool.alive
+
+    victim = pool.procs[1]
+
+    def kill(done, total):
+        if done >= 1 and victim.is_alive() and "t" not in t_cancel.setdefault("kill", {}):
+            t_cancel["kill"]["t"] = time.monotonic()
+            os.kill(victim.pid, signal.SIGKILL)
+
+    with pytest.raises(WorkerDied, match="worker 1 .* exited"):
+        pool.sample(long, on_step=kill)
+    assert time.monotonic() - t_cancel["kill"]["t"] < 5.0
+    fresh = get_pool(spec)
+    assert fresh is not pool and fresh.alive
+    assert (fresh.sample(job) - ref).abs().max().item() <= 1e-6
+
+
+@pytest.mark.slow  # starts worker processes
+def test_parallel_node_feeds_the_sampler(setup, comfy_host):
+    """Full4DParallel (cpu:2, 2x1 CFG split) -> Full4DSampler gives the latents of Full4DSampler alone; one device
+    passes the model through unchanged; bad devices are a clear error naming the input."""
+    import shutil
+
+    import comfy.sd
+
+    from fixtures.wan import random_rig_inputs
+
+    files, _ = setup
+    for sub, key in (("diffusion_models", "model"), ("full4d", "adapter")):
+        (comfy_host.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[key], comfy_host.models_dir / sub / "pool_test.safetensors")
+    loader, par, sampler = (comfy_host.node(n) for n in ("Full4DAdapterLoader", "Full4DParallel", "Full4DSampler"))
+    base = comfy.sd.load_diffusion_model(str(comfy_host.models_dir / "diffusion_models" / "pool_test.safetensors"))
+    patched = loader.execute(model=base, adapter="pool_test.safetensors").result[0]
+    rig, src, proj, pos, neg, _ = random_rig_inputs(V, T, H, W)
+    args = dict(positive=pos, negative=neg, source={"samples": src}, projections={"samples": proj}, rig=rig, seed=4,
+                steps=2, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple", views_per_pass=0,
+                include_source=False)
+    node_args = dict(unet_name="pool_test.safetensors", layout="auto", weight_dtype="default")
+    assert par.execute(model=patched, devices="cpu:1", **node_args).result[0] is patched
+    assert "cpu:N" in par.validate_inputs(devices="cpu:x", layout="auto")
+    pooled = par.execute(model=patched, devices="cpu:2", **node_args).result[0]
+    ref = sampler.execute(model=patched, **args).result[0]["samples"]
+    out = sampler.execute(model=pooled, **args).result[0]["samples"]
+    assert out.shape == ref.shape == (V - 1, 48, T, H, W)
+    assert (out - ref).abs().max().item() <= 1e-6
+
+
+_ORPHAN = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from comfyui_full4d.host.boot import import_host
+import_host({host!r}, cpu=True)
+from comfyui_full4d.host.pool import PoolSpec, get_pool
+pool = get_pool(PoolSpec(comfyui={host!r}, model={model!r}, adapter=None, layout="2x1", devices=("cpu", "cpu")))
+print(" ".join(str(p.pid) for p in pool.procs), flush=True)
+os._exit(0)  # no exit handlers, as when the server is killed
+"""
+
+
+@pytest.mark.slow  # starts worker processes
+def test_workers_exit_when_the_server_dies(setup):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    files, _ = setup
+    code = _ORPHAN.format(tests=str(Path(__file__).parent), host=str(HOST_DIR), model=str(files["model"]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    pids = [int(p) for p in r.stdout.split()]
+    assert len(pids) == 2, r.stderr[-2000:]
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    for p in alive:  # do not leave them behind if the check failed
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the server process"
