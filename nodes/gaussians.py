@@ -73,6 +73,12 @@ class Full4DFit4DGS(io.ComfyNode):
                 io.Conditioning.Input("fmd_positive", optional=True, tooltip="FMD: the positive text conditioning."),
                 io.Image.Input("fmd_source", optional=True, tooltip="FMD: the source video (T frames)."),
                 io.Latent.Input("fmd_source_latent", optional=True, tooltip="FMD: the VAE latent of the source video."),
+                io.Boolean.Input("recalibrate", default=True, optional=True,
+                                 tooltip="When DA3 runs on the views (init 'views: DA3 depth'): re-calibrate each "
+                                         "generated view's pose and focal from DA3's estimate aligned to the rig "
+                                         "(SPEC 6) where it agrees with the rig (within 0.2 of the rig's size, 20 "
+                                         "deg); views where it does not keep the rig. The node text lists what "
+                                         "changed. No effect with other inits."),
             ],
             outputs=[SCENE4D.Output(display_name="scene4d", tooltip="The fitted 4D Gaussian scene."),
                      io.Image.Output(display_name="orbit", tooltip="Render of the interpolated orbit at render_time."),
@@ -84,7 +90,7 @@ class Full4DFit4DGS(io.ComfyNode):
     def execute(cls, images, rig, iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians,
                 prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
                 geometry=None, init=INIT_AUTO, da3_model=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None,
-                fmd_positive=None, fmd_source=None, fmd_source_latent=None) -> io.NodeOutput:
+                fmd_positive=None, fmd_source=None, fmd_source_latent=None, recalibrate=True) -> io.NodeOutput:
         from comfyui_full4d.gaussians.memory import fit_bytes
         from comfyui_full4d.gaussians.pipeline import fit_from_grid, node_fit_config
         from comfyui_full4d.host.device import compute_device, load_teacher, make_room, output_device
@@ -106,7 +112,7 @@ class Full4DFit4DGS(io.ComfyNode):
         key.update(rig.cameras.R.numpy().tobytes() + rig.cameras.t.numpy().tobytes())
         key.update(repr((iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians, prune_opacity,
                          sh_degree, geometry is not None, init, da3_model is not None,
-                         lambda_fmd if fmd is not None else 0.0)).encode())
+                         lambda_fmd if fmd is not None else 0.0, bool(recalibrate))).encode())
         folder = os.path.join(temp_dir(), "full4d_4dgs")
         os.makedirs(folder, exist_ok=True)
         with client_paths():
@@ -117,7 +123,8 @@ class Full4DFit4DGS(io.ComfyNode):
                 images, rig, cfg, geometry, init=init, da3_model=da3_model, fmd=fmd,
                 checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"),
                 checkpoint_every=checkpoint_every, resume=resume, render_time=render_time, orbit_frames=orbit_frames,
-                on_step=progress(iterations), on_text=progress_text, device=device)
+                on_step=progress(iterations), on_text=progress_text, device=device,
+                recalibrate=bool(recalibrate))
         out = output_device()
         return io.NodeOutput(scene.to(out), orbit.to(out), report.psnr, ui=ui.PreviewText(report.text()))
 

@@ -36,7 +36,7 @@ def test_auto_init_fuses_every_views_points(mode, all_covered):
 
     V, H, W = 4, 24, 32
     cap = make_capture(V, 3, H, W)
-    pts, _, used = init_points(cap.view_major.reshape(V, 3, H, W, 3), cap.rig, cap.geometry(), cap.scale, mode)
+    pts, _, used, _, _ = init_points(cap.view_major.reshape(V, 3, H, W, 3), cap.rig, cap.geometry(), cap.scale, mode)
     assert (used == INIT_VIEWS_GT) == all_covered
     cams = cap.rig.metric(cap.scale)
     for v in range(V):

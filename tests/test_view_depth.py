@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from comfyui_full4d.geometry.cameras import Camera, look_at
-from comfyui_full4d.geometry.depth import IMAGENET_MEAN, IMAGENET_STD, DA3Model, load_da3
+from comfyui_full4d.geometry.depth import DA3Model, load_da3
 from comfyui_full4d.gaussians.init import backproject_views
 from comfyui_full4d.media.synthetic import make_capture, make_scene, render
 from comfyui_full4d.geometry.view_depth import estimate_view_depth, view_chunks
 from fixtures.da3 import fixture_da3_folder
+from fixtures.da3_standin import StandInDA3, normalise
 
 H, W = 56, 84  # multiples of 14: DA3's input size at process_res=84 is the frame size (no resize)
 
@@ -29,54 +30,10 @@ def cap():
     return make_capture(num_views=6, num_frames=2, height=H, width=W, seed=0)
 
 
-def _normalise(images):
-    """(N, H, W, 3) in [0, 1] -> (N, 3, H, W) as DA3 sees it (ImageNet mean/std)."""
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images.permute(0, 3, 1, 2).float().clamp(0, 1) - mean) / std
-
-
-def _rotation(g):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    return q if torch.det(q) > 0 else -q
-
-
-class StandInDA3(torch.nn.Module):
-    """DA3's forward signature over known images: ``x (1, N, 3, h, w)`` -> depth (1, N, h, w), depth_conf,
-    extrinsics (1, N, 3, 4) w2c, intrinsics (1, N, 3, 3), all in a frame ``X_rig = s R X + t`` drawn per call
-    (s cycles through ``scales``). Each input image is recognised among ``views`` (V, T, H, W, 3)."""
-
-    def __init__(self, views, depth, cameras, scales=(0.37,), seed=0, collapse=False):
-        super().__init__()
-        self.p = torch.nn.Parameter(torch.zeros(1))  # dtype/device probe
-        self.T = views.shape[1]
-        self.images = _normalise(views.reshape(-1, *views.shape[2:]))
-        self.depth = depth.reshape(-1, *depth.shape[2:]).double()
-        self.cameras, self.scales, self.collapse = cameras, scales, collapse
-        self.g = torch.Generator().manual_seed(seed)
-        self.calls = []  # (views, s, R, t) per forward
-
-    def forward(self, x, ref_view_strategy="first"):
-        assert ref_view_strategy == "first" and x.shape[0] == 1
-        dist = (x[0, :, None] - self.images[None]).pow(2).flatten(2).mean(-1)  # (N, V*T)
-        assert bool((dist.min(1).values < 1e-10).all()), "stand-in got an image it does not know"
-        k = dist.argmin(1)
-        v = k // self.T
-        s = self.scales[len(self.calls) % len(self.scales)]
-        R, t = _rotation(self.g), torch.randn(3, generator=self.g, dtype=torch.float64)
-        self.calls.append((v.tolist(), s, R, t))
-        Rv, tv = self.cameras.R[v].double(), self.cameras.t[v].double()
-        E = torch.cat([Rv @ R, ((Rv @ t + tv) / s)[..., None]], -1)  # x_cam/s = Rv R X + (Rv t + tv)/s
-        if self.collapse:  # every camera at DA3's origin
-            E[:, :, 3] = 0
-        K = self.cameras.K[v].double() * torch.tensor([1.3, 1.3, 1.0], dtype=torch.float64)[:, None]
-        out = dict(depth=self.depth[k] / s, depth_conf=torch.full_like(self.depth[k], 2.0), extrinsics=E,
-                   intrinsics=K)
-        return {key: val[None].float() for key, val in out.items()}
-
-
 def _run(views, depth, cams, frames, scales=(0.37, 2.5, 0.8), **kw):
-    net = StandInDA3(views, depth, cams, scales=scales, collapse=kw.pop("collapse", False))
+    truth = kw.pop("truth", None)  # the cameras that really took the views (default: cams)
+    net = StandInDA3(views, depth, cams if truth is None else truth, scales=scales, collapse=kw.pop("collapse", False),
+                     anchor_bias=kw.pop("anchor_bias", ()))
     out = estimate_view_depth(DA3Model(net, process_res=max(H, W)), views, cams, frames, **kw)
     return (*out, net.calls)
 
@@ -185,6 +142,30 @@ def test_da3_cameras_at_one_point(cap):
     assert info.modes == (("reference",),)
 
 
+def test_chunked_equals_unchunked_view0_from_the_first_chunk(cap):
+    """DA3's view-0 estimate differs with the batch it rides in (the stand-in scales the call's first view by
+    1.0, 1.3, 0.7): the chunked result (batch=3) must equal the unchunked one (one call, factor 1.0): view 0
+    from the first chunk, every later chunk's anchor dropped."""
+    cams = cap.metric_cameras
+    one, _, _, _ = _run(cap.views, cap.depth, cams, (0,), batch=8, anchor_bias=(1.0, 1.3, 0.7))
+    chunked, _, info, _ = _run(cap.views, cap.depth, cams, (0,), batch=3, anchor_bias=(1.0, 1.3, 0.7))
+    assert len(info.chunks) == 3
+    torch.testing.assert_close(chunked, one, rtol=1e-4, atol=0)
+
+
+def test_da3_view_init_runs_on_the_metric_cameras(cap):
+    """The node path's DA3 init aligns DA3 to the rig's metric cameras (``rig.metric(scale)``), so its
+    fused cloud is the ground-truth depth's (same pixels, same seed) in metres."""
+    from comfyui_full4d.gaussians.pipeline import INIT_VIEWS_DA3, INIT_VIEWS_GT, init_points
+
+    geo = cap.geometry()
+    da3 = DA3Model(StandInDA3(cap.views, cap.depth, cap.metric_cameras, scales=(0.37,)), process_res=max(H, W))
+    got = init_points(cap.views, cap.rig, geo, cap.scale, INIT_VIEWS_DA3, da3, max_points=2000)
+    ref = init_points(cap.views, cap.rig, geo, cap.scale, INIT_VIEWS_GT, max_points=2000)
+    assert got.mode == INIT_VIEWS_DA3 and len(got.points) == len(ref.points)
+    torch.testing.assert_close(got.points, ref.points, rtol=0, atol=1e-3 * cap.scale)
+
+
 def test_view_chunks():
     assert view_chunks(4, 8) == [[0, 1, 2, 3]]
     assert view_chunks(9, 8) == [[0, 1, 3, 5, 7], [0, 2, 4, 6, 8]]
@@ -236,7 +217,7 @@ def test_real_da3_end_to_end(cap):
     from comfyui_full4d.geometry.align import umeyama
 
     for c, idx in enumerate(info.chunks):
-        x = _normalise(cap.views[list(idx), 1])[None]
+        x = normalise(cap.views[list(idx), 1])[None]
         with torch.inference_mode():
             out = model.net(x, ref_view_strategy="first")
         bottom = torch.tensor([[[0, 0, 0, 1.0]]], dtype=torch.float64).expand(len(idx), 1, 4)

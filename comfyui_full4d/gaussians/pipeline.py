@@ -10,6 +10,9 @@ Initialisation (SPEC 6: the fused point clouds of all views; ``INIT_MODES``):
   every view back-projected with the rig's metric cameras;
 * ``views: DA3 depth``: Depth Anything 3 on the V views of frame 0 as one multi-view batch, aligned to the
   rig by a Umeyama similarity of DA3's camera centres to the rig's (``view_depth.estimate_view_depth``);
+  with ``recalibrate`` (SPEC 6: re-calibrate pose by aligning DA3's estimates to the rig) each target
+  view whose DA3 pose agrees with the rig within ``view_depth.RECALIBRATE_MAX_RESIDUAL`` takes DA3's pose
+  and focal (``view_depth.recalibrate``) for the init and the fit; the others keep the rig;
 * ``source: depth of frame 0``: the source view alone (the other views' surfaces start empty: a poor fit,
   kept for graphs with neither of the above);
 * ``random``: points uniform in a cube of half-size 1 scene unit about the rig centre.
@@ -29,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +45,8 @@ from .fit import FitConfig, FitStats, estimate_background, fit_4dgs, render_scen
 from .init import backproject_views
 from .model import Scene4D
 
-__all__ = ["INIT_MODES", "FitReport", "fit_background", "node_fit_config", "fit_from_grid", "render_rig", "init_points", "init_points_cap",
-           "resolve_init"]
+__all__ = ["INIT_MODES", "FitReport", "InitPoints", "fit_background", "node_fit_config", "fit_from_grid",
+           "render_rig", "init_points", "init_points_cap", "resolve_init"]
 
 INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM = (
     "auto", "views: ground-truth depth", "views: DA3 depth", "source: depth of frame 0", "random")
@@ -98,24 +101,41 @@ def _fuse_views(views: Tensor, depth: Tensor, cams: Camera, max_points: int, see
     return backproject_views(depth.float(), img.permute(0, 2, 3, 1), cams, max_points=max_points, seed=seed)
 
 
+class InitPoints(NamedTuple):
+    """``init_points``' result: points (N, 3) metric, colours (N, 3), the concrete mode, the metric cameras
+    (V,) the views are fitted with (the rig's, or re-calibrated) and a line on the re-calibration ("" if none)."""
+
+    points: Tensor
+    colours: Tensor
+    mode: str
+    cameras: Camera
+    note: str = ""
+
+
 def init_points(views: Tensor, rig: Rig, geometry, scale: float, mode: str = INIT_AUTO, da3_model=None,
                 max_points: int = 60_000, n_random: int = 5000, seed: int = 0,
-                on_step: StepFn | None = None) -> tuple[Tensor, Tensor, str]:
+                on_step: StepFn | None = None, recalibrate: bool = False) -> InitPoints:
     """Initial points (N, 3) metric and colours (N, 3) for views (V, T, H, W, 3), by ``mode`` (module
-    docstring). Returns (points, colours, the concrete mode used)."""
+    docstring); ``recalibrate`` refines the cameras from DA3 where DA3 runs on the views."""
     V = views.shape[0]
     mode = resolve_init(mode, V, geometry, da3_model)
-    cams = rig.metric(scale)
+    cams, note = rig.metric(scale), ""
     if mode == INIT_VIEWS_GT:
         pts, cols = _fuse_views(views, geometry.views_depth[:, 0], cams, max_points, seed)
     elif mode == INIT_VIEWS_DA3:
         from ..geometry.view_depth import estimate_view_depth
 
         ref = geometry.depth[0].float() if geometry is not None else None
-        depth, _, info = estimate_view_depth(da3_model, views, cams, (0,), reference_depth=ref, on_step=on_step)
+        depth, _, info = estimate_view_depth(da3_model, views, cams, (0,), reference_depth=ref, on_step=on_step,
+                                             scale_from_reference=recalibrate and ref is not None)
         if info.worst_residual > ALIGN_WARN:
             warnings.warn(f"DA3 on the views agrees poorly with the rig (camera-centre residual "
                           f"{info.worst_residual:.2f} of the rig's size): the views may not match the rig", stacklevel=2)
+        if recalibrate:
+            from ..geometry.view_depth import recalibrate as refine
+
+            cams, rec = refine(cams, info)
+            note = rec.text()
         pts, cols = _fuse_views(views, depth[:, 0], cams, max_points, seed)
     elif mode == INIT_SOURCE:
         depth = geometry.depth[0].float()
@@ -132,24 +152,26 @@ def init_points(views: Tensor, rig: Rig, geometry, scale: float, mode: str = INI
         cols = torch.full((n_random, 3), 0.5, device=views.device)
     if len(pts) == 0:
         raise ValueError(f"init={mode!r} gave no valid depth pixel; check the geometry / DA3 input")
-    return pts, cols, mode
+    return InitPoints(pts, cols, mode, cams, note)
 
 
 @dataclass(frozen=True)
 class FitReport:
     """What the fit reached: mean training-view PSNR (dB) over all V*T images, per-view means (V,), the init
-    mode used, Gaussian count, and the fit's own counters."""
+    mode used, Gaussian count, the fit's own counters and the re-calibration line ("" if none)."""
 
     psnr: float
     psnr_per_view: tuple[float, ...]
     init: str
     count: int
     stats: FitStats
+    recalibration: str = ""
 
     def text(self) -> str:
         views = ", ".join(f"{p:.1f}" for p in self.psnr_per_view)
         extra = f"; {self.stats.skipped} non-finite steps skipped" if self.stats.skipped else ""
         extra += f"; rolled back {self.stats.restored}x" if self.stats.restored else ""
+        extra += f"; {self.recalibration}" if self.recalibration else ""
         return (f"training-view PSNR {self.psnr:.2f} dB (per view: {views}); {self.count:,} Gaussians; "
                 f"init: {self.init}{extra}")
 
@@ -172,14 +194,16 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
                   fmd=None, checkpoint_path: str | None = None, checkpoint_every: int = 500, resume: bool = False,
                   render_time: float = 0.0, orbit_frames: int = 1, on_step: StepFn | None = None,
                   on_text: Callable[[str], None] | None = None,
-                  device: torch.device | str | None = None) -> tuple[Scene4D, Tensor, FitReport]:
+                  device: torch.device | str | None = None,
+                  recalibrate: bool = False) -> tuple[Scene4D, Tensor, FitReport]:
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
 
     cfg: the fit (``node_fit_config`` for the node's); ``cfg.background`` None: by the init (``fit_background``);
     ``cfg.lambda_fmd`` counts only with an ``fmd`` teacher. ``on_step(done, total)`` counts init, iterations and
     the final PSNR renders; ``on_text(str)`` gets a line every 25 iterations (running training PSNR) and the
     final report. Every stage (init, fit, PSNR renders, orbit) runs on ``device`` (default: the images'); the
-    scene and the orbit come back on it."""
+    scene and the orbit come back on it. ``recalibrate``: refine the cameras from DA3 when it runs on the views
+    (module doc)."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
         raise ValueError(f"images: {images.shape[0] if images.dim() == 4 else tuple(images.shape)} images are not a "
@@ -188,15 +212,15 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
     dev = torch.device(device) if device is not None else images.device
     views = images.reshape(V, T, *images.shape[1:]).to(dev).float()
     scale = float(geometry.scale) if geometry is not None else 1.0
-    cams = rig.metric(scale).to(dev)
     iterations = cfg.iterations
     total = iterations + V * T + 1
 
     def step(done: int, _total: int) -> None:
         report(on_step, done, total)
 
-    pts, cols, used = init_points(views, rig, geometry, scale, init, da3_model,
-                                  init_points_cap(cfg.densify.max_gaussians))
+    pts, cols, used, cams, note = init_points(views, rig, geometry, scale, init, da3_model,
+                                              init_points_cap(cfg.densify.max_gaussians), recalibrate=recalibrate)
+    cams = cams.to(dev)
     step(1, total)
     cfg = replace(cfg, background=fit_background(used, views) if cfg.background is None else cfg.background,
                   lambda_fmd=cfg.lambda_fmd if fmd is not None else 0.0)
@@ -221,7 +245,7 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
     scene.extras["scale"] = scale
     per = training_psnr(scene, views, cams, times, on_step=lambda d, _t: step(1 + iterations + d, total))
     rep = FitReport(psnr=float(per.mean()), psnr_per_view=tuple(float(x) for x in per.mean(1)), init=used,
-                    count=len(scene), stats=stats)
+                    count=len(scene), stats=stats, recalibration=note)
     if not math.isfinite(rep.psnr):
         raise RuntimeError(f"4DGS fit: the final renders are not finite ({rep.text()})")
     if on_text is not None:

@@ -24,9 +24,20 @@ Umeyama fit, the anchor's centre included); view 0's output comes from the first
 chunk whose rig centres coincide takes its scale from the anchor: its view-0 depth is matched to
 the first chunk's metric view-0 depth (same image, same network: only the scale differs).
 
-DA3's intrinsics are not used: the generated views were rendered with the rig's ``K`` and the
-caller back-projects with it, so a DA3 focal length that disagrees only means DA3's depth is off
-by a per-pass factor, which the alignment's scale absorbs together with the rest.
+DA3's intrinsics do not enter the depth: the caller back-projects with the rig's ``K`` (or the
+re-calibrated one), and a DA3 focal length that is off by a per-pass factor only scales DA3's depth,
+which the alignment's scale absorbs together with the rest.
+
+Re-calibration input (``AlignInfo.poses`` / ``focal_ratio``, used by ``recalibrate``): every view's
+DA3 pose carried into the rig's metric world by the similarity that puts DA3's view 0 exactly on the
+rig's view 0 (the source camera is real and known; the generated views are what may have drifted)
+with the pass's scale ``s``: with DA3's ``(R_d0, t_d0)`` and the rig's ``(R_0, t_0)``,
+``X_rig = s W X_da3 + w`` for ``W = R_0^T R_d0``, ``w = R_0^T (s t_d0 - t_0)``, so view ``v`` is
+``R_v = R_dv W^T``, ``t_v = s t_dv - R_v w``. Its focal ratio is DA3's ``f_v / f_0`` in the same pass
+(a bias common to a pass cancels). The Umeyama scale absorbs part of any drift of the views (it fits
+the drifted centres to the rig's); ``scale_from_reference`` takes every pass's scale from view 0's
+metric depth instead (``reference_depth``, the source geometry that defines the rig's metres; later
+chunks from the first chunk's view 0), which a drift of the target views does not bias.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from .cameras import Camera
 from .depth import DA3Model, _resize_masked, _run_chunk, da3_input_size
 from ..common.progress import StepFn, report
 
-__all__ = ["AlignInfo", "estimate_view_depth", "view_chunks"]
+__all__ = ["AlignInfo", "Recalibration", "estimate_view_depth", "recalibrate", "view_chunks"]
 
 COINCIDENT_TOL = 1e-6  # rig centre spread <= this * max(1 m, largest |C|): one point
 COLLINEAR_TOL = 1e-3  # second principal spread <= this * the first: a line
@@ -57,7 +68,9 @@ class AlignInfo:
     undetermined: the scale-only modes); residual (F, C) RMS camera-centre error after the fit
     divided by the RMS spread of the rig's centres (NaN in the ``reference`` mode, where the rig
     has no size); modes (F, C) ``"similarity"``, ``"collinear"`` or ``"reference"``; chunks: the
-    view indices of each chunk (view 0 first in each).
+    view indices of each chunk (view 0 first in each). poses (F, V, 3, 4) float64: DA3's
+    world-to-camera of every view anchored on the rig's view 0 (module docstring; view 0 is the
+    rig's); focal_ratio (F, V, 2): DA3's (fx, fy) of each view over view 0's in its pass.
     """
 
     scale: Tensor
@@ -66,6 +79,8 @@ class AlignInfo:
     residual: Tensor
     modes: tuple[tuple[str, ...], ...]
     chunks: tuple[tuple[int, ...], ...]
+    poses: Tensor | None = None
+    focal_ratio: Tensor | None = None
 
     @property
     def worst_residual(self) -> float:
@@ -146,6 +161,18 @@ def _align(kind: str, da3_c: Tensor, rig_c: Tensor, d0: Tensor, reference: Optio
     return _median_ratio(reference, d0), nan33, nan3, math.nan, "reference"
 
 
+def _anchored_poses(E: Tensor, K: Tensor, s: float, rig0: Tensor) -> tuple[Tensor, Tensor]:
+    """DA3 w2c E (n, 3, 4) and K (n, 3, 3) of one pass (view 0 first), its scale s and the rig's view-0
+    w2c rig0 (3, 4) -> poses (n, 3, 4) in the rig's metric world and focal ratios (n, 2) (module doc)."""
+    Rd, td = E[:, :, :3], E[:, :, 3]
+    W = rig0[:, :3].T @ Rd[0]
+    w = rig0[:, :3].T @ (s * td[0] - rig0[:, 3])
+    R = Rd @ W.T
+    t = s * td - (R @ w[:, None])[..., 0]
+    f = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1).double()
+    return torch.cat([R, t[..., None]], -1), f / f[:1]
+
+
 def _check_frames(frames: Sequence[int], T: int) -> list[int]:
     try:
         fr = [int(f) for f in frames]
@@ -192,7 +219,7 @@ def _check_inputs(views: Tensor, cameras: Camera, batch: int) -> None:
 
 def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, cameras: Camera,
                         frames: Sequence[int] = (0,), *, batch: int = 8, reference_depth: Optional[Tensor] = None,
-                        process_res: Optional[int] = None,
+                        process_res: Optional[int] = None, scale_from_reference: bool = False,
                         on_step: StepFn | None = None) -> tuple[Tensor, Tensor, AlignInfo]:
     """DA3 on the V views of each requested frame, aligned to the rig: ``depth_v = s * d_v`` (SPEC 6).
 
@@ -200,7 +227,8 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
     world-to-camera, at (W, H) (the rig's ``rig.metric(scale)``); frames: F frame indices in [0, T).
     batch: views per DA3 pass (more run in chunks anchored on view 0, see module doc).
     reference_depth: (H, W) or (F, H, W) metric z-depth of view 0 (NaN = invalid; any size, resized),
-    needed only when the rig's centres coincide or DA3 puts the cameras at one point. process_res: DA3's input size (default: the model's).
+    needed only when the rig's centres coincide or DA3 puts the cameras at one point (and by
+    ``scale_from_reference``: every pass's scale from it, module doc). process_res: DA3's input size.
     Returns depth (V, F, H, W) float32 metric z-depth in each rig camera (NaN = invalid), conf
     (V, F, H, W) (0 = invalid) and the AlignInfo. ``on_step(done, F * C)`` after each DA3 pass.
     """
@@ -210,6 +238,8 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
     V, T, H, W, _ = views.shape
     fr = _check_frames(frames, T)
     ref = _check_reference(reference_depth, len(fr), H, W)
+    if scale_from_reference and ref is None:
+        raise ValueError("scale_from_reference needs reference_depth (view 0's metric depth)")
     size = da3_input_size(H, W, res)
     rig_c = cameras.center.detach().cpu().double()
     chunks = view_chunks(V, int(batch))
@@ -223,6 +253,9 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
     scale, residual = torch.empty(F, C, dtype=torch.float64), torch.empty(F, C, dtype=torch.float64)
     rot, trans = torch.empty(F, C, 3, 3, dtype=torch.float64), torch.empty(F, C, 3, dtype=torch.float64)
     modes: list[tuple[str, ...]] = []
+    poses = torch.full((F, V, 3, 4), math.nan, dtype=torch.float64)
+    focal = torch.full((F, V, 2), math.nan, dtype=torch.float64)
+    rig0 = torch.cat([cameras.R[0], cameras.t[0, :, None]], -1).detach().cpu().double()
     for i, f in enumerate(fr):
         anchor, row = None, []
         for c, idx in enumerate(chunks):
@@ -233,16 +266,78 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
             r = anchor if c > 0 else (ref[i] if ref is not None else None)  # coincident fallback's reference
             s, rot[i, c], trans[i, c], residual[i, c], mode = _align(
                 kinds[c], da3_c, rig_c[idx], d[0], r, f"frame {f}, views {idx}")
+            if scale_from_reference and r is not None:
+                s = _median_ratio(r, d[0])
             if not (math.isfinite(s) and s > 0):
                 raise ValueError(f"DA3 alignment for frame {f}, views {idx} gave scale {s}; check the views")
             scale[i, c] = s
             row.append(mode)
             keep = slice(0, None) if c == 0 else slice(1, None)  # view 0 from the first chunk only
             depth[idx[keep], i], conf[idx[keep], i] = d[keep] * s, cf[keep]
+            p, fr_ = _anchored_poses(E, out["intrinsics"].double(), s, rig0)
+            poses[i, idx[keep]], focal[i, idx[keep]] = p[keep], fr_[keep]
             if c == 0:
                 anchor = d[0] * s
             report(on_step, i * C + c + 1, F * C)
         modes.append(tuple(row))
     info = AlignInfo(scale=scale, rotation=rot, translation=trans, residual=residual, modes=tuple(modes),
-                     chunks=tuple(tuple(x) for x in chunks))
+                     chunks=tuple(tuple(x) for x in chunks), poses=poses, focal_ratio=focal)
     return depth, conf, info
+
+
+RECALIBRATE_MAX_RESIDUAL = 0.2  # DA3 centre offset from the rig (of the rig's RMS spread) up to which DA3 is trusted
+RECALIBRATE_MAX_ANGLE = 20.0  # degrees of DA3 orientation change from the rig up to which DA3 is trusted
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """What ``recalibrate`` did, per view (V,): refined (bool), and DA3's estimate against the rig camera:
+    moved (metres between the centres), turned (degrees between the orientations), focal (DA3's fx over
+    the rig's), residual (moved over the rig's RMS centre spread)."""
+
+    refined: tuple[bool, ...]
+    moved: tuple[float, ...]
+    turned: tuple[float, ...]
+    focal: tuple[float, ...]
+    residual: tuple[float, ...]
+
+    def text(self) -> str:
+        """One line for the node's text."""
+        done = [f"view {v} (moved {self.moved[v]:.3f} m, turned {self.turned[v]:.1f} deg, focal x{self.focal[v]:.3f})"
+                for v in range(1, len(self.refined)) if self.refined[v]]
+        kept = [f"{v} (residual {self.residual[v]:.2f})" for v in range(1, len(self.refined)) if not self.refined[v]]
+        out = "re-calibrated from DA3: " + (", ".join(done) if done else "no view")
+        return out + (f"; kept the rig for view {', '.join(kept)}" if kept else "")
+
+
+def recalibrate(cameras: Camera, info: AlignInfo, frame: int = 0, max_residual: float = RECALIBRATE_MAX_RESIDUAL,
+                max_angle: float = RECALIBRATE_MAX_ANGLE) -> tuple[Camera, Recalibration]:
+    """Refine the rig's metric cameras (V,) from DA3's anchored estimate (``AlignInfo.poses``, module doc) of
+    the ``frame``-th requested frame: every target view whose DA3 centre lies within ``max_residual`` of the
+    rig's RMS centre spread from the rig's and whose orientation is within ``max_angle`` degrees takes DA3's
+    pose and focal (view 0's focal times DA3's ratio; principal point kept); view 0 (the source camera) and the
+    others keep the rig. Returns the cameras (K (V, 3, 3)) and the ``Recalibration`` record."""
+    if info.poses is None or info.focal_ratio is None:
+        raise ValueError("recalibrate needs the AlignInfo of estimate_view_depth (poses and focal ratios)")
+    V = len(cameras)
+    pose, ratio = info.poses[frame], info.focal_ratio[frame]  # (V, 3, 4), (V, 2)
+    R0, t0 = cameras.R.detach().cpu().double(), cameras.t.detach().cpu().double()
+    K0 = cameras.K.detach().cpu().double().expand(V, 3, 3)
+    c_rig = -(R0.transpose(-1, -2) @ t0[..., None])[..., 0]
+    c_da3 = -(pose[:, :, :3].transpose(-1, -2) @ pose[:, :, 3:])[..., 0]
+    moved = (c_da3 - c_rig).norm(dim=-1)
+    residual = moved / max(_spread(c_rig), 1e-12)
+    cos = ((pose[:, :, :3] @ R0.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    turned = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+    fx = K0[0, 0, 0] * ratio[:, 0]
+    ok = torch.isfinite(residual) & (residual <= max_residual) & (turned <= max_angle) & torch.isfinite(ratio).all(-1)
+    ok[0] = False
+    R, t, K = R0.clone(), t0.clone(), K0.clone()
+    R[ok], t[ok] = pose[ok, :, :3], pose[ok, :, 3]
+    K[ok, 0, 0], K[ok, 1, 1] = K0[0, 0, 0] * ratio[ok, 0], K0[0, 1, 1] * ratio[ok, 1]
+    dtype = cameras.R.dtype
+    out = Camera(K=K.to(dtype), R=R.to(dtype), t=t.to(dtype), width=cameras.width, height=cameras.height)
+    rec = Recalibration(refined=tuple(bool(x) for x in ok), moved=tuple(float(x) for x in moved),
+                        turned=tuple(float(x) for x in turned), focal=tuple(float(x) for x in fx / K0[:, 0, 0]),
+                        residual=tuple(float(x) for x in residual))
+    return out, rec
