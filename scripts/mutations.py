@@ -13,6 +13,7 @@ baseline fails or a break no longer applies to the code (its text is not found e
 
     .venv/bin/python scripts/mutations.py            # all breaks (about 5-10 min on 2 CPU cores)
     .venv/bin/python scripts/mutations.py --only 5   # the breaks whose rule starts with "5"
+    .venv/bin/python scripts/mutations.py --grep 'fidelity|recalibrate'   # rule, break or test matches
     .venv/bin/python scripts/mutations.py --list     # the table of breaks, nothing run
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +58,18 @@ SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/f
 T_ATT, T_PATCH, T_ADAPTER = "tests/test_attention.py", "tests/test_patch.py", "tests/test_adapter.py"
 T_SAMPLER, T_FMD, T_FMD_HOST, T_TRAIN = ("tests/test_sampler.py", "tests/test_fmd.py", "tests/test_fmd_host.py",
                                          "tests/test_train.py")
+FIT, MODEL, VDEPTH, PREVIEW = "gaussians/fit.py", "gaussians/model.py", "view_depth.py", "preview.py"
+TFREE, HOST_TFREE = "training_free.py", "host/training_free.py"
+T_FF, T_VD, T_TFF, T_REC, T_PREVIEW = ("tests/test_fidelity_fit.py", "tests/test_view_depth.py",
+                                       "tests/test_training_free_fidelity.py", "tests/test_recalibrate.py",
+                                       "tests/test_preview.py")
+_SLOTS_IN_PATCH = (  # a pass's fused RoPE at the views' global rig slots (what issue 22 decided against)
+    "        slots = transformer_options.get(\"full4d_slots\")\n"
+    "        if slots is not None:\n"
+    "            full = dm.rope_encode((max(slots) + 1) * 2 * T, h, w, device=x.device, dtype=torch.float32,\n"
+    "                                  transformer_options=transformer_options)\n"
+    "            freqs = torch.cat([full[:, v * 2 * T * S:(v + 1) * 2 * T * S] for v in slots], 1)\n"
+    "        run = Full4DRun(")
 
 MUTATIONS: list[Mutation] = [
     # ---- SPEC 2: fused time-view attention
@@ -216,6 +230,100 @@ MUTATIONS: list[Mutation] = [
     _m("8 gradient through the VAE encoder", "frames detached before the encoder",
        [(HOST_FMD, "        return to_model(vae.encode(frames))", "        return to_model(vae.encode(frames.detach()))")],
        [f"{T_FMD_HOST}::test_host_fmd_gradient_reaches_gaussians"]),
+    # ---- issue 22: the 4DGS fit (SPEC 6)
+    _m("6 SH degree schedule", "full SH degree from iteration 1",
+       [(FIT, "deg = min(cfg.sh_degree, (it - 1) // max(1, cfg.sh_increase_every))", "deg = cfg.sh_degree")],
+       [f"{T_FF}::test_sh_degree_rises_every_sh_increase_every_iterations"]),
+    _m("6 TV regulariser on the planes", "lambda_tv ignored",
+       [(FIT, "        if cfg.lambda_tv > 0:\n", "        if False:\n")],
+       [f"{T_FF}::test_tv_regulariser_smooths_the_planes"]),
+    _m("6 HexPlane time in [-1, 1] over the time range", "time mapped to [0, 1]",
+       [(MODEL, "2 * (float(time) - t0) / (t1 - t0) - 1", "(float(time) - t0) / (t1 - t0)")],
+       [f"{T_FF}::test_time_range_ends_are_the_grid_edges"]),
+    _m("6 HexPlane time range = the frames' range", "time range fixed to [0, 1]",
+       [(FIT, "scene = Scene4D(g, hp, (t0, t1),", "scene = Scene4D(g, hp, (0.0, 1.0),")],
+       [f"{T_FF}::test_time_range_ends_are_the_grid_edges"]),
+    _m("6 densify on the NDC view-space gradient", "pixel-unit gradient (NDC scale W/2 dropped)",
+       [(FIT, "gx = gc[:, 0] * z / K[0, 0] * cam.width / 2", "gx = gc[:, 0] * z / K[0, 0]")],
+       [f"{T_FF}::test_view_space_gradient_is_the_ndc_gradient"]),
+    _m("6 densify gradient threshold 0.0002", "threshold 0.0004",
+       [(DENSIFY, "    grad_threshold: float = 0.0002\n", "    grad_threshold: float = 0.0004\n")],
+       [f"{T_FF}::test_default_threshold_densifies_above_0_0002_ndc"]),
+    _m("6 node path: prune above 2/3 of max_gaussians", "prune above max_gaussians",
+       [(PIPELINE, "prune_above=int(max_gaussians * 2 // 3)", "prune_above=int(max_gaussians)")],
+       [f"{T_FF}::test_node_path_budget"]),
+    _m("6 node path: densify over the first 2/3", "densification until the last iteration",
+       [(PIPELINE, "stop=max(1, iterations * 2 // 3)", "stop=iterations")],
+       [f"{T_FF}::test_node_path_budget"]),
+    _m("6 node path: init at most 60% of the budget", "init takes the whole budget",
+       [(PIPELINE, "int(max_gaussians) * 3 // 5", "int(max_gaussians)")],
+       [f"{T_FF}::test_node_path_budget"]),
+    _m("6 means LR exponential decay (3DGS)", "means LR decays as exp(f^2)",
+       [(FIT, "(cfg.lr_means_final / cfg.lr_means) ** f", "(cfg.lr_means_final / cfg.lr_means) ** (f * f)")],
+       [f"{T_FF}::test_learning_rate_schedules"]),
+    _m("6 planes LR decays to 0.1x", "planes LR constant",
+       [(FIT, 'hopt.param_groups[0]["lr"] = cfg.lr_planes * 0.1**f', 'hopt.param_groups[0]["lr"] = cfg.lr_planes')],
+       [f"{T_FF}::test_learning_rate_schedules"]),
+    _m("6 SH rest LR = lr_sh / 20 (3DGS)", "SH rest at lr_sh",
+       [(FIT, '"sh_rest": cfg.lr_sh / 20}', '"sh_rest": cfg.lr_sh}')],
+       [f"{T_FF}::test_learning_rate_schedules"]),
+    # ---- issue 22: DA3 on the views (SPEC 6 init, re-calibration)
+    _m("6 DA3 view init on metric cameras", "DA3 aligned to the scene-unit rig",
+       [(PIPELINE, "estimate_view_depth(da3_model, views, cams, (0,)", "estimate_view_depth(da3_model, views, rig.cameras, (0,)")],
+       [f"{T_VD}::test_da3_view_init_runs_on_the_metric_cameras"]),
+    _m("6 view depth: view 0 from the first chunk", "every chunk keeps its anchor (view 0 from the last)",
+       [(VDEPTH, "keep = slice(0, None) if c == 0 else slice(1, None)", "keep = slice(0, None)")],
+       [f"{T_VD}::test_chunked_equals_unchunked_view0_from_the_first_chunk"]),
+    _m("6 re-calibration applies DA3's pose", "refined views keep the rig's pose",
+       [(VDEPTH, "R[ok], t[ok] = pose[ok, :, :3], pose[ok, :, 3]", "R[ok], t[ok] = R[ok], t[ok]")],
+       [f"{T_REC}::test_recalibrated_cameras_are_the_cameras_that_took_the_views"]),
+    _m("6 re-calibration only where DA3 agrees", "every view takes DA3's pose",
+       [(VDEPTH, "(residual <= max_residual)", "(residual <= math.inf)")],
+       [f"{T_REC}::test_views_whose_da3_pose_disagrees_keep_the_rig"]),
+    _m("6 re-calibration scale from view 0's depth", "Umeyama scale (biased by the drift)",
+       [(VDEPTH, "            if scale_from_reference and r is not None:\n", "            if False:\n")],
+       [f"{T_REC}::test_recalibrated_cameras_are_the_cameras_that_took_the_views"]),
+    # ---- issue 22: App. B orbit and FMD (SPEC 7, 8)
+    _m("7 render orbit = App. B poses", "orbit sampled at n+1 parameters",
+       [(PIPELINE, "orb = interpolate_rig_cameras(rig, int(num_frames))",
+         "orb = interpolate_rig_cameras(rig, int(num_frames) + 1)")],
+       [f"{T_FF}::test_orbit_render_is_the_app_b_trajectory"]),
+    _m("7 render orbit in metres", "orbit rendered in scene units",
+       [(PIPELINE, 'cams = orb.metric(float(scene.extras.get("scale", 1.0)))', "cams = orb.metric(1.0)")],
+       [f"{T_FF}::test_orbit_render_is_the_app_b_trajectory"]),
+    _m("8 fit draws tau from the FMD config's range", "the fit ignores tau_min / tau_max",
+       [(FIT, "(fmd.tau_min, fmd.tau_max))", "(0.02, 0.98))")],
+       [f"{T_FF}::test_fit_draws_fmd_taus_from_the_configured_range"]),
+    _m("8 default tau range [0.02, 0.98]", "tau_min default 0",
+       [(FMD, "    tau_min: float = 0.02\n", "    tau_min: float = 0.0\n")],
+       [f"{T_FF}::test_fmd_taus_stay_inside_the_range"]),
+    _m("8 FMD cameras = App. B interpolated poses", "FMD renders from the training cameras",
+       [(FIT, "fmd_cams = Camera(K=K.expand(len(R), 3, 3), R=R, t=t, width=W, height=H)", "fmd_cams = cameras")],
+       [f"{T_FF}::test_fmd_cameras_are_the_app_b_interpolated_poses"]),
+    # ---- issue 22: the sampler's passes (SPEC 2, 5) and the training-free sampler
+    _m("5 each pass conditioned on its own cameras", "pass k gets the first cameras of the rig",
+       [(SAMPLING, "m = with_rig(base, cams[list(views)])", "m = with_rig(base, cams[: len(views)])")],
+       [f"{T_SAMPLER}::test_split_passes_condition_on_their_own_cameras"]),
+    _m("2 RoPE slot = index within the pass", "each view at its global rig slot",
+       [(SAMPLING, "        m = with_rig(base, cams[list(views)])\n",
+         "        m = with_rig(base, cams[list(views)])\n"
+         "        m.model_options[\"transformer_options\"][\"full4d_slots\"] = list(views)\n"),
+        (PATCH, "        run = Full4DRun(", _SLOTS_IN_PATCH)],
+       [f"{T_SAMPLER}::test_a_pass_is_sampled_as_the_rig_of_its_own_views"]),
+    _m("TF source row never released", "source row sampled freely after the guided steps",
+       [(TFREE, "            free[i] = 0.0\n", "            free[i] = 1.0\n")],
+       [f"{T_TFF}::test_source_row_is_never_released"]),
+    _m("TF cross-view within one CFG half", "scenes built from rows j, j+B/V, ... (cond with uncond)",
+       [(HOST_TFREE, "return t.reshape(B // V, V * L, n, d).transpose(1, 2)",
+         "return t.reshape(V, B // V, L, n, d).transpose(0, 1).reshape(B // V, V * L, n, d).transpose(1, 2)")],
+       [f"{T_TFF}::test_cross_view_scenes_stay_within_one_cfg_half"]),
+    # ---- issue 22: the browser preview's quantisation
+    _m("P positions rounded to u16", "positions truncated",
+       [(PREVIEW, "pos = np.round(np.clip((m - lo32)", "pos = np.floor(np.clip((m - lo32)")],
+       [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
+    _m("P colour / opacity rounded to u8", "colour and opacity truncated",
+       [(PREVIEW, "rgba = np.round(", "rgba = np.floor(")],
+       [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
 ]
 
 
@@ -267,12 +375,15 @@ def _short(test: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help="run only the breaks whose rule starts with this (e.g. 2, 5, '8 z0')")
+    p.add_argument("--grep", default="", help="run only the breaks whose rule, break or test matches this regex")
     p.add_argument("--list", action="store_true", help="print the breaks and their tests, run nothing")
     p.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
     a = p.parse_args(argv)
-    chosen = [m for m in MUTATIONS if m.rule.startswith(a.only)]
+    pattern = re.compile(a.grep)
+    chosen = [m for m in MUTATIONS if m.rule.startswith(a.only)
+              and pattern.search(" | ".join((m.rule, m.brk, *m.tests)))]
     if not chosen:
-        p.error(f"--only {a.only!r} matches no rule")
+        p.error(f"--only {a.only!r} --grep {a.grep!r} match no break")
     if a.list:
         print(_table([(m.rule, m.brk, ", ".join(map(_short, m.tests)), "-") for m in chosen]))
         return 0
