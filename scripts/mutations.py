@@ -58,8 +58,8 @@ SAMPLING, FMD, HOST_FMD, TRAIN = "host/sampling.py", "gaussians/fmd.py", "host/f
 T_ATT, T_PATCH, T_ADAPTER = "tests/test_attention.py", "tests/test_patch.py", "tests/test_adapter.py"
 T_SAMPLER, T_FMD, T_FMD_HOST, T_TRAIN = ("tests/test_sampler.py", "tests/test_fmd.py", "tests/test_fmd_host.py",
                                          "tests/test_train.py")
-FIT, MODEL, VDEPTH, PREVIEW = "gaussians/fit.py", "gaussians/model.py", "view_depth.py", "preview.py"
-TFREE, HOST_TFREE = "training_free.py", "host/training_free.py"
+FIT, MODEL, VDEPTH, PREVIEW = "gaussians/fit.py", "gaussians/model.py", "geometry/view_depth.py", "gaussians/preview.py"
+TFREE, HOST_TFREE = "diffusion/training_free.py", "host/training_free.py"
 T_FF, T_VD, T_TFF, T_REC, T_PREVIEW = ("tests/test_fidelity_fit.py", "tests/test_view_depth.py",
                                        "tests/test_training_free_fidelity.py", "tests/test_recalibrate.py",
                                        "tests/test_preview.py")

@@ -33,6 +33,19 @@ def comfy_server(tmp_path_factory):
     (ARTIFACTS / "server.log").write_text(log)
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """A 3-view, 2-frame 24x40 synthetic capture, its metric cameras and 400 init points / colours of frame 0
+    (the 4DGS fit tests)."""
+    from comfyui_full4d.gaussians import backproject_views
+    from comfyui_full4d.media.synthetic import make_capture
+
+    cap = make_capture(3, 2, 24, 40)
+    cams = cap.metric_cameras
+    pts, cols = backproject_views(cap.depth[:, 0], cap.views[:, 0], cams, max_points=400)
+    return cap, cams, pts, cols
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

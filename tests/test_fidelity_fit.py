@@ -13,20 +13,11 @@ import math
 import pytest
 import torch
 
-from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, backproject_views, fit_4dgs
+from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, fit_4dgs
 from comfyui_full4d.gaussians import fit as fit_mod
-from comfyui_full4d.synthetic import make_capture
 
 SMALL_HEX = HexPlaneConfig(feature_dim=4, base_res=8, time_res=2, multires=(1,), hidden=16)
 NO_DENSIFY = DensifyConfig(start=10**6, stop=10**6 + 1)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    cap = make_capture(3, 2, 24, 40)
-    cams = cap.metric_cameras
-    pts, cols = backproject_views(cap.depth[:, 0], cap.views[:, 0], cams, max_points=300)
-    return cap, cams, pts, cols
 
 
 def _fit(tiny, **kw):
@@ -157,7 +148,7 @@ def test_fit_draws_fmd_taus_from_the_configured_range(tiny):
 def test_fmd_cameras_are_the_app_b_interpolated_poses(tiny):
     """SPEC 8 / App. B: FMD renders from ``interpolate_rig``'s 120 poses (with the rig's K), not the
     training cameras (only 3 of the 120 are training cameras)."""
-    from comfyui_full4d.rig import interpolate_rig
+    from comfyui_full4d.geometry.rig import interpolate_rig
 
     cap, cams, _, _ = tiny
     R, t = interpolate_rig(cams.R, cams.t, 120)
@@ -229,7 +220,7 @@ def test_orbit_render_is_the_app_b_trajectory(tiny, monkeypatch):
     """render_rig(orbit): frame i is ``interpolate_rig``'s pose i of the rig (metric by the scene's scale) at
     time ``t0 + s_i (t1 - t0)`` with s sweeping time_start -> time_end."""
     from comfyui_full4d.gaussians import pipeline
-    from comfyui_full4d.rig import interpolate_rig
+    from comfyui_full4d.geometry.rig import interpolate_rig
 
     cap, cams, _, _ = tiny
     scene, _ = fit_4dgs(cap.views, cams, 2.0 + 3.0 * cap.times, FitConfig(iterations=1, hexplane=SMALL_HEX,

@@ -8,19 +8,11 @@ import os
 import pytest
 import torch
 
-from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, backproject_views, fit_4dgs
+from comfyui_full4d.gaussians import DensifyConfig, FitConfig, HexPlaneConfig, fit_4dgs
 from comfyui_full4d.gaussians import fit as fit_mod
 from comfyui_full4d.media.synthetic import make_capture
 
 SMALL_HEX = HexPlaneConfig(feature_dim=4, base_res=8, time_res=2, multires=(1,), hidden=16)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    cap = make_capture(3, 2, 24, 40)
-    cams = cap.metric_cameras
-    pts, cols = backproject_views(cap.depth[:, 0], cap.views[:, 0], cams, max_points=400)
-    return cap, cams, pts, cols
 
 
 def _cfg(iters=12):

@@ -270,7 +270,7 @@ def test_a_pass_is_sampled_as_the_rig_of_its_own_views(base, scene, comfy_host, 
     only the slots and cameras could differ."""
     import comfy.sample
 
-    from comfyui_full4d.cameras import Rig
+    from comfyui_full4d.geometry.cameras import Rig
     from comfyui_full4d.host.sampling import sample_rig
 
     def same_noise(latent, seed, noise_inds=None):

@@ -22,7 +22,7 @@ def test_source_row_is_never_released(base, monkeypatch):
     import comfy.sample
 
     from comfyui_full4d.host.training_free import sample_training_free
-    from comfyui_full4d.training_free import TrainingFreeConfig
+    from comfyui_full4d.diffusion.training_free import TrainingFreeConfig
 
     rig, src, proj, pos, neg, g = random_rig_inputs(V, T, H, W)
     known = torch.rand(V - 1, 1, T, H, W, generator=g)
