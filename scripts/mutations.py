@@ -324,6 +324,9 @@ MUTATIONS: list[Mutation] = [
     _m("P colour / opacity rounded to u8", "colour and opacity truncated",
        [(PREVIEW, "rgba = np.round(", "rgba = np.floor(")],
        [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
+    _m("P log-scales rounded to u8", "log-scales truncated",
+       [(PREVIEW, "sc = np.round(", "sc = np.floor(")],
+       [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
 ]
 
 

@@ -287,6 +287,7 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
 
 RECALIBRATE_MAX_RESIDUAL = 0.2  # DA3 centre offset from the rig (of the rig's RMS spread) up to which DA3 is trusted
 RECALIBRATE_MAX_ANGLE = 20.0  # degrees of DA3 orientation change from the rig up to which DA3 is trusted
+RECALIBRATE_MAX_ZOOM = 1.5  # DA3 focal ratio (to view 0's) beyond which (or below 1/this) DA3 is not trusted
 
 
 @dataclass(frozen=True)
@@ -314,9 +315,10 @@ def recalibrate(cameras: Camera, info: AlignInfo, frame: int = 0, max_residual: 
                 max_angle: float = RECALIBRATE_MAX_ANGLE) -> tuple[Camera, Recalibration]:
     """Refine the rig's metric cameras (V,) from DA3's anchored estimate (``AlignInfo.poses``, module doc) of
     the ``frame``-th requested frame: every target view whose DA3 centre lies within ``max_residual`` of the
-    rig's RMS centre spread from the rig's and whose orientation is within ``max_angle`` degrees takes DA3's
-    pose and focal (view 0's focal times DA3's ratio; principal point kept); view 0 (the source camera) and the
-    others keep the rig. Returns the cameras (K (V, 3, 3)) and the ``Recalibration`` record."""
+    rig's RMS centre spread from the rig's, whose orientation is within ``max_angle`` degrees and whose focal
+    ratio is within ``RECALIBRATE_MAX_ZOOM`` takes DA3's pose and focal (view 0's focal times DA3's ratio;
+    principal point kept); view 0 (the source camera) and the others keep the rig. Returns the cameras
+    (K (V, 3, 3)) and the ``Recalibration`` record."""
     if info.poses is None or info.focal_ratio is None:
         raise ValueError("recalibrate needs the AlignInfo of estimate_view_depth (poses and focal ratios)")
     V = len(cameras)
@@ -330,7 +332,9 @@ def recalibrate(cameras: Camera, info: AlignInfo, frame: int = 0, max_residual: 
     cos = ((pose[:, :, :3] @ R0.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     turned = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
     fx = K0[0, 0, 0] * ratio[:, 0]
-    ok = torch.isfinite(residual) & (residual <= max_residual) & (turned <= max_angle) & torch.isfinite(ratio).all(-1)
+    ok = torch.isfinite(residual) & (residual <= max_residual) & (turned <= max_angle)
+    zoom = RECALIBRATE_MAX_ZOOM
+    ok &= torch.isfinite(ratio).all(-1) & (ratio > 1 / zoom).all(-1) & (ratio < zoom).all(-1)
     ok[0] = False
     R, t, K = R0.clone(), t0.clone(), K0.clone()
     R[ok], t[ok] = pose[ok, :, :3], pose[ok, :, 3]
