@@ -298,7 +298,8 @@ MUTATIONS: list[Mutation] = [
        [(FMD, "    tau_min: float = 0.02\n", "    tau_min: float = 0.0\n")],
        [f"{T_FF}::test_fmd_taus_stay_inside_the_range"]),
     _m("8 FMD cameras = App. B interpolated poses", "FMD renders from the training cameras",
-       [(FIT, "fmd_cams = Camera(K=K.expand(len(R), 3, 3), R=R, t=t, width=W, height=H)", "fmd_cams = cameras")],
+       [(FIT, "fmd_cams = Camera(K=K.expand(len(R), 3, 3), R=R.to(dev), t=t.to(dev), width=W, height=H)",
+         "fmd_cams = cameras")],
        [f"{T_FF}::test_fmd_cameras_are_the_app_b_interpolated_poses"]),
     # ---- issue 22: the sampler's passes (SPEC 2, 5) and the training-free sampler
     _m("5 each pass conditioned on its own cameras", "pass k gets the first cameras of the rig",
