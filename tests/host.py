@@ -183,7 +183,7 @@ class InProcessHost:
         server = _RecordingServer()
         if not hasattr(self, "_executor"):
             self._executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                                      cache_args={"lru": 0, "ram": 0})
+                                                      cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
         ex = self._executor
         ex.server = server
         ex.execute(prompt, prompt_id, extra_data or {}, valid[2])
