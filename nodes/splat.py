@@ -8,9 +8,8 @@ from comfy_api.latest import io
 
 from comfyui_full4d.host.splat import HAS_SPLAT, MISSING_SPLAT
 
+from .gaussians import CATEGORY
 from .types import SCENE4D
-
-CATEGORY = "Full4D/4dgs"
 
 
 class Full4DSceneToSplat(io.ComfyNode):
