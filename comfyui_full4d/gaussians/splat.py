@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .model import Gaussians, Scene4D
+from .sh import sh_to_rgb0
 
 SPLAT_KEYS = ("positions", "scales", "rotations", "opacities", "sh")
 
@@ -51,3 +52,22 @@ def gaussians_from_splat(positions: Tensor, scales: Tensor, rotations: Tensor, o
     return Gaussians(means=positions.float().clone(), quats=rotations.float().clone(),
                      log_scales=torch.log(scales.float().clamp_min(1e-8)), opacity_logits=torch.logit(op),
                      sh_dc=coeffs[:, :1].contiguous(), sh_rest=coeffs[:, 1:].contiguous())
+
+
+def splat_cloud(positions: Tensor, sh: Tensor, max_points: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Init points of a fit from one splat item: positions (N, 3) and the DC colour of sh (N, K, 3) in [0, 1],
+    at most ``max_points`` of them (a seeded random subset). Returns (points (M, 3), colours (M, 3))."""
+    n = positions.shape[0]
+    if n == 0:
+        raise ValueError("init_splat: the splat has no Gaussians")
+    if positions.shape != (n, 3) or sh.dim() != 3 or sh.shape[0] != n or sh.shape[-1] != 3:
+        raise ValueError(f"init_splat: positions (N, 3) and sh (N, K, 3) expected, got {tuple(positions.shape)} "
+                         f"and {tuple(sh.shape)}")
+    keep = torch.arange(n)
+    if n > max_points:
+        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points].sort().values
+    pts, cols = positions[keep].float(), sh_to_rgb0(sh[keep, 0].float()).clamp(0, 1)
+    finite = torch.isfinite(pts).all(-1) & torch.isfinite(cols).all(-1)
+    if not bool(finite.any()):
+        raise ValueError("init_splat: no Gaussian of the splat has a finite position and colour")
+    return pts[finite], cols[finite]
