@@ -109,3 +109,12 @@ def test_validate_api_reads_dynamic_combos_and_their_nested_inputs():
     assert "'vp9' not in ['auto', 'h264']" in errs
     assert "no input named 'format.crf'" in errs  # crf belongs to the webm option, not mp4
     assert "99 outside [0, 63]" in errs
+
+
+def test_template_browser_lists_each_workflow_once(comfy_server):
+    """The host scans example_workflows/, examples/, workflows/ ... of a pack: one folder only, or every
+    graph shows twice in the template browser."""
+    listed = comfy_server.get_json("/workflow_templates").get("comfyui-full4d", [])
+    names = sorted(p.name.replace("_api.json", "") for p in API)
+    assert sorted(listed) == names, listed
+    assert comfy_server.get_json("/api/workflow_templates/comfyui-full4d/demo_synthetic.json")["nodes"]
