@@ -3,10 +3,10 @@
 from comfy_api.latest import ComfyExtension, io
 
 from . import (depth, evaluate, gaussians, grid, latents, multiview, parallel, preview, projection, rig, sampler,
-               synthetic, video)
+               splat, synthetic, video)
 
 _MODULES = [synthetic, video, depth, rig, projection, latents, sampler, gaussians, preview, grid, evaluate,
-            multiview, parallel]
+            multiview, parallel, splat]
 
 NODES: list[type[io.ComfyNode]] = [node for m in _MODULES for node in m.NODES]
 

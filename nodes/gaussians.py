@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 
 from comfyui_full4d.gaussians.pipeline import INIT_AUTO, INIT_MODES
 from comfyui_full4d.host.paths import client_paths, output_dir, temp_dir
+from comfyui_full4d.host.splat import HAS_SPLAT
 from comfyui_full4d.host.progress import progress, progress_text
 
 from .types import DA3_MODEL, GEOMETRY, RIG, SCENE4D
@@ -79,6 +80,10 @@ class Full4DFit4DGS(io.ComfyNode):
                                          "(SPEC 6) where it agrees with the rig (within 0.2 of the rig's size, 20 "
                                          "deg); views where it does not keep the rig. The node text lists what "
                                          "changed. No effect with other inits."),
+                *([io.Splat.Input("init_splat", optional=True,
+                                  tooltip="Core SPLAT (ComfyUI 0.33+, e.g. File3DToSplat or Full4DSceneToSplat) in the "
+                                          "rig's metric frame: its centres and base colours are the initial points "
+                                          "(first batch item), in place of 'init'.")] if HAS_SPLAT else []),
             ],
             outputs=[SCENE4D.Output(display_name="scene4d", tooltip="The fitted 4D Gaussian scene."),
                      io.Image.Output(display_name="orbit", tooltip="Render of the interpolated orbit at render_time."),
@@ -90,13 +95,22 @@ class Full4DFit4DGS(io.ComfyNode):
     def execute(cls, images, rig, iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians,
                 prune_opacity, sh_degree, checkpoint_every, resume, render_time, orbit_frames,
                 geometry=None, init=INIT_AUTO, da3_model=None, lambda_fmd=0.0, fmd_model=None, fmd_vae=None,
-                fmd_positive=None, fmd_source=None, fmd_source_latent=None, recalibrate=True) -> io.NodeOutput:
+                fmd_positive=None, fmd_source=None, fmd_source_latent=None, recalibrate=True,
+                init_splat=None) -> io.NodeOutput:
         from comfyui_full4d.gaussians.memory import fit_bytes
         from comfyui_full4d.gaussians.pipeline import fit_from_grid, node_fit_config
         from comfyui_full4d.host.device import compute_device, load_teacher, make_room, output_device
         from comfyui_full4d.host.fmd import fmd_from_inputs
 
         device = compute_device()
+        cloud = None
+        if init_splat is not None:
+            from comfyui_full4d.gaussians.pipeline import init_points_cap
+            from comfyui_full4d.gaussians.splat import splat_cloud
+            from comfyui_full4d.host.splat import item
+
+            first = item(init_splat, 0)
+            cloud = splat_cloud(first["positions"], first["sh"], init_points_cap(max_gaussians))
         fmd = fmd_from_inputs(lambda_fmd, fmd_model, fmd_vae, fmd_positive, fmd_source, fmd_source_latent, geometry,
                               rig, images, device)
         V = rig.num_views
@@ -113,6 +127,8 @@ class Full4DFit4DGS(io.ComfyNode):
         key.update(repr((iterations, lr_means, lr_planes, lambda_dssim, lambda_tv, max_gaussians, prune_opacity,
                          sh_degree, geometry is not None, init, da3_model is not None,
                          lambda_fmd if fmd is not None else 0.0, bool(recalibrate))).encode())
+        if cloud is not None:
+            key.update(cloud[0].numpy().tobytes() + cloud[1].numpy().tobytes())
         folder = os.path.join(temp_dir(), "full4d_4dgs")
         os.makedirs(folder, exist_ok=True)
         with client_paths():
@@ -120,7 +136,7 @@ class Full4DFit4DGS(io.ComfyNode):
                                   lambda_dssim=lambda_dssim, lambda_tv=lambda_tv, max_gaussians=max_gaussians,
                                   prune_opacity=prune_opacity, sh_degree=sh_degree, lambda_fmd=lambda_fmd)
             scene, orbit, report = fit_from_grid(
-                images, rig, cfg, geometry, init=init, da3_model=da3_model, fmd=fmd,
+                images, rig, cfg, geometry, init=init, da3_model=da3_model, init_cloud=cloud, fmd=fmd,
                 checkpoint_path=os.path.join(folder, key.hexdigest()[:24] + ".safetensors"),
                 checkpoint_every=checkpoint_every, resume=resume, render_time=render_time, orbit_frames=orbit_frames,
                 on_step=progress(iterations), on_text=progress_text, device=device,

@@ -1,5 +1,9 @@
 """Test harness around the real ComfyUI host (0.3.75, unpacked by scripts/setup.sh).
 
+The host folder is ``.cache/comfyui`` unless ``FULL4D_TEST_HOST`` names another ComfyUI checkout
+(e.g. a 0.33 copy: run the tests with a Python that has that host's requirements; the server is
+started with the same interpreter). ``FULL4D_COMFYUI_DIR`` is the older name of the same switch.
+
 Two ways to use it:
 
 * ``InProcessHost``: the host's modules imported in this process, CPU only, folder_paths rooted
@@ -13,8 +17,10 @@ Two ways to use it:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +36,28 @@ from typing import Any
 from comfyui_full4d.client.run import free_port, launch_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST_DIR = Path(os.environ.get("FULL4D_COMFYUI_DIR", ROOT / ".cache" / "comfyui"))
+HOST_DIR = Path(os.environ.get("FULL4D_TEST_HOST") or os.environ.get("FULL4D_COMFYUI_DIR")
+                or ROOT / ".cache" / "comfyui")
 PACK_NAME = "comfyui-full4d"
+
+
+def host_version(host_dir: Path | None = None) -> tuple[int, ...]:
+    """The host's ``comfyui_version.__version__`` as a tuple, e.g. ``(0, 3, 75)``; ``()`` if unknown."""
+    text = ((host_dir or HOST_DIR) / "comfyui_version.py")
+    if not text.is_file():
+        return ()
+    m = re.search(r"__version__\s*=\s*[\"']([0-9.]+)", text.read_text())
+    return tuple(int(x) for x in m.group(1).split(".")) if m else ()
+
+
+def host_has(relpath: str) -> bool:
+    """Whether the test host ships the core module ``relpath`` (e.g. ``comfy_extras/nodes_gaussian_splat.py``)."""
+    return (HOST_DIR / relpath).is_file()
+
+
+def _resolve(value):
+    """A cache lookup's value: 0.3.75's caches answer directly, newer ones return a coroutine."""
+    return asyncio.run(value) if inspect.isawaitable(value) else value
 
 
 def require_host() -> Path:
@@ -157,7 +183,7 @@ class InProcessHost:
         server = _RecordingServer()
         if not hasattr(self, "_executor"):
             self._executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                                      cache_args={"lru": 0, "ram": 0})
+                                                      cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
         ex = self._executor
         ex.server = server
         ex.execute(prompt, prompt_id, extra_data or {}, valid[2])
@@ -170,7 +196,7 @@ class InProcessHost:
 
     def outputs(self, node_id: str) -> list:
         """Raw outputs (one list per output socket) of a node of the last run."""
-        entry = self._executor.caches.outputs.get(str(node_id))
+        entry = _resolve(self._executor.caches.outputs.get(str(node_id)))
         if entry is None:
             raise KeyError(f"node {node_id} has no cached outputs")
         return entry.outputs

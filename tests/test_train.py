@@ -200,6 +200,22 @@ def _randomised(model, seed=0):
     return model
 
 
+def test_host_training_mode_sets_and_restores_the_hosts_flag(comfy_host):
+    """0.33's apply_rope1 has a backward only with comfy.model_management.in_training set (the slow
+    training tests below fail there without it); 0.3.75 has no flag and gets none left behind."""
+    import comfy.model_management as mm
+
+    from comfyui_full4d.host.training import host_training_mode
+
+    had, before = hasattr(mm, "in_training"), getattr(mm, "in_training", None)
+    with host_training_mode():
+        assert mm.in_training is True
+    assert (hasattr(mm, "in_training"), getattr(mm, "in_training", None)) == (had, before)
+    with pytest.raises(KeyError), host_training_mode():
+        raise KeyError("restored on an error too")
+    assert (hasattr(mm, "in_training"), getattr(mm, "in_training", None)) == (had, before)
+
+
 @pytest.mark.slow
 def test_ablations_and_checkpointing_on_the_host(tiny):
     g = torch.Generator().manual_seed(3)

@@ -18,6 +18,8 @@ function el(tag, props = {}, parent = null) {
 
 function buildWidget(node) {
   const root = el("div", { className: "full4d-preview", style: "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;min-height:260px" });
+  // the frontend's Vue node layer zooms the graph on a wheel event unless its target sits inside this attribute
+  root.dataset.captureWheel = "true";
   const canvas = el("canvas", { width: 480, height: 320, style: "width:100%;flex:1;min-height:200px;background:#141419;touch-action:none" }, root);
   const bar = el("div", { style: "display:flex;gap:4px;align-items:center;font:12px sans-serif;color:#ccc" }, root);
   const play = el("button", { text: "play", className: "full4d-play" }, bar);

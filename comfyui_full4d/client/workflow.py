@@ -14,6 +14,9 @@ from typing import Any
 __all__ = ["WIDGET_TYPES", "FILE_INPUTS", "validate_api", "api_to_ui"]
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# newer hosts (0.33) declare some combos as dynamic: each option key brings its own nested inputs,
+# which a prompt names ``<input>.<nested>``; 0.3.75 has none
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 # nodes whose DOM widget needs more room than their inputs suggest (the preview canvas + its controls)
 UI_MIN_SIZE = {"Full4DSplatPreview": (440, 560)}
 # Combos that name a user's file (weights, videos): a shared workflow may name files the
@@ -24,7 +27,9 @@ FILE_INPUTS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoa
 
 
 def _inputs(info: dict) -> list[tuple[str, str, dict]]:
-    """(name, type, options) of a node's required then optional inputs, in the server's order."""
+    """(name, type, options) of a node's required then optional inputs, in the server's order.
+
+    A dynamic combo reads as a COMBO of its option keys; its options stay under ``"dynamic"``."""
     spec = info["input"]
     order = info.get("input_order") or {g: list(spec.get(g, {})) for g in ("required", "optional")}
     out = []
@@ -34,8 +39,28 @@ def _inputs(info: dict) -> list[tuple[str, str, dict]]:
             typ, opts = s[0], (s[1] if len(s) > 1 and isinstance(s[1], dict) else {})
             if isinstance(typ, list):  # V1 combo: the options list is the type
                 typ, opts = "COMBO", {**opts, "options": typ}
+            elif typ == DYNAMIC_COMBO:
+                dyn = opts.get("options") or []
+                typ, opts = "COMBO", {**opts, "options": [o["key"] for o in dyn], "dynamic": dyn}
             out.append((name, typ, opts))
     return out
+
+
+def _known_inputs(info: dict, given: dict) -> dict[str, tuple[str, dict]]:
+    """Every input name a prompt may give the node: its own, plus ``<combo>.<nested>`` for the
+    nested inputs of the option each given dynamic combo selects (recursively)."""
+    known: dict[str, tuple[str, dict]] = {}
+
+    def add(prefix: str, entries: list[tuple[str, str, dict]]) -> None:
+        for name, typ, opts in entries:
+            full = prefix + name
+            known[full] = (typ, opts)
+            chosen = next((o for o in opts.get("dynamic", []) if o["key"] == given.get(full)), None)
+            if chosen is not None:
+                add(full + ".", _inputs({"input": chosen.get("inputs") or {}}))
+
+    add("", _inputs(info))
+    return known
 
 
 def _types_match(out_type: str, in_type: str) -> bool:
@@ -59,9 +84,9 @@ def validate_api(prompt: dict, object_info: dict, files_may_be_missing: bool = F
             errors.append(f"node {nid}: unknown class_type {ct!r}")
             continue
         info = object_info[ct]
-        known = {name: (typ, opts) for name, typ, opts in _inputs(info)}
-        required = set(info["input"].get("required", {}))
         given = node.get("inputs", {})
+        known = _known_inputs(info, given)
+        required = set(info["input"].get("required", {}))
         for name in required - set(given):
             errors.append(f"node {nid} ({ct}): required input {name!r} missing")
         for name, value in given.items():

@@ -51,6 +51,7 @@ __all__ = ["INIT_MODES", "FitReport", "InitPoints", "fit_background", "node_fit_
 INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM = (
     "auto", "views: ground-truth depth", "views: DA3 depth", "source: depth of frame 0", "random")
 INIT_MODES = (INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM)
+INIT_SPLAT = "core splat"  # not a mode: the report's name for an ``init_cloud`` (the node's init_splat input)
 ALIGN_WARN = 0.1  # DA3-to-rig alignment residual (relative to the rig's size) above which the fit warns
 
 
@@ -191,14 +192,16 @@ def node_fit_config(*, iterations: int, lr_means: float, lr_planes: float, lambd
 
 
 def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, init: str = INIT_AUTO, da3_model=None,
-                  fmd=None, checkpoint_path: str | None = None, checkpoint_every: int = 500, resume: bool = False,
+                  init_cloud: tuple[Tensor, Tensor] | None = None, fmd=None, checkpoint_path: str | None = None,
+                  checkpoint_every: int = 500, resume: bool = False,
                   render_time: float = 0.0, orbit_frames: int = 1, on_step: StepFn | None = None,
                   on_text: Callable[[str], None] | None = None,
                   device: torch.device | str | None = None,
                   recalibrate: bool = False) -> tuple[Scene4D, Tensor, FitReport]:
     """images (V*T, H, W, 3) view-major -> (Scene4D, orbit render (orbit_frames, H, W, 3) at render_time, report).
 
-    cfg: the fit (``node_fit_config`` for the node's); ``cfg.background`` None: by the init (``fit_background``);
+    cfg: the fit (``node_fit_config`` for the node's); ``init_cloud`` (points (N, 3) metric, colours (N, 3)), e.g.
+    from a core splat (``splat.splat_cloud``), replaces ``init``; ``cfg.background`` None: by the init (``fit_background``);
     ``cfg.lambda_fmd`` counts only with an ``fmd`` teacher. ``on_step(done, total)`` counts init, iterations and
     the final PSNR renders; ``on_text(str)`` gets a line every 25 iterations (running training PSNR) and the
     final report. Every stage (init, fit, PSNR renders, orbit) runs on ``device`` (default: the images'); the
@@ -218,8 +221,12 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
     def step(done: int, _total: int) -> None:
         report(on_step, done, total)
 
-    pts, cols, used, cams, note = init_points(views, rig, geometry, scale, init, da3_model,
-                                              init_points_cap(cfg.densify.max_gaussians), recalibrate=recalibrate)
+    if init_cloud is not None:
+        pts, cols, used = init_cloud[0].float().to(dev), init_cloud[1].float().to(dev), INIT_SPLAT
+        cams, note = rig.metric(scale), ""
+    else:
+        pts, cols, used, cams, note = init_points(views, rig, geometry, scale, init, da3_model,
+                                                  init_points_cap(cfg.densify.max_gaussians), recalibrate=recalibrate)
     cams = cams.to(dev)
     step(1, total)
     cfg = replace(cfg, background=fit_background(used, views) if cfg.background is None else cfg.background,

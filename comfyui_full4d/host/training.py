@@ -26,6 +26,7 @@ adapter file are the same as without FSDP, and a run resumes with or without it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -86,6 +87,27 @@ def save_lora(loras: dict[str, LoRALinear], path: Path, full: dict[str, dict[str
     save_tensors(path, sd, metadata={"format": "full4d-lora", "rank": str(next(iter(loras.values())).rank)})
 
 
+@contextmanager
+def host_training_mode():
+    """Tell the host a differentiable forward runs (``comfy.model_management.in_training``).
+
+    Newer hosts (0.33) route ``comfy.ldm.flux.math.apply_rope1`` to a comfy-kitchen kernel that has
+    no backward unless the flag is set; 0.3.75 has no flag (always the torch path), so it is set
+    for the block and removed again there. Restores the previous value on exit.
+    """
+    import comfy.model_management as mm
+
+    had, old = hasattr(mm, "in_training"), getattr(mm, "in_training", False)
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        if had:
+            mm.in_training = old
+        else:
+            del mm.in_training
+
+
 class _Step(nn.Module):
     """Holds the adapter (and LoRA) as its only submodules so DDP sees exactly the trainable parameters,
     or, under FSDP, the per-block units that hold them; ``forward`` runs the patched host model."""
@@ -107,15 +129,17 @@ class _Step(nn.Module):
         to = patch.diffusion_transformer_options(m)
         t = base.model_sampling.timestep(tau.float()).float()
         ctx = self.context.to(x.device, dtype).expand(x.shape[0], -1, -1)
-        return base.diffusion_model(x.to(dtype), t, ctx, time_dim_concat=cond.to(dtype), transformer_options=to)
+        with host_training_mode():
+            return base.diffusion_model(x.to(dtype), t, ctx, time_dim_concat=cond.to(dtype), transformer_options=to)
 
 
 def _checkpointed(fn):
     """A block patch ``(args, extra) -> {"img"}`` recomputed in backward (activation checkpointing)."""
 
     def block(args: dict, extra: dict) -> dict:
-        def run(img, vec, pe, txt):
-            return fn({**args, "img": img, "vec": vec, "pe": pe, "txt": txt}, extra)["img"]
+        def run(img, vec, pe, txt):  # also re-run in backward, outside _Step.forward: set the flag here too
+            with host_training_mode():
+                return fn({**args, "img": img, "vec": vec, "pe": pe, "txt": txt}, extra)["img"]
 
         return {"img": checkpoint(run, args["img"], args["vec"], args["pe"], args["txt"], use_reentrant=False)}
 
