@@ -23,7 +23,7 @@ from comfyui_full4d.gaussians import fit as fit_mod
 from comfyui_full4d.gaussians import pipeline
 from comfyui_full4d.gaussians.memory import fit_bytes
 from fixtures.devices import DeviceRecorder
-from test_fit import _cfg, tiny  # noqa: F401 - the same tiny capture and config as the fit's own tests
+from test_fit import _cfg  # the same config as the fit's own tests (the tiny capture: conftest.py)
 
 FIT_DEVICE = torch.device("cpu", 0)
 # the engine's only CPU reads during a fit, each once per fit or per checkpoint (never per iteration):
