@@ -328,6 +328,9 @@ MUTATIONS: list[Mutation] = [
     _m("P log-scales rounded to u8", "log-scales truncated",
        [(PREVIEW, "sc = np.round(", "sc = np.floor(")],
        [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
+    _m("P quaternions rounded to i8", "quaternion components truncated toward zero",
+       [(PREVIEW, "qq = np.round(qn * 127).astype(np.int8)", "qq = (qn * 127).astype(np.int8)")],
+       [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
 ]
 
 

@@ -45,6 +45,10 @@ def test_round_trip_error_within_bounds():
         qa = a["quats"].numpy() / np.linalg.norm(a["quats"].numpy(), axis=1, keepdims=True)
         # q and -q are the same rotation; the quantiser keeps the sign, so compare directly
         assert np.abs(b["quats"] - qa).max() < 0.02
+        # exactly the nearest i8 grid point (|error| <= 1/254 per component before renormalising), renormalised
+        ref = np.round(qa * 127) / 127
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        assert np.abs(b["quats"] - ref).max() < 1e-6
 
 
 def test_bad_input_messages():
