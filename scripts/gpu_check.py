@@ -23,9 +23,11 @@ The table also goes to ``$OUT/gpu_check.md`` (and the rows to ``$OUT/gpu_check.j
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,14 +53,18 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+_SHIM: Path | None = None
+
+
 def _env() -> dict:
     """The environment of the parts' subprocesses: ``comfyui_full4d`` importable without installing the pack
     (a folder holding only a link to it, so the repo's ``nodes/`` never shadows the host's)."""
-    shim = Path(tempfile.gettempdir()) / "full4d_gpu_check_path"
-    shim.mkdir(exist_ok=True)
-    link = shim / "comfyui_full4d"
-    if not link.exists():
-        link.symlink_to(ROOT / "comfyui_full4d", target_is_directory=True)
+    global _SHIM
+    if _SHIM is None:  # one per run: a fixed path would outlive its checkout or point at another one
+        _SHIM = Path(tempfile.mkdtemp(prefix="full4d_gpu_check_"))
+        atexit.register(shutil.rmtree, _SHIM, True)
+        (_SHIM / "comfyui_full4d").symlink_to(ROOT / "comfyui_full4d", target_is_directory=True)
+    shim = _SHIM
     paths = [str(shim)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
     # MAX_JOBS: gsplat's first-use kernel build (torch cpp_extension + ninja) on every core
     jobs = os.environ.get("MAX_JOBS", str(os.cpu_count()))
