@@ -3,6 +3,9 @@
 The host folder is ``.cache/comfyui`` unless ``FULL4D_TEST_HOST`` names another ComfyUI checkout
 (e.g. a 0.33 copy: run the tests with a Python that has that host's requirements; the server is
 started with the same interpreter). ``FULL4D_COMFYUI_DIR`` is the older name of the same switch.
+``FULL4D_TEST_FRONTEND`` names another frontend's ``static`` folder (e.g. an unpacked
+``comfyui-frontend-package`` wheel's ``comfyui_frontend_package/static``) for the server's
+``--front-end-root``; without it each host serves the frontend package of its own requirements.
 
 Two ways to use it:
 
@@ -53,6 +56,17 @@ def host_version(host_dir: Path | None = None) -> tuple[int, ...]:
 def host_has(relpath: str) -> bool:
     """Whether the test host ships the core module ``relpath`` (e.g. ``comfy_extras/nodes_gaussian_splat.py``)."""
     return (HOST_DIR / relpath).is_file()
+
+
+def front_end_args() -> list[str]:
+    """``--front-end-root <folder>`` when ``FULL4D_TEST_FRONTEND`` names a frontend ``static`` folder."""
+    folder = os.environ.get("FULL4D_TEST_FRONTEND")
+    if not folder:
+        return []
+    if not (Path(folder) / "index.html").is_file():
+        raise RuntimeError(f"FULL4D_TEST_FRONTEND={folder!r} has no index.html: name the frontend package's "
+                           "static folder (comfyui_frontend_package/static)")
+    return ["--front-end-root", str(Path(folder).resolve())]
 
 
 def _resolve(value):
@@ -237,6 +251,7 @@ class Server:
         make_base_dir(base, list(extra_custom_nodes), pack=pack)
         port = free_port()
         log_path = base / "server.log"
+        extra_args = [*front_end_args(), *extra_args]
         proc = launch_server(host_dir, base, port, log_path, tuple(extra_args), env, timeout)
         return cls(base=base, port=port, proc=proc, log_path=log_path)
 
