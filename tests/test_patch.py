@@ -365,3 +365,24 @@ def test_fused_branch_is_added_ungated_to_the_residual(base, monkeypatch):
         ours = orig_forward(block, ab, run, xb, e, freqs, context, to)
     assert fused.abs().max() > 1e-2
     torch.testing.assert_close(ours - host, fused.reshape(B, L, C), rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_vae_fixture_decodes_to_pixels_on_this_host(comfy_host):
+    """The fixture VAE's host ``decode`` gives the model's own decode mapped to [0, 1] on this host.
+
+    0.33's ``VAE.decode`` ignores ``process_output``'s return value (the host's own VAEs work in
+    place); a fixture that returned a new tensor decoded to [-1, 1] there, and every test that
+    reads pixels from it (the training-free known region among them) measured the wrong image.
+    """
+    from fixtures.wan import tiny_wan_vae
+
+    vae = tiny_wan_vae()
+    z = torch.randn(1, 48, 2, 2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = ((vae.first_stage_model.decode(z.clone()) + 1.0) / 2.0).clamp(0.0, 1.0)  # (1, 3, T, H, W)
+    got = vae.decode(z)  # (T, H, W, 3) or (1, T, H, W, 3), host layout
+    got = got.reshape(-1, *got.shape[-3:])
+    ref = ref[0].permute(1, 2, 3, 0)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    torch.testing.assert_close(got.float(), ref.float(), atol=1e-4, rtol=0)
