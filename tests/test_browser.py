@@ -16,6 +16,7 @@ Screenshots go to tests/artifacts/. Assertions read only the pixels of ``.full4d
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import time
@@ -42,13 +43,22 @@ PACK_MARKERS = ("full4d",)  # lower-cased: Full4D node types, [full4d] logs, /ex
 # from (GET https://api.comfy.org/comfy-nodes/<NodeType>/node); the host started with --disable-api-nodes sends
 # "connect-src 'self'", so chromium logs one CSP error per custom node type. Kept in browser_console.log.
 FRONTEND_NOISE = ("violates the following Content Security Policy directive", "https://api.comfy.org/")
-# The frontend's missing-nodes dialog (comfyui_frontend_package 1.32: dialog key "global-missing-nodes", body
-# class "comfy-missing-nodes", title "This workflow has missing nodes").
 # The one preview widget on screen (widgets of nodes in other tabs or off-screen have no client rects).
 PREVIEW_JS = """[...document.querySelectorAll('.full4d-preview')].filter(e => e.getClientRects().length)"""
+# The frontend's missing-nodes report: 1.32 opens a dialog (key "global-missing-nodes", body class
+# "comfy-missing-nodes", title "This workflow has missing nodes"); 1.49 and 1.58 show an error overlay instead
+# (data-testid "error-overlay", title "Missing node: <type>" or "Some nodes are missing ..."), which also reports
+# missing models and media: only its missing-node wording counts here.
 MISSING_DIALOG_JS = """() => !!document.querySelector('.comfy-missing-nodes')
     || document.body.innerText.includes('This workflow has missing nodes')
-    || [...document.querySelectorAll('.p-dialog, [role=dialog]')].some(d => /missing nodes/i.test(d.innerText))"""
+    || [...document.querySelectorAll('.p-dialog, [role=dialog]')].some(d => /missing nodes/i.test(d.innerText))
+    || [...document.querySelectorAll('[data-testid=error-overlay]')].some(
+        d => d.getClientRects().length && /missing node|nodes are missing/i.test(d.innerText))"""
+# What close_dialogs may click: dialog close buttons and the error overlay's dismiss button (both also labelled
+# "Close"), never a workflow tab's close button (1.49+: aria-label "Close" too; closing the tab of an edited
+# workflow opens a "save changes?" dialog and loses the graph under test).
+CLOSE_BUTTONS = ".p-dialog-close-button, [role=dialog] button[aria-label='Close'], [data-testid=error-overlay-dismiss]"
+NOT_CLOSE_BUTTONS = ".workflow-tabs, .workflow-tabs-container, [data-testid=close-workflow-button], .close-button"
 # Widget values for a CI-sized demo run, keyed by node id: the sizes tests/test_run.py sets on the API twin and a
 # 150-step 4D fit at the workflow's own learning rates, which must learn visible motion (the slider check below;
 # 40 steps moved 19 of the 975 pixels that move in the 48x64 views, 150 steps 660).
@@ -73,8 +83,8 @@ PLY_NAMES = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", 
 class Browser:
     """One chromium page on the server's frontend, collecting console errors and uncaught page errors."""
 
-    def __init__(self, page, server) -> None:
-        self.page, self.server = page, server
+    def __init__(self, page, server, log_file: str = "browser_console.log") -> None:
+        self.page, self.server, self.log_file = page, server, log_file
         self.errors: list[str] = []
         page.on("console", self._on_console)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}\n{getattr(e, 'stack', '') or ''}"))
@@ -90,14 +100,15 @@ class Browser:
                 and not all(k in e for k in FRONTEND_NOISE)]
 
     def log_errors(self, artifacts: Path, test: str) -> None:
-        with open(artifacts / "browser_console.log", "a") as f:
+        with open(artifacts / self.log_file, "a") as f:
             f.writelines(f"[{test}] {e}\n" for e in self.errors)
 
     def close_dialogs(self) -> None:
-        """Close whatever dialog (first-run, missing models, errors) sits over the canvas."""
+        """Close whatever dialog (first-run, missing models, errors) or error overlay sits over the canvas; never
+        a workflow tab (``CLOSE_BUTTONS`` / ``NOT_CLOSE_BUTTONS``)."""
         for _ in range(6):
-            shown = [b for b in self.page.locator(".p-dialog-close-button, button[aria-label='Close']").all()
-                     if b.is_visible()]
+            shown = [b for b in self.page.locator(CLOSE_BUTTONS).all()
+                     if b.is_visible() and not b.evaluate("(b, not) => !!b.closest(not)", NOT_CLOSE_BUTTONS)]
             if not shown:
                 return
             try:
@@ -244,34 +255,49 @@ def _write_frames(folder: Path, t: int = 3, n: int = 3000) -> None:
         (folder / f"frame_{k:03d}.ply").write_bytes(head.encode() + v.tobytes())
 
 
-@pytest.fixture(scope="module")
-def shared_browser(comfy_server, tmp_path_factory, artifacts):
+@contextlib.contextmanager
+def browser_page(server, profile: Path, artifacts: Path, vue_nodes: bool = False,
+                 log_file: str = "browser_console.log"):
+    """A chromium page on the server's frontend with the node mode set: ``Comfy.VueNodes.Enabled`` (the
+    frontend's Vue node rendering, "Nodes 2.0") on or off, written to the server's user settings before the page
+    loads. ``artifacts/<log_file>`` starts empty and gets the console errors of the load, then each test's."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    comfy_server.request("/settings/Comfy.TutorialCompleted", True)  # no first-run templates dialog
-    comfy_server.request("/settings/Comfy.Workflow.ShowMissingNodesWarning", True)  # the dialog under test
-    comfy_server.request("/settings/Comfy.Minimap.Visible", False)  # keeps the screenshots' corner clear
-    comfy_server.request("/settings/LiteGraph.Canvas.MinFontSizeForLOD", 1)  # text in zoomed-out screenshots
+    server.request("/settings/Comfy.TutorialCompleted", True)  # no first-run templates dialog
+    server.request("/settings/Comfy.Workflow.ShowMissingNodesWarning", True)  # the dialog under test
+    server.request("/settings/Comfy.Minimap.Visible", False)  # keeps the screenshots' corner clear
+    server.request("/settings/LiteGraph.Canvas.MinFontSizeForLOD", 1)  # text in zoomed-out screenshots
+    server.request("/settings/Comfy.VueNodes.Enabled", vue_nodes)
     with sync_api.sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium_profile")),
-                                                    executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                    viewport=VIEWPORT)
+        ctx = pw.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, args=ARGS,
+                                                    headless=True, viewport=VIEWPORT)
         ctx.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")  # "Nodes 2.0" banner
         page = ctx.new_page()
-        b = Browser(page, comfy_server)
-        page.goto(comfy_server.url, wait_until="networkidle", timeout=120_000)
+        b = Browser(page, server, log_file)
+        page.goto(server.url, wait_until="networkidle", timeout=120_000)
         page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
         page.keyboard.press("Escape")  # first-run templates dialog
         page.wait_for_timeout(300)
         b.close_dialogs()
-        (artifacts / "browser_console.log").write_text("")
+        (artifacts / log_file).write_text("")
         b.log_errors(artifacts, "page load")
+        try:
+            yield b
+        finally:
+            ctx.close()
+
+
+@pytest.fixture(scope="module")
+def shared_browser(comfy_server, tmp_path_factory, artifacts):
+    """The classic (LiteGraph canvas) node mode; tests/test_browser_vue.py covers the Vue node mode."""
+    with browser_page(comfy_server, tmp_path_factory.mktemp("chromium_profile"), artifacts, vue_nodes=False) as b:
+        assert b.page.evaluate("() => window.app.extensionManager?.setting?.get('Comfy.VueNodes.Enabled')") in (
+            False, None), "Vue node mode is on in the classic tests"
         yield b
-        ctx.close()
 
 
 @pytest.fixture
 def browser(shared_browser, artifacts, request):
-    """The shared page, with the console errors of this test only (all of them appended to browser_console.log)."""
+    """The shared page, with the console errors of this test only (all of them appended to its log file)."""
     shared_browser.errors.clear()
     yield shared_browser
     shared_browser.log_errors(artifacts, request.node.name)
@@ -419,15 +445,47 @@ def test_preview_widget_in_browser(browser, comfy_server, artifacts):
     assert pa.std() > 5, "canvas is blank"
     assert (pa[..., 0] > pa[..., 1] + 60).sum() > 100, "red half of the ball not drawn"
     assert np.abs(pa - pb).mean() > 1.0, "moving the time slider did not change the picture"
-    # the mouse wheel over the view zooms the splat view, not the graph (data-capture-wheel: Vue node mode)
-    assert page.evaluate(f"() => {PREVIEW_JS}[0].closest('[data-capture-wheel=\"true\"]') !== null")
-    box = page.evaluate(f"""() => {{ const r = {PREVIEW_JS}[0].querySelector('canvas').getBoundingClientRect();
-                                     return [r.x + r.width / 2, r.y + r.height / 2]; }}""")
-    scale = page.evaluate("() => window.app.canvas.ds.scale")
-    page.mouse.move(*box)
+    check_wheel_zoom(browser, pb)
+    assert not browser.pack_errors(), browser.pack_errors()
+
+
+def preview_view(browser: Browser) -> dict:
+    """The on-screen preview widget's view (camera distance ``dist``, azimuth ``az``, ...) and the graph's
+    scale and offset (``graph_scale``, ``graph_offset``)."""
+    return browser.page.evaluate(f"""() => {{ const w = {PREVIEW_JS}[0], app = window.app;
+        const n = app.graph.nodes.find(n => n.full4d?.root === w);
+        return {{ ...n.full4d.state.view, graph_scale: app.canvas.ds.scale, graph_offset: [...app.canvas.ds.offset] }};
+    }}""")
+
+
+def preview_canvas_centre(browser: Browser) -> list[float]:
+    """Page coordinates of the middle of the on-screen preview canvas."""
+    return browser.page.evaluate(f"""() => {{ const r = {PREVIEW_JS}[0].querySelector('canvas').getBoundingClientRect();
+                                              return [r.x + r.width / 2, r.y + r.height / 2]; }}""")
+
+
+def check_wheel_zoom(browser: Browser, before: np.ndarray) -> None:
+    """Real mouse-wheel input over the preview canvas (``before``: its pixels now) zooms the splat view (its
+    camera distance shrinks, the pixels change) and leaves the graph's scale alone; the same wheel over empty
+    graph to the right of the widget still zooms the graph (issue 23: the Vue node layer sent it to the graph)."""
+    page = browser.page
+    v0 = preview_view(browser)
+    page.evaluate(f"() => {{ {PREVIEW_JS}[0].querySelector('.full4d-label').textContent = ''; }}")  # set on redraw
+    page.mouse.move(*preview_canvas_centre(browser))
     page.mouse.wheel(0, -600)
     page.wait_for_timeout(500)
+    v1 = preview_view(browser)
+    assert v1["graph_scale"] == v0["graph_scale"], f"the wheel over the splat view zoomed the graph: {v0} -> {v1}"
+    assert v1["dist"] < 0.7 * v0["dist"], f"the wheel over the splat view did not zoom it: {v0} -> {v1}"
+    browser.wait_label("t ")
     zoomed = _pixels(browser.canvas_png())
-    assert page.evaluate("() => window.app.canvas.ds.scale") == scale, "the wheel zoomed the graph"
-    assert np.abs(zoomed - pb).mean() > 1.0, "the wheel did not zoom the splat view"
-    assert not browser.pack_errors(), browser.pack_errors()
+    assert np.abs(zoomed - before).mean() > 1.0, "the splat view's pixels did not change with the zoom"
+    right = page.evaluate(f"() => {PREVIEW_JS}[0].getBoundingClientRect().right")
+    width = page.viewport_size["width"]
+    assert right + 100 < width, "no empty graph right of the preview widget to wheel over"
+    page.mouse.move(min(width - 60, right + 150), page.viewport_size["height"] / 2)
+    page.mouse.wheel(0, -600)
+    page.wait_for_timeout(500)
+    v2 = preview_view(browser)
+    assert v2["graph_scale"] != v1["graph_scale"], "the wheel over empty graph no longer zooms the graph"
+    assert v2["dist"] == v1["dist"], "the wheel over the graph zoomed the splat view"

@@ -16,17 +16,44 @@ function el(tag, props = {}, parent = null) {
   return e;
 }
 
+// Controls styled with the frontend's theme variables (all three of 1.32.9, 1.49.6 and 1.58.1 define them; the
+// fallbacks are their dark-theme values): 1.58.1's CSS reset leaves a plain <button> washed out.
+const CSS = `.full4d-preview{display:flex;flex-direction:column;gap:4px;width:100%;height:100%;min-height:260px}
+.full4d-view{position:relative;flex:1;min-height:200px}
+.full4d-view canvas{position:absolute;inset:0;width:100%;height:100%;background:#141419;touch-action:none}
+.full4d-bar{display:flex;gap:4px;align-items:center;font:12px sans-serif;color:var(--input-text,#ddd)}
+.full4d-cams{display:flex;flex-wrap:wrap;gap:3px}
+.full4d-preview button,.full4d-preview input[type=number]{background:var(--comfy-input-bg,#222);color:var(--input-text,#ddd);
+border:1px solid var(--border-color,#4e4e4e);border-radius:4px;font:12px sans-serif;padding:2px 8px;margin:0}
+.full4d-preview button{cursor:pointer}.full4d-preview button:hover{filter:brightness(1.4)}
+.full4d-preview input[type=number]{width:44px;padding:2px 4px}.full4d-label{color:var(--descrip-text,#999)}`;
+el("style", { text: CSS, id: "full4d-preview-css" }, document.head);
+
+// The mouse wheel over a splat view zooms that view, never the graph. Taken in the capture phase at the window,
+// before the frontend sees it: its Vue node layer (Comfy.VueNodes.Enabled) forwards wheel events to the graph
+// from a capture listener on its transform pane, and from 1.49 skips that for a data-capture-wheel element only
+// while it has focus; the classic canvas would zoom too. Canvas -> its widget's zoom handler.
+const wheelZoom = new WeakMap();
+window.addEventListener("wheel", (e) => {
+  const zoom = wheelZoom.get(e.target);
+  if (!zoom) return;
+  e.preventDefault(); e.stopImmediatePropagation(); zoom(e);
+}, { capture: true, passive: false });
+
 function buildWidget(node) {
-  const root = el("div", { className: "full4d-preview", style: "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;min-height:260px" });
-  // the frontend's Vue node layer zooms the graph on a wheel event unless its target sits inside this attribute
-  root.dataset.captureWheel = "true";
-  const canvas = el("canvas", { width: 480, height: 320, style: "width:100%;flex:1;min-height:200px;background:#141419;touch-action:none" }, root);
-  const bar = el("div", { style: "display:flex;gap:4px;align-items:center;font:12px sans-serif;color:#ccc" }, root);
+  const root = el("div", { className: "full4d-preview" });
+  root.dataset.captureWheel = "true"; // the Vue node layer's own marker for "this element takes the wheel"
+  // "widget-expands": the Vue node layer of 1.32.9 grows a widget row to the node's height only with this class
+  // (else the node keeps ~100+ px empty under the controls); the canvas is absolutely placed in a flex cell so
+  // that its pixel size never feeds back into the layout
+  root.classList.add("widget-expands");
+  const canvas = el("canvas", { width: 480, height: 320 }, el("div", { className: "full4d-view" }, root));
+  const bar = el("div", { className: "full4d-bar" }, root);
   const play = el("button", { text: "play", className: "full4d-play" }, bar);
   const slider = el("input", { type: "range", min: 0, max: 0, value: 0, step: 1, className: "full4d-time", style: "flex:1" }, bar);
-  const fpsIn = el("input", { type: "number", min: 1, max: 120, value: 16, title: "fps", style: "width:44px" }, bar);
+  const fpsIn = el("input", { type: "number", min: 1, max: 120, value: 16, title: "fps" }, bar);
   const label = el("span", { text: "no data", className: "full4d-label" }, bar);
-  const cams = el("div", { className: "full4d-cams", style: "display:flex;flex-wrap:wrap;gap:3px;font:11px sans-serif" }, root);
+  const cams = el("div", { className: "full4d-cams" }, root);
   const st = { data: null, renderer: null, frame: 0, drawId: 0, timer: null, follow: false, orbitIdx: 0, cams: null,
     view: { target: [0, 0, 1], az: 0, el: 0, dist: 1.0, fov: 50 } };
 
@@ -78,7 +105,7 @@ function buildWidget(node) {
     } else { v.az += dx * 0.01; v.el = Math.max(-1.5, Math.min(1.5, v.el + dy * 0.01)); }
     st.follow = false; draw(); e.stopPropagation();
   });
-  canvas.addEventListener("wheel", (e) => { st.view.dist *= Math.exp(e.deltaY * 0.001); draw(); e.preventDefault(); e.stopPropagation(); }, { passive: false });
+  wheelZoom.set(canvas, (e) => { st.view.dist *= Math.exp(e.deltaY * 0.001); draw(); });
 
   const showCams = (c) => {
     cams.replaceChildren();
