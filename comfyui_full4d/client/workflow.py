@@ -17,8 +17,16 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # newer hosts (0.33) declare some combos as dynamic: each option key brings its own nested inputs,
 # which a prompt names ``<input>.<nested>``; 0.3.75 has none
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
-# nodes whose DOM widget needs more room than their inputs suggest (the preview canvas + its controls)
-UI_MIN_SIZE = {"Full4DSplatPreview": (440, 560)}
+# Layout (issue 23). The frontend grows a loaded node to its ``computeSize()``: at least 40 px + its title's text
+# width (measured 6.1-6.9 px a character, 14 px font, frontends 1.32.9 / 1.58.1), its slot and widget labels;
+# Vue nodes grow to their content. Sizes are estimated above that, so nothing the page draws reaches a neighbour.
+CHAR_PX = 7.5
+NODE_WIDTH = 340
+COL_GAP = 80  # between a column's widest node and the next column
+ROW_GAP = 80  # from a node's bottom edge to the next node's pos (its 30 px title bar is drawn inside this gap)
+# nodes whose DOM widget needs more room than their inputs suggest: the preview canvas + its controls; the
+# loader's video preview (a 16:9 clip at this width: 425 px drawn on 1.32.9 / 1.58.1, 506 px as a Vue node)
+UI_MIN_SIZE = {"Full4DSplatPreview": (440, 560), "Full4DLoadVideo": (NODE_WIDTH, 540)}
 # Combos that name a user's file (weights, videos): a shared workflow may name files the
 # validating server does not have.
 FILE_INPUTS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
@@ -141,6 +149,25 @@ def _depths(prompt: dict) -> dict[str, int]:
     return memo
 
 
+def _text_px(text: str, pad: float) -> int:
+    """Width the frontend needs for ``text`` plus ``pad`` px, rounded up to 10 px."""
+    return int(-(-(CHAR_PX * len(text) + pad) // 10) * 10)
+
+
+def _node_width(title: str, inputs: list[dict], widgets: list[tuple[str, Any, dict]], outputs: list[dict]) -> int:
+    """Width of a node that shows its whole title, an input and an output label side by side, and each
+    widget's label with its value (combos and one-line strings; multi-line text wraps)."""
+    need = [NODE_WIDTH, _text_px(title, 50)]
+    slots = [i["name"] for i in inputs if "widget" not in i]
+    if slots or outputs:
+        need.append(_text_px(max(slots, key=len, default="") + max((o["name"] for o in outputs), key=len,
+                                                                   default=""), 60))
+    for name, value, opts in widgets:
+        shown = "" if opts.get("multiline") or not isinstance(value, (str, int, float)) else str(value)
+        need.append(_text_px(name + shown, 90))
+    return max(need)
+
+
 def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
     """LiteGraph UI workflow (version 0.4) for an API-format prompt, laid out left to right."""
     errs = validate_api(prompt, object_info, files_may_be_missing=True)
@@ -149,6 +176,7 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
     ids = {nid: i + 1 for i, nid in enumerate(sorted(prompt, key=lambda k: (len(k), k)))}
     cols = _depths(prompt)
     rows: dict[int, int] = {}
+    col_width: dict[int, int] = {}
     links, nodes = [], []
     out_links: dict[tuple[str, int], list[int]] = {}
     for nid in prompt:  # links first, so outputs can list them
@@ -163,12 +191,13 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
         node, info = prompt[nid], object_info[prompt[nid]["class_type"]]
         col = cols[nid]
         row = rows.get(col, 0)
-        inputs, widgets, upload = [], [], []
+        inputs, widgets, upload, shown = [], [], [], []
         for name, typ, opts in _inputs(info):
             value = node.get("inputs", {}).get(name, opts.get("default"))
             linked = isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
             if typ in WIDGET_TYPES and not linked:
                 widgets.append(value if value is not None else (opts.get("options") or [""])[0])
+                shown.append((name, widgets[-1], opts))
                 # the frontend adds a "control after generate" widget to every INT named seed / noise_seed
                 if opts.get("control_after_generate", typ == "INT" and name in ("seed", "noise_seed")):
                     widgets.append("fixed")
@@ -186,14 +215,20 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
                 li[4] = slot
         outputs = [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, (n, t) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))]
-        width, height = 340, 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
+        title = node.get("_meta", {}).get("title", info.get("display_name") or node["class_type"])
+        width, height = _node_width(title, inputs, shown, outputs), 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
         if node["class_type"] in UI_MIN_SIZE:
             width, height = (max(a, b) for a, b in zip((width, height), UI_MIN_SIZE[node["class_type"]]))
-        nodes.append({"id": ids[nid], "type": node["class_type"], "pos": [60 + 380 * col, 60 + row],
+        nodes.append({"id": ids[nid], "type": node["class_type"], "pos": [col, 60 + row],  # col: x set below
                       "size": [width, height], "flags": {}, "order": order, "mode": 0,
-                      "inputs": inputs, "outputs": outputs,
-                      "title": node.get("_meta", {}).get("title", info.get("display_name") or node["class_type"]),
+                      "inputs": inputs, "outputs": outputs, "title": title,
                       "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
-        rows[col] = row + height + 40
+        rows[col] = row + height + ROW_GAP
+        col_width[col] = max(col_width.get(col, 0), width)
+    x = {0: 60}
+    for col in range(1, max(col_width) + 1):
+        x[col] = x[col - 1] + col_width.get(col - 1, 0) + COL_GAP
+    for n in nodes:
+        n["pos"][0] = x[n["pos"][0]]
     return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
