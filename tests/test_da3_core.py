@@ -174,7 +174,7 @@ def _tiny_core_da3(comfy_host) -> str:
         for pname, p in net.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.02 + (1.0 if pname.endswith("norm.weight") else 0.0))
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / name))
+    save_file({k: v.clone().contiguous() for k, v in net.state_dict().items()}, str(folder / name))
     return name
 
 
