@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from comfyui_full4d.gaussians.pipeline import INIT_AUTO, INIT_MODES
 from comfyui_full4d.host.paths import client_paths, output_dir, temp_dir
-from comfyui_full4d.host.splat import HAS_SPLAT
+from comfyui_full4d.host.splat import EXPORT_FORMATS, HAS_SPLAT, core_format_error, core_frame_bytes
 from comfyui_full4d.host.progress import progress, progress_text
 
 from .types import DA3_MODEL, GEOMETRY, RIG, SCENE4D
@@ -183,7 +183,7 @@ class Full4DSave4DGS(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DSave4DGS", display_name="Full4D Save 4D Gaussians", category=CATEGORY,
-            description="Writes one standard 3DGS PLY per frame and the whole 4D scene as one .safetensors file "
+            description="Writes one standard 3DGS PLY (or spz / ksplat: format) per frame and the whole 4D scene as one .safetensors file "
                         "into a numbered folder of the output folder. The folder appears only when the export is "
                         "complete (files are staged in a hidden '.<name>_NNNNN.partial...' folder next to it); "
                         "cancel or an error removes the staged files, so no half-written export is left.",
@@ -193,17 +193,27 @@ class Full4DSave4DGS(io.ComfyNode):
                                 tooltip="Output sub-path and name; a numbered folder <prefix>_NNNNN is created "
                                         "for each save, and only once all its files are written."),
                 io.Int.Input("num_frames", default=9, min=1, max=1000,
-                             tooltip="PLY frames, evenly spaced over the fitted time range."),
+                             tooltip="Frames (one file each), evenly spaced over the fitted time range."),
+                io.Combo.Input("format", options=list(EXPORT_FORMATS), default="ply", optional=True,
+                               tooltip="File per frame: ply (3DGS PLY, full SH, any ComfyUI); spz (Niantic, ~10x "
+                                       "smaller) or ksplat (mkkellogg), base colour only, written by core's splat "
+                                       "writers (ComfyUI 0.33+)."),
             ],
             outputs=[], is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, scene4d, filename_prefix, num_frames) -> io.NodeOutput:
+    def validate_inputs(cls, format="ply"):
+        return core_format_error(format) or True
+
+    @classmethod
+    def execute(cls, scene4d, filename_prefix, num_frames, format="ply") -> io.NodeOutput:
         from comfyui_full4d.gaussians.export import export_scene
 
+        frame_bytes = None if format == "ply" else core_frame_bytes(format)
         with client_paths():
-            files = export_scene(scene4d, output_dir(), filename_prefix, num_frames, on_step=progress(num_frames + 1))
+            files = export_scene(scene4d, output_dir(), filename_prefix, num_frames, ext=format,
+                                 frame_bytes=frame_bytes, on_step=progress(num_frames + 1))
         return io.NodeOutput(ui=ui.PreviewText("\n".join(files)))
 
 

@@ -6,6 +6,10 @@ as the 3DGS reference writer. The 4D file holds ``gaussians.*`` (canonical), ``h
 ``aabb`` and ``time_range`` tensors; its metadata holds the format tag, SH degree, HexPlaneConfig JSON and
 ``Scene4D.extras`` (JSON; e.g. ``scale``, metres per scene unit).
 
+Other per-frame formats (``.spz``, ``.ksplat``) are written by a ``FrameBytes`` callable the caller supplies (the
+host's splat writers, ``host.splat.core_frame_bytes``): it takes the render-ready tensors of ``Scene4D.at`` (positions
+(N, 3), scales (N, 3) linear, rotations (N, 4) wxyz, opacities (N, 1) in (0, 1), sh (N, K, 3)) and returns the file.
+
 ``export_scene`` writes both into a numbered folder that appears only when the whole export is done:
 files go to a hidden staging folder next to it (``.<name>_<NNNNN>.partial<hex>``), renamed into place at
 the end. Every file is written atomically (temp file + ``os.replace``); an ``on_step`` that raises (the
@@ -24,13 +28,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from typing import Callable
+
 from ..common.io import save_tensors, write_bytes
 from ..common.progress import StepFn, report
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
 
-__all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "export_scene", "SCENE4D_FORMAT"]
+__all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "export_scene", "SCENE4D_FORMAT", "FrameBytes"]
 
 SCENE4D_FORMAT = "full4d.scene4d"
+# (positions, scales, rotations, opacities, sh) -> the bytes of one file (module docstring)
+FrameBytes = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], bytes]
 
 
 def _remove(path: str) -> None:
@@ -59,9 +67,10 @@ def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opaci
 
 
 @torch.no_grad()
-def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame", *,
-                  on_step: StepFn | None = None) -> list[str]:
-    """One PLY per time (deformed Gaussians, ``Scene4D.at``) as ``{prefix}_{i:04d}.ply`` in folder.
+def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame", *, ext: str = "ply",
+                  frame_bytes: FrameBytes | None = None, on_step: StepFn | None = None) -> list[str]:
+    """One file per time (deformed Gaussians, ``Scene4D.at``) as ``{prefix}_{i:04d}.{ext}`` in folder: our PLY
+    writer, or ``frame_bytes`` (module docstring) when given.
 
     ``on_step(i + 1, len(times))`` after each file; if it (or a write) raises, the files written so far
     are removed before the exception propagates (all or nothing).
@@ -71,9 +80,13 @@ def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame", *,
     paths: list[str] = []
     try:
         for i, t in enumerate(times):
-            means, quats, scales, _, sh = scene.at(float(t))
-            paths.append(write_ply(os.path.join(folder, f"{prefix}_{i:04d}.ply"), means, quats, torch.log(scales),
-                                   scene.gaussians.opacity_logits, sh))
+            means, quats, scales, opacities, sh = scene.at(float(t))
+            path = os.path.join(folder, f"{prefix}_{i:04d}.{ext}")
+            if frame_bytes is None:
+                write_ply(path, means, quats, torch.log(scales), scene.gaussians.opacity_logits, sh)
+            else:
+                write_bytes(path, frame_bytes(means, scales, quats, opacities[:, None], sh))
+            paths.append(path)
             report(on_step, i + 1, len(times))
     except BaseException:
         for p in paths:
@@ -105,9 +118,9 @@ def _export_folder(output_dir: str, filename_prefix: str) -> tuple[str, str]:
     return parent, stem
 
 
-def export_scene(scene: Scene4D, output_dir: str, filename_prefix: str, num_frames: int, *,
-                 on_step: StepFn | None = None) -> list[str]:
-    """PLY per frame (``num_frames`` times evenly over ``scene.time_range``) + ``scene4d.safetensors`` into
+def export_scene(scene: Scene4D, output_dir: str, filename_prefix: str, num_frames: int, *, ext: str = "ply",
+                 frame_bytes: FrameBytes | None = None, on_step: StepFn | None = None) -> list[str]:
+    """A file per frame (PLY, or ``ext`` by ``frame_bytes``, as ``export_frames``) (``num_frames`` times evenly over ``scene.time_range``) + ``scene4d.safetensors`` into
     ``output_dir/<prefix>_<NNNNN>/``, the first free number; returns the paths relative to output_dir.
 
     ``on_step(done, num_frames + 1)`` after each file. The folder appears only when every file is written
@@ -127,7 +140,8 @@ def export_scene(scene: Scene4D, output_dir: str, filename_prefix: str, num_fram
     times = torch.linspace(t0, t1, int(num_frames)) if num_frames > 1 else torch.tensor([t0])
     try:
         names = [os.path.basename(p) for p in
-                 export_frames(scene, times, staging, on_step=lambda done, _: report(on_step, done, total))]
+                 export_frames(scene, times, staging, ext=ext, frame_bytes=frame_bytes,
+                               on_step=lambda done, _: report(on_step, done, total))]
         names.append(os.path.basename(save_scene4d(scene, os.path.join(staging, "scene4d.safetensors"))))
         report(on_step, total, total)  # the last chance to cancel: nothing may raise after the rename
         while True:  # another export may have taken the number meanwhile: take the next free one

@@ -181,11 +181,12 @@ def _homogeneous(P: Tensor) -> Tensor:
 def _run_chunk(net: torch.nn.Module, frames: Tensor, size: tuple[int, int]) -> dict:
     """frames (n, H, W, 3) in [0, 1], any device -> DA3 outputs on CPU float32 at the DA3 input size (resized and
     normalised on the network's device)."""
-    p = next(net.parameters())
-    x = _resize(frames.to(p.device).permute(0, 3, 1, 2).float(), size).clamp(0, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=p.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=p.device).view(1, 3, 1, 1)
-    x = ((x - mean) / std)[None].to(dtype=p.dtype)  # (1, n, 3, h, w)
+    p = next(net.parameters())  # a wrapped host model may say where its input goes (``da3_core.CoreDA3Net``)
+    device, dtype = getattr(net, "input_device", p.device), getattr(net, "input_dtype", p.dtype)
+    x = _resize(frames.to(device).permute(0, 3, 1, 2).float(), size).clamp(0, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = ((x - mean) / std)[None].to(dtype=dtype)  # (1, n, 3, h, w)
     with torch.inference_mode():
         out = net(x, ref_view_strategy="first")
     return {k: out[k][0].detach().float().cpu() for k in ("depth", "depth_conf", "extrinsics", "intrinsics")}

@@ -134,9 +134,11 @@ def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = Tru
     if (cfg.dim, cfg.num_heads, cfg.num_blocks) != (expect.dim, expect.num_heads, expect.num_blocks):
         raise ValueError(f"adapter (dim={cfg.dim}, heads={cfg.num_heads}, blocks={cfg.num_blocks}) does not fit the "
                          f"model (dim={expect.dim}, heads={expect.num_heads}, blocks={expect.num_blocks})")
+    check_one_device(model)
     m = model.clone()
     adapter.to(model.offload_device)
     sub = comfy.model_patcher.ModelPatcher(adapter, load_device=model.load_device, offload_device=model.offload_device)
+    sub.cached_patcher_init = (_no_device_copy, ())  # what core (0.33+) calls to re-create a model on another GPU
     m.set_additional_models(KEY, [sub])
     m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _make_wrapper())
@@ -145,6 +147,25 @@ def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = Tru
     for i in range(cfg.num_blocks):
         m.set_model_patch_replace(_make_block(adapter.blocks[i], i, skip_zero_branches), "dit", "double_block", i)
     return m if ablation is None else with_ablation(m, ablation)
+
+
+MULTI_GPU = ("model: comes through core's MultiGPU CFG Split (MultiGPU_WorkUnits), which Full4DSampler does not run "
+             "under: core re-creates the base model on each extra GPU without the Full-4D adapter. Remove that node "
+             "and put Full4DParallel after Full4DAdapterLoader instead (cond / uncond and views on several GPUs)")
+
+
+def check_one_device(model) -> None:
+    """ValueError (MULTI_GPU) when core's multi-GPU CFG split (0.33+) prepared ``model`` for extra devices."""
+    if model.get_additional_models_with_key("multigpu"):
+        raise ValueError(MULTI_GPU)
+
+
+def _no_device_copy(*args, **kwargs):
+    """Core's factory hook for copying a model to another device (``ModelPatcher.cached_patcher_init``): the adapter
+    has no loader to re-run, so say what to use instead of core's 'loader does not support multigpu'."""
+    raise ValueError("model: core asked to re-create the Full-4D adapter on another device (MultiGPU CFG Split, "
+                     "MultiGPU_WorkUnits, placed after Full4DAdapterLoader); it cannot. Remove that node and put "
+                     "Full4DParallel after Full4DAdapterLoader instead (cond / uncond and views on several GPUs)")
 
 
 def get_adapter(model) -> Full4DAdapter | None:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..common.progress import StepFn, report
 from ..diffusion.packing import activation_bytes, check_latents, pack_pass, view_groups
-from .patch import ABLATION_KEY, _wan, get_adapter, with_ablation, with_rig
+from .patch import ABLATION_KEY, _wan, check_one_device, get_adapter, with_ablation, with_rig
 
 POOL_KEY = "full4d_pool"  # model_options entry: the worker pool that samples this model (host/pool.py)
 
@@ -67,6 +67,7 @@ def sample_full4d(model, positive: list, negative: list, source: Tensor, project
     """
     if get_adapter(model) is None:
         raise ValueError("model: no Full-4D adapter attached; connect the MODEL through Full4DAdapterLoader")
+    check_one_device(model)
     V = int(cams.shape[0])
     check_latents(source, projections, V)
     check_sampler_args(sampler_name, scheduler, steps)
