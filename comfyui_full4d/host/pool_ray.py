@@ -100,11 +100,12 @@ class RayPool(BasePool):
         ray = self._ray = import_ray(self.spec.ray_address)
         gpu = self.spec.devices[0] != "cpu"
         need = {"GPU" if gpu else "CPU": float(self.spec.world)}
-        free = ray.available_resources()
-        short = {k: v for k, v in need.items() if free.get(k, 0.0) < v}
-        if short:
+        t0 = time.monotonic()
+        while not (have := ray.cluster_resources()) and time.monotonic() - t0 < 10.0:  # a new node reports late
+            time.sleep(TICK_S)
+        if any(have.get(k, 0.0) < v for k, v in need.items()):
             raise RuntimeError(f"devices: {self.spec.world} Ray actors need {need}, the Ray cluster at "
-                               f"{self.spec.ray_address!r} has {({k: free.get(k, 0.0) for k in need})} free; "
+                               f"{self.spec.ray_address!r} has {({k: have.get(k, 0.0) for k in need})} in all; "
                                f"use fewer devices or add machines (ray status)")
         pack = str(Path(__file__).resolve().parents[2])  # where comfyui_full4d lives, for the actors' imports
         env = {"PYTHONPATH": os.pathsep.join(p for p in (pack, os.environ.get("PYTHONPATH")) if p)}
