@@ -78,7 +78,8 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     assert time.monotonic() - t_cancel["t"] < 5.0
     assert get_pool(spec) is pool and pool.alive  # reused after an interrupt
     assert (pool.sample(job) - ref).abs().max().item() <= 1e-6
-    with pytest.raises(RuntimeError, match=r"worker . \(pid \d+\) failed: ValueError: steps must be >= 1"):  # every rank rejects it
+    rejected = r"worker . \(pid \d+\) failed: ValueError: steps must be >= 1"  # every rank rejects it
+    with pytest.raises(RuntimeError, match=rejected):
         pool.sample(dict(job, steps=0))
     assert pool.alive
 

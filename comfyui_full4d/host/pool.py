@@ -39,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PoolSpec", "BasePool", "WorkerPool", "serve", "get_pool", "shutdown_all", "WorkerDied", "parse_devices", "with_pool"]
+__all__ = ["PoolSpec", "BasePool", "WorkerPool", "serve", "get_pool", "shutdown_all", "WorkerDied", "parse_devices",
+           "with_pool"]
 
 TICK_S = 0.2
 PARENT_POLL_S = 1.0  # idle workers check this often that the server still runs
