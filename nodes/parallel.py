@@ -1,4 +1,4 @@
-"""Full4DParallel: sample a Full-4D MODEL on several devices of this machine (docs/distributed.md)."""
+"""Full4DParallel: sample a Full-4D MODEL on several devices of this machine or a Ray cluster (docs/distributed.md)."""
 
 from comfy_api.latest import io
 
@@ -31,22 +31,26 @@ class Full4DParallel(io.ComfyNode):
                                         "24 heads and be at most the views). auto: CFG split when even."),
                 io.Combo.Input("weight_dtype", options=DTYPES, default="default",
                                tooltip="Weight dtype the workers load the model in (as Load Diffusion Model)."),
+                io.String.Input("ray_address", default="", optional=True,
+                                tooltip="Empty: worker processes of this machine. local: a private Ray on this "
+                                        "machine; host:6379 / ray://host:10001 / auto: the actors of that Ray "
+                                        "cluster (devices gpu:N or cpu:N; needs pip install ray)."),
             ],
             outputs=[io.Model.Output(tooltip="The model, sampled by the workers in Full4DSampler.")],
         )
 
     @classmethod
-    def validate_inputs(cls, devices, layout, **kw):
+    def validate_inputs(cls, devices, layout, ray_address="", **kw):
         try:
-            parse_devices(devices)
+            parse_devices(devices, ray=bool((ray_address or "").strip()))
         except ValueError as e:
             return str(e)
         return True
 
     @classmethod
-    def execute(cls, model, unet_name, devices, layout, weight_dtype) -> io.NodeOutput:
+    def execute(cls, model, unet_name, devices, layout, weight_dtype, ray_address="") -> io.NodeOutput:
         dtype = None if weight_dtype == "default" else weight_dtype
-        return io.NodeOutput(with_pool(model, full_path(UNETS, unet_name), devices, layout, dtype))
+        return io.NodeOutput(with_pool(model, full_path(UNETS, unet_name), devices, layout, dtype, ray_address or ""))
 
 
 NODES: list[type[io.ComfyNode]] = [Full4DParallel]

@@ -1,5 +1,6 @@
 """Full4DParallel in the real server (CPU workers, gloo): the same latents as one process, cancel within 5 s,
-a killed worker fails the prompt with a clear message and the next prompt runs."""
+a killed worker or one that raises mid-sample (FULL4D_TEST_FAULT, set on the server by conftest.py) fails the
+prompt with a clear message and the next prompt runs; the same on Ray actors (ray_address "local")."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def files(comfy_server, comfy_host, tmp_path_factory):  # comfy_host: writing th
     return made
 
 
-def _prompt(steps: int, parallel: bool, prefix: str) -> dict:
+def _prompt(steps: int, parallel: bool, prefix: str, ray: str = "") -> dict:
     p = sampler_prompt(MODEL, steps)
     p["2"]["inputs"]["adapter"] = ADAPTER
     p["7"]["inputs"]["include_source"] = False
@@ -39,6 +40,8 @@ def _prompt(steps: int, parallel: bool, prefix: str) -> dict:
     if parallel:
         p["9"] = {"class_type": "Full4DParallel", "inputs": {"model": ["2", 0], "unet_name": MODEL, "devices": "cpu:2",
                                                             "layout": "1x2", "weight_dtype": "default"}}
+        if ray:  # appended input: prompts without it keep the worker processes
+            p["9"]["inputs"]["ray_address"] = ray
         p["7"]["inputs"]["model"] = ["9", 0]
     return p
 
@@ -102,3 +105,41 @@ def test_parallel_prompt_matches_one_process_then_cancel_then_dead_worker(comfy_
     assert time.monotonic() - t["t"] < 5.0
     again, _ = comfy_server.run_ws(_prompt(2, True, "again"), timeout=600)  # a new pool
     assert (_latent(comfy_server, again) - ref).abs().max().item() <= 1e-6
+
+
+def _fails_then_next_runs(server, ray: str, ref: torch.Tensor, who: str) -> None:
+    """A 7-step prompt: rank 1 raises after step 1 (the server's FULL4D_TEST_FAULT); the prompt fails within 5 s
+    of the first progress message naming the worker and its error, and the next prompt runs on new workers."""
+    from host import PromptFailed
+
+    seen, t, on_message = _cancel_on_progress(server, lambda: None)
+    with pytest.raises(PromptFailed) as info:
+        server.run_ws(_prompt(7, True, "fault" + ray, ray), timeout=600, on_message=on_message)
+    msg = str(info.value)
+    assert f"Full4DParallel: worker 1 ({who}" in msg and "failed: RuntimeError: FULL4D_TEST_FAULT" in msg, msg[:2000]
+    assert "the other workers were stopped" in msg
+    assert time.monotonic() - t["t"] < 5.0
+    again, _ = server.run_ws(_prompt(2, True, "after_fault" + ray, ray), timeout=600)
+    assert (_latent(server, again) - ref).abs().max().item() <= 1e-6
+
+
+def test_failing_worker_fails_the_prompt_then_the_next_runs(comfy_server, files):
+    one, _ = comfy_server.run_ws(_prompt(2, False, "one_f"), timeout=600)
+    _fails_then_next_runs(comfy_server, "", _latent(comfy_server, one), who="pid")
+
+
+def test_ray_workers_match_one_process_then_cancel_then_fault(comfy_server, files):
+    pytest.importorskip("ray")
+    from host import PromptFailed
+
+    one, _ = comfy_server.run_ws(_prompt(2, False, "one_r"), timeout=600)
+    ref = _latent(comfy_server, one)
+    two, _ = comfy_server.run_ws(_prompt(2, True, "ray", "local"), timeout=600)
+    assert (_latent(comfy_server, two) - ref).abs().max().item() <= 1e-6
+
+    seen, t, on_message = _cancel_on_progress(comfy_server, comfy_server.interrupt)
+    with pytest.raises(PromptFailed) as info:
+        comfy_server.run_ws(_prompt(1000, True, "ray_cancel", "local"), timeout=600, on_message=on_message)
+    assert seen.is_set() and "interrupted" in str(info.value)
+    assert time.monotonic() - t["t"] < 5.0
+    _fails_then_next_runs(comfy_server, "local", ref, who="Ray actor, pid")

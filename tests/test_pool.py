@@ -1,7 +1,7 @@
 """The in-server worker pool (host/pool.py): two CPU workers (gloo, 1x2 Ulysses) loading a tiny 2-head Wan2.2 and a
 random adapter from files through the host's loaders give the one-process result; interrupt stops them within
-5 s and the pool is reused; a killed worker fails the call with a clear error within 5 s and the next call
-starts a new pool."""
+5 s and the pool is reused; a killed worker, or one that raises mid-sample (the FULL4D_TEST_FAULT hook), fails
+the call with a clear error within 5 s and the next call starts a new pool."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     assert time.monotonic() - t_cancel["t"] < 5.0
     assert get_pool(spec) is pool and pool.alive  # reused after an interrupt
     assert (pool.sample(job) - ref).abs().max().item() <= 1e-6
-    with pytest.raises(RuntimeError, match="worker .: ValueError: steps must be >= 1"):  # every rank rejects it
+    rejected = r"worker . \(pid \d+\) failed: ValueError: steps must be >= 1"  # every rank rejects it
+    with pytest.raises(RuntimeError, match=rejected):
         pool.sample(dict(job, steps=0))
     assert pool.alive
 
@@ -126,6 +127,46 @@ def test_parallel_node_feeds_the_sampler(setup, comfy_host):
     out = sampler.execute(model=pooled, **args).result[0]["samples"]
     assert out.shape == ref.shape == (V - 1, 48, T, H, W)
     assert (out - ref).abs().max().item() <= 1e-6
+
+
+FAULT = "1:7"  # rank 1 raises after step 1 of a 7-step job (pool.FAULT_ENV, read by the workers at start)
+
+
+def run_with_fault(pool, get_pool, spec, job, ref, who: str) -> None:
+    """A 7-step job: rank 1 raises after step 1 while rank 0 waits for it in an all-to-all. The call fails
+    within 5 s of step 1 naming the worker and its error, every worker of the pool is gone, and the next
+    call gets a new pool that runs (the fault fires on 7-step jobs only)."""
+    t = {}
+
+    def first_step(done, total):
+        if done >= 1:
+            t.setdefault("t", time.monotonic())
+
+    named = f"worker 1 \\({who}.*\\) failed: RuntimeError: FULL4D_TEST_FAULT"
+    with pytest.raises(RuntimeError, match=named) as info:
+        pool.sample(dict(job, steps=7), on_step=first_step)
+    assert time.monotonic() - t["t"] < 5.0
+    assert "the other workers were stopped" in str(info.value)
+    assert not pool.alive
+    fresh = get_pool(spec)
+    assert fresh is not pool and fresh.alive
+    assert (fresh.sample(job) - ref).abs().max().item() <= 1e-6
+
+
+@pytest.mark.slow  # starts worker processes
+def test_failing_rank_fails_the_call_then_the_next_runs(setup, monkeypatch):
+    from comfyui_full4d.host.pool import FAULT_ENV, get_pool, shutdown_all
+
+    files, spec = setup
+    job = _job(files, steps=2)
+    ref = _one_process(files, job)
+    shutdown_all()
+    monkeypatch.setenv(FAULT_ENV, FAULT)  # spawned workers inherit it
+    pool = get_pool(spec)
+    procs = list(pool.procs)
+    run_with_fault(pool, get_pool, spec, job, ref, who="pid")
+    assert not any(p.is_alive() for p in procs)
+    shutdown_all()  # its workers carry the fault
 
 
 _ORPHAN = """
