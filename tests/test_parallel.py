@@ -21,11 +21,11 @@ ATTENTION = {  # (V, F, S, rule switches): U dividing V or not, mask rules on an
     3: [(3, 4, 6, {}), (4, 4, 6, {}), (5, 2, 3, {})],
     4: [(4, 4, 6, {}), (6, 4, 6, {})],
 }
-HOST = {  # (name, kind, layout, V)
+HOST = {  # (name, kind, layout, V); ":views" keeps whole views where auto would shard tokens (test_parallel_tokens.py)
     2: [("call", "call", "1x2", 4), ("sample", "sample", "1x2", 4), ("cfg", "sample", "2x1", 3)],
-    3: [("call3", "call", "1x3", 3), ("call4", "call", "1x3", 4), ("sample4", "sample", "1x3", 4),
-        ("free4", "free", "1x3", 4)],
-    4: [("cfg_u2", "sample", "2x2", 4), ("u4_v6", "call", "1x4", 6), ("free_cfg_u2", "free", "2x2", 4)],
+    3: [("call3", "call", "1x3", 3), ("call4", "call", "1x3:views", 4), ("sample4", "sample", "1x3:views", 4),
+        ("free4", "free", "1x3:views", 4)],
+    4: [("cfg_u2", "sample", "2x2", 4), ("u4_v6", "call", "1x4:views", 6), ("free_cfg_u2", "free", "2x2", 4)],
 }
 
 

@@ -51,7 +51,7 @@ from comfy.ldm.flux.math import apply_rope1
 
 from ..diffusion.adapter import AdapterConfig, Full4DAdapter, load_adapter
 from ..diffusion.ablation import Ablation
-from .parallel import MESH_KEY, split_call
+from .parallel import MESH_KEY, modulation, shard_self_attention, sharded_block, split_call
 
 KEY = "full4d"
 RIG_KEY = "full4d_rig"
@@ -70,7 +70,9 @@ class Full4DRun:
     num_views V, frames F = 2T per view, tokens S per frame; freqs: fused RoPE (1, V*F*S, 1, D/2, 2, 2);
     cams: (V, 12); blocks: the WanModel's blocks being run; ablation: the Tab. 4 switches (all on: full model).
     On a Ulysses rank (``host.parallel``) the rows hold the views ``views = (a, b)`` of each scene, freqs are
-    theirs only and ``attend`` is the all-to-all fused attention (``parallel.ulysses_attention``).
+    theirs only and ``attend`` is the all-to-all fused attention (``parallel.ulysses_attention``); in the token
+    layout the rows hold every view, ``shard`` says which of each view's tokens this rank holds (the blocks see
+    those only), freqs are those tokens of every view (view-major) and ``attend`` is ``shard.attend``.
     """
 
     num_views: int
@@ -82,6 +84,7 @@ class Full4DRun:
     ablation: Ablation = Ablation()
     views: tuple[int, int] | None = None  # views a..b-1 of each scene in this call's rows; None: all
     attend: Any = None  # the fused attention; None: attention.fused_tv_attention
+    shard: Any = None  # parallel.TokenShard in the token layout; None: whole views
 
 
 def _wan(model) -> wan.WanModel:
@@ -257,9 +260,9 @@ def _make_wrapper() -> Callable:
         if MESH_KEY in transformer_options:  # this rank's views only (host/parallel.py)
             L = run.frames * S
 
-            def run_for(views: tuple[int, int], attend) -> dict:  # their fused RoPE; all cameras, sliced in blocks
-                freqs = run.freqs[:, views[0] * L:views[1] * L]
-                return {RUN_KEY: dataclasses.replace(run, freqs=freqs, views=views, attend=attend)}
+            def run_for(views: tuple[int, int] | None, attend, shard) -> dict:  # their fused RoPE; all cameras
+                freqs = run.freqs[:, views[0] * L:views[1] * L] if shard is None else shard.local(run.freqs, V)
+                return {RUN_KEY: dataclasses.replace(run, freqs=freqs, views=views, attend=attend, shard=shard)}
 
             return split_call(executor, transformer_options[MESH_KEY], V, L, run_for, x, t2, context,
                               time_dim_concat, opts, **kwargs)
@@ -290,29 +293,42 @@ def _make_block(adapter_block, index: int, skip_zero: bool) -> Callable:
         run: Full4DRun | None = to.get(RUN_KEY)
         if run is None:
             return extra["original_block"](args)
-        return {"img": _block_forward(run.blocks[index], adapter_block, run, args["img"], args["vec"], args["pe"],
-                                      args["txt"], to, skip_zero)}
+
+        def forward(x: Tensor, freqs: Tensor) -> Tensor:
+            return _block_forward(run.blocks[index], adapter_block, run, x, args["vec"], freqs, args["txt"], to,
+                                  skip_zero)
+
+        return {"img": sharded_block(run.shard, index, len(run.blocks), args["img"], args["pe"], forward)}
 
     return full4d_block
 
 
 def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tensor, context: Tensor, to: dict,
                    skip_zero: bool = False) -> Tensor:
-    """``WanAttentionBlock.forward`` with the adapter (module docstring); x (B, F*S, C), e (B, F, 6, C)."""
+    """``WanAttentionBlock.forward`` with the adapter (module docstring); x (B, F*S, C), e (B, F, 6, C).
+
+    Token layout (``run.shard``): x (B, n, C) this rank's n tokens of every view, freqs their RoPE rows."""
     mod = comfy.model_management.cast_to(block.modulation, dtype=x.dtype, device=x.device)
     e = (mod.unsqueeze(0) + e).unbind(2) if e.ndim == 4 else (mod + e).chunk(6, dim=1)
     x = x.contiguous()
-    u = torch.addcmul(wan.repeat_e(e[0], x), block.norm1(x), 1 + wan.repeat_e(e[1], x))
-    y = block.self_attn(u, freqs, transformer_options=to)
     B, L, C = x.shape
+    want = run.frames * run.tokens if run.shard is None else run.shard.hi - run.shard.lo
+    if L != want:
+        part = "" if run.shard is None else f", tokens {run.shard.lo}..{run.shard.hi - 1} of each view on this rank"
+        raise ValueError(f"Full-4D: block sees {L} tokens, expected {want} ({run.frames} frames x {run.tokens} "
+                         f"tokens{part})")
+    rep = modulation(run.shard, x)
+    u = torch.addcmul(rep(e[0]), block.norm1(x), 1 + rep(e[1]))
+    if run.shard is None:
+        y = block.self_attn(u, freqs, transformer_options=to)
+    else:
+        y = shard_self_attention(block.self_attn, u, freqs, run.shard, to)
     V = run.num_views if run.views is None else run.views[1] - run.views[0]
-    if L != run.frames * run.tokens:
-        raise ValueError(f"Full-4D: block sees {L} tokens, expected {run.frames} frames x {run.tokens} tokens")
     if not (skip_zero and _is_zero(ab.cam.fc2)):
         cam = ab.camera_embedding(run.cams.to(x.dtype)).to(x.dtype)  # (V, C), all views: same rounding everywhere
         cam = cam if run.views is None else cam[run.views[0]:run.views[1]]
         y = y + cam.repeat(B // V, 1)[:, None, :]
-    x = torch.addcmul(x, y, wan.repeat_e(e[2], x))
+    x = torch.addcmul(x, y, rep(e[2]))
     del y
     sw = run.ablation
     if sw.fused_attention and not (skip_zero and _is_zero(ab.tv_proj)):
@@ -323,8 +339,8 @@ def _block_forward(block, ab, run: Full4DRun, x: Tensor, e: Tensor, freqs: Tenso
                          **shard)
         x = x + fused.reshape(B, L, C).to(x.dtype)
     x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
-    y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
-    return torch.addcmul(x, y, wan.repeat_e(e[5], x))
+    y = block.ffn(torch.addcmul(rep(e[3]), block.norm2(x), 1 + rep(e[4])))
+    return torch.addcmul(x, y, rep(e[5]))
 
 
 NONE_ADAPTER = "none (zero-init)"

@@ -129,7 +129,7 @@ def with_pool(model, unet_path: str, devices: str, layout: str = "auto", dtype: 
         raise ValueError(f"layout: {layout!r} needs {lay.world} workers, devices {devices!r} gives {len(devs)}")
     comfyui = str(Path(comfy.model_management.__file__).resolve().parents[1])  # the server's own host
     spec = PoolSpec(comfyui=comfyui, model=str(unet_path), adapter=model.model_options[ADAPTER_FILE_KEY],
-                    layout=f"{lay.cfg}x{lay.ulysses}", devices=devs, dtype=dtype, ray_address=ray_address)
+                    layout=lay.name, devices=devs, dtype=dtype, ray_address=ray_address)
     m = model.clone()
     m.model_options[POOL_KEY] = spec
     return m

@@ -64,7 +64,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--adapter", default=None, help="Full-4D adapter file (default: zero-init, the base model per view)")
     p.add_argument("--scene", required=True, help="scene file (save_scene)")
     p.add_argument("--out", required=True, help="output safetensors (written by rank 0)")
-    p.add_argument("--layout", default="auto", help="CxU: C=2 CFG split, U-way Ulysses; auto: CFG split when even")
+    p.add_argument("--layout", default="auto", help="CxU: C=2 CFG split, U-way Ulysses; auto: CFG split when even; "
+                   "append :views or :tokens to choose how U splits a scene (default: views when U divides V)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=5.0)
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     sent = dict(mesh.stats.sent) if mesh is not None else {}
     if rank == 0:
-        meta = {"layout": f"{layout.cfg}x{layout.ulysses}", "wall_s": f"{wall:.3f}",
+        meta = {"layout": layout.name, "wall_s": f"{wall:.3f}",
                 **{f"bytes_sent_rank0_{k}": str(v) for k, v in sent.items()}}
         save_tensors(a.out, {"samples": out}, metadata=meta)
-        print(f"full4d: {layout.cfg}x{layout.ulysses} on {world} process(es): {wall:.2f} s, rank 0 sent {sent}",
+        print(f"full4d: {layout.name} on {world} process(es): {wall:.2f} s, rank 0 sent {sent}",
               file=sys.stderr, flush=True)
     if world > 1:
         dist.barrier()

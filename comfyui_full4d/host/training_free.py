@@ -29,7 +29,6 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import comfy.ldm.wan.model as wan
 import comfy.model_base
 import comfy.model_management
 import comfy.patcher_extension
@@ -43,7 +42,7 @@ from ..common.progress import StepFn, report
 from ..diffusion.packing import check_latents
 from ..diffusion.training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
                              schedule_from, soft_latent_mask, stop_sigma)
-from .parallel import MESH_KEY, split_call
+from .parallel import MESH_KEY, modulation, sharded_block, split_call
 from .patch import _wan, get_adapter
 from .sampling import check_sampler_args, with_shift
 
@@ -87,13 +86,15 @@ def with_replacement(model, guided: Tensor, free: Tensor, sigma_stop: float):
 class _CrossViewRun:
     """Per-call layout: ``views`` rows per scene, ``frames`` latent frames each, the model's blocks; on a
     Ulysses rank (``host.parallel``) the rows hold views ``here = (a, b)`` of each scene and ``attend`` is the
-    all-to-all attention."""
+    all-to-all attention; in the token layout the rows hold every view, ``shard`` (``parallel.TokenShard``) says
+    which tokens of each view this rank holds and ``attend`` is ``shard.attend``."""
 
     views: int
     frames: int
     blocks: Any
     here: tuple[int, int] | None = None
     attend: Any = None
+    shard: Any = None
 
 
 def with_cross_view(model, num_views: int):
@@ -127,7 +128,8 @@ def _cross_view_wrapper(executor, x, timestep, context, clip_fea=None, time_dim_
         p = executor.class_obj.patch_size
         S = -(-x.shape[3] // p[1]) * -(-x.shape[4] // p[2])
         return split_call(executor, transformer_options[MESH_KEY], run.views, run.frames * S,
-                          lambda here, attend: {KEY: dataclasses.replace(run, here=here, attend=attend)},
+                          lambda here, attend, shard: {KEY: dataclasses.replace(run, here=here, attend=attend,
+                                                                                shard=shard)},
                           x, timestep, context, None, opts, **kwargs)
     return executor(x, timestep, context, clip_fea, time_dim_concat, opts, **kwargs)
 
@@ -137,8 +139,10 @@ def _make_block(index: int) -> Callable:
         run: _CrossViewRun | None = args["transformer_options"].get(KEY)
         if run is None:
             return extra["original_block"](args)
-        return {"img": _block_forward(run.blocks[index], run, args["img"], args["vec"], args["pe"], args["txt"],
-                                      args["transformer_options"])}
+        def forward(x: Tensor, freqs: Tensor) -> Tensor:
+            return _block_forward(run.blocks[index], run, x, args["vec"], freqs, args["txt"], args["transformer_options"])
+
+        return {"img": sharded_block(run.shard, index, len(run.blocks), args["img"], args["pe"], forward)}
 
     return full4d_cross_view_block
 
@@ -149,15 +153,17 @@ def _block_forward(block, run: _CrossViewRun, x: Tensor, e: Tensor, freqs: Tenso
     mod = comfy.model_management.cast_to(block.modulation, dtype=x.dtype, device=x.device)
     e = (mod.unsqueeze(0) + e).unbind(2) if e.ndim == 4 else (mod + e).chunk(6, dim=1)
     x = x.contiguous()
-    u = torch.addcmul(wan.repeat_e(e[0], x), block.norm1(x), 1 + wan.repeat_e(e[1], x))
-    x = torch.addcmul(x, _shared_self_attention(block.self_attn, u, freqs, run), wan.repeat_e(e[2], x))
+    rep = modulation(run.shard, x)  # wan.repeat_e, or its rows of this rank's tokens (token layout)
+    u = torch.addcmul(rep(e[0]), block.norm1(x), 1 + rep(e[1]))
+    x = torch.addcmul(x, _shared_self_attention(block.self_attn, u, freqs, run), rep(e[2]))
     x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
-    y = block.ffn(torch.addcmul(wan.repeat_e(e[3], x), block.norm2(x), 1 + wan.repeat_e(e[4], x)))
-    return torch.addcmul(x, y, wan.repeat_e(e[5], x))
+    y = block.ffn(torch.addcmul(rep(e[3]), block.norm2(x), 1 + rep(e[4])))
+    return torch.addcmul(x, y, rep(e[5]))
 
 
 def _shared_self_attention(sa, u: Tensor, freqs: Tensor, run: _CrossViewRun) -> Tensor:
-    """``WanSelfAttention.forward`` (its own q/k/v/o, norms and RoPE) with attention over the scene."""
+    """``WanSelfAttention.forward`` (its own q/k/v/o, norms and RoPE) with attention over the scene; u (B, L, C)
+    with L the view's tokens, or this rank's of them in the token layout (the scene is then view-major chunks)."""
     B, L, C = u.shape
     n, d = sa.num_heads, sa.head_dim
     V = run.views if run.here is None else run.here[1] - run.here[0]  # views in these rows
