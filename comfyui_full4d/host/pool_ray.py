@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from .pool import FAULT_ENV, TICK_S, BasePool, PoolSpec, _free_port, serve
+from .pool_worker import FAULT_ENV, TICK_S, BasePool, _free_port, serve
 
 __all__ = ["RayPool", "import_ray"]
 
@@ -55,7 +55,7 @@ def import_ray(address: str):
 class _Actor:
     """One worker: ``serve`` in a thread of a threaded Ray actor (``max_concurrency``), fed through local queues."""
 
-    def __init__(self, spec: PoolSpec):
+    def __init__(self, spec):  # spec: a pool.PoolSpec
         self.spec = spec
         self.jobs, self.results, self.stop = queue.Queue(), queue.Queue(), threading.Event()
 
