@@ -154,9 +154,11 @@ class Browser:
             for (const [id, named] of Object.entries(values)) {
                 const node = window.app.graph.getNodeById(Number(id));
                 for (const [name, v] of Object.entries(named)) {
-                    const w = node?.widgets?.find(w => w.name === name);
-                    if (!w) { missing.push(`${id}.${name}`); continue; }
-                    w.value = v; w.callback?.(v);
+                    // a dynamic combo's nested widget (0.33's SaveVideo: `format.codec`) takes the API
+                    // input's value too: the frontend queues the nested one, and setting `format` reset it
+                    const ws = (node?.widgets ?? []).filter(w => w.name === name || w.name.endsWith(`.${name}`));
+                    if (!ws.length) { missing.push(`${id}.${name}`); continue; }
+                    for (const w of ws) { w.value = v; w.callback?.(v); }
                 }
             }
             window.app.graph.setDirtyCanvas(true, true);
