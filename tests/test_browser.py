@@ -417,20 +417,25 @@ def test_demo_workflow_runs_from_page(browser, artifacts):
     assert not browser.pack_errors(), browser.pack_errors()
 
 
-def test_preview_widget_in_browser(browser, comfy_server, artifacts):
-    """Three PLY frames of a red/green ball moving along +x, previewed from a node built by hand."""
-    _write_frames(comfy_server.output_dir / "browser_preview")
-    page = browser.page
-    page.evaluate("""() => {
+
+def add_ply_preview_node(browser: "Browser", ply_path: str, size: tuple[int, int] | None = None) -> None:
+    """A fresh graph with one ``Full4DSplatPreview`` reading ``ply_path`` (output-relative glob), in view at scale 1."""
+    browser.page.evaluate("""([path, size]) => {
         const app = window.app;
         app.graph.clear();
         const node = window.LiteGraph.createNode("Full4DSplatPreview");
         node.pos = [50, 50];
         app.graph.add(node);
-        node.widgets.find(w => w.name === "ply_path").value = "browser_preview/frame_*.ply";
-        node.setSize([600, 620]);
+        node.widgets.find(w => w.name === "ply_path").value = path;
+        if (size) node.setSize(size);
         app.canvas.ds.offset = [20, 60]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true);
-    }""")
+    }""", [ply_path, list(size) if size else None])
+
+def test_preview_widget_in_browser(browser, comfy_server, artifacts):
+    """Three PLY frames of a red/green ball moving along +x, previewed from a node built by hand."""
+    _write_frames(comfy_server.output_dir / "browser_preview")
+    page = browser.page
+    add_ply_preview_node(browser, "browser_preview/frame_*.ply", size=(600, 620))
     hist = browser.queue_and_wait(timeout=120)
     assert hist.get("status", {}).get("status_str") == "success", json.dumps(hist.get("status"))[:3000]
     browser.wait_label("t 1/3")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_browser import (CHROMIUM, PREVIEW_JS, WORKFLOWS, Browser, _pixels, _write_frames, browser_page,
+from test_browser import (CHROMIUM, PREVIEW_JS, WORKFLOWS, Browser, _pixels, _write_frames, add_ply_preview_node,
+                          browser_page,
                           check_wheel_zoom, preview_canvas_centre, preview_view)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server,
@@ -81,15 +82,7 @@ def _assert_fills_node(b: Browser, what: str) -> None:
 def test_vue_preview_draws_orbits_scrubs_and_zooms(browser, comfy_server, artifacts):
     _write_frames(comfy_server.output_dir / "browser_preview_vue")
     page = browser.page
-    page.evaluate("""() => {
-        const app = window.app;
-        app.graph.clear();
-        const node = window.LiteGraph.createNode("Full4DSplatPreview");
-        node.pos = [50, 50];
-        app.graph.add(node);
-        node.widgets.find(w => w.name === "ply_path").value = "browser_preview_vue/frame_*.ply";
-        app.canvas.ds.offset = [20, 60]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true);
-    }""")
+    add_ply_preview_node(browser, "browser_preview_vue/frame_*.ply")
     hist = browser.queue_and_wait(timeout=120)
     assert hist.get("status", {}).get("status_str") == "success", json.dumps(hist.get("status"))[:3000]
     browser.wait_label("t 1/3")
