@@ -23,7 +23,9 @@ def declared_node_ids() -> set[str]:
 
 
 # nodes registered only where the host has the core type they produce (0.33+; absent on 0.3.75)
-CORE_TYPE_NODES = {"Full4DSceneToSplat": "comfy_extras/nodes_gaussian_splat.py"}
+CORE_TYPE_NODES = {"Full4DSceneToSplat": "comfy_extras/nodes_gaussian_splat.py",
+                   "Full4DDA3DepthFromCore": "comfy_extras/nodes_depth_anything_3.py",
+                   "Full4DGeometryFromDA3": "comfy_extras/nodes_depth_anything_3.py"}
 
 
 def expected_node_ids() -> set[str]:

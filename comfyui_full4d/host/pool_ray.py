@@ -46,6 +46,12 @@ def import_ray(address: str):
                            f"processes of this machine") from None
     if not ray.is_initialized():
         if address == LOCAL:
+            if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+                # Ray reads this once, at its import: when another package imported Ray first (seen in the full
+                # test suite) the private Ray would take the machine's address; apply it now
+                from ray._private import ray_constants
+
+                ray_constants.ENABLE_RAY_CLUSTER = False
             ray.init(include_dashboard=False, configure_logging=False)
         else:
             ray.init(address=address)
