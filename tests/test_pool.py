@@ -200,3 +200,36 @@ def test_workers_exit_when_the_server_dies(setup):
     for p in alive:  # do not leave them behind if the check failed
         os.kill(p, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived the server process"
+
+
+_MAIN = """
+import os, sys
+sys.path.insert(0, {repo!r})
+with open({marker!r}, "a") as f:
+    f.write("ran\\n")
+if __name__ == "__main__":
+    import contextlib
+    import multiprocessing as mp
+    from comfyui_full4d.host.pool import _main_script_hidden
+    hide = _main_script_hidden() if sys.argv[1] == "hide" else contextlib.nullcontext()
+    with hide:
+        p = mp.get_context("spawn").Process(target=os.getpid)
+        p.start()
+    p.join()
+    assert __file__ and p.exitcode == 0, p.exitcode
+"""
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_spawned_workers_do_not_rerun_the_server_script(tmp_path, hide):
+    """A worker must not re-run ComfyUI's main.py (prestartup scripts again; on 0.33 it fails to import, as
+    the host puts its comfy/ folder first on sys.path). The unhidden case shows the check sees a re-run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "main.py"
+    script.write_text(_MAIN.format(repo=str(Path(__file__).resolve().parents[1]), marker=str(marker)))
+    subprocess.run([sys.executable, str(script), "hide" if hide else "plain"], check=True, timeout=120, cwd=tmp_path)
+    assert marker.read_text().count("ran") == (1 if hide else 2)

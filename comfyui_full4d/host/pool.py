@@ -30,7 +30,10 @@ returns rank 0's result.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +127,31 @@ def with_pool(model, unet_path: str, devices: str, layout: str = "auto", dtype: 
     return m
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """While workers start, ``spawn`` does not re-run the server's script (ComfyUI's ``main.py``) in them.
+
+    A spawned child imports the parent's ``__main__.__file__`` before its target unless the main module has
+    neither a spec nor a file. A worker needs none of main.py (``serve`` imports the host itself), and re-running
+    it runs every custom node's prestartup script again and, on 0.33, fails: ComfyUI then has ``<host>/comfy``
+    first on ``sys.path`` (for old custom nodes), so main.py's ``import utils.install_util`` finds
+    ``comfy/utils.py``."""
+    main = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        if main is None or getattr(main, "__spec__", None) is not None or not hasattr(main, "__file__"):
+            yield
+            return
+        path = main.__file__
+        del main.__file__
+        try:
+            yield
+        finally:
+            main.__file__ = path
+
+
 def _worker(spec: PoolSpec, rank: int, port: int, jobs, results, stop) -> None:
     parent = os.getppid()
     serve(spec, rank, spec.devices[rank], f"tcp://127.0.0.1:{port}", jobs, results, stop,
@@ -143,8 +171,9 @@ class WorkerPool(BasePool):
         port = _free_port()
         self.procs = [ctx.Process(target=_worker, args=(self.spec, r, port, self._jobs[r], self._results, self._stop),
                                   daemon=True, name=f"full4d-worker-{r}") for r in range(self.spec.world)]
-        for p in self.procs:
-            p.start()
+        with _main_script_hidden():
+            for p in self.procs:
+                p.start()
 
     @property
     def alive(self) -> bool:
