@@ -100,10 +100,8 @@ class Full4DDA3DepthFromCore(io.ComfyNode):
 
     @classmethod
     def execute(cls, da3_model, images, static_camera, batch, process_res) -> io.NodeOutput:
-        geometry = estimate_depth(core_da3_model(da3_model, process_res), images, batch=batch,
-                                  static_camera=static_camera, process_res=process_res,
-                                  on_step=progress(images.shape[0]))
-        return io.NodeOutput(geometry, depth_preview(geometry))
+        return Full4DDA3Depth.execute(core_da3_model(da3_model, process_res), images, static_camera, batch,
+                                      process_res)
 
 
 class Full4DGeometryFromDA3(io.ComfyNode):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_full4d.geometry.da3_core import CoreDA3Net, geometry_from_da3, working_size
+from comfyui_full4d.geometry.da3_core import CoreDA3Net, geometry_from_da3
+from comfyui_full4d.geometry.depth import da3_input_size
 from comfyui_full4d.geometry.projection import project_to_cameras
 from host import host_has
 
@@ -49,7 +50,7 @@ def _packet(static_world=None) -> dict:
     depth = torch.full((2, H, W), Z)
     depth[1] = 3.0 + torch.rand(H, W, generator=torch.Generator().manual_seed(0))
     depth[1, 0, :5] = float("nan")  # invalid depth -> NaN, confidence 0
-    h, w = working_size(H, W, RES)
+    h, w = da3_input_size(H, W, RES)
     K_hw = K_TRUE.clone()
     K_hw[0] *= w / W
     K_hw[1] *= h / H
@@ -59,11 +60,11 @@ def _packet(static_world=None) -> dict:
 
 
 def test_working_size_is_the_half_size_here_and_rounds_to_the_patch():
-    assert working_size(H, W, RES) == (28, 42)
-    assert working_size(100, 300, 504, "upper_bound_resize") == (168, 504)
-    assert working_size(100, 300, 504, "lower_bound_resize") == (504, 1512)
+    assert da3_input_size(H, W, RES) == (28, 42)
+    assert da3_input_size(100, 300, 504, "upper_bound_resize") == (168, 504)
+    assert da3_input_size(100, 300, 504, "lower_bound_resize") == (504, 1512)
     with pytest.raises(ValueError, match="resize_method"):
-        working_size(H, W, RES, "nearest")
+        da3_input_size(H, W, RES, "nearest")
 
 
 def test_packet_gives_back_the_scenes_cameras_at_the_frame_size():
@@ -151,7 +152,7 @@ def test_working_size_matches_cores_preprocessing(comfy_host):
 
     for h, w, res in [(56, 84, 42), (384, 672, 504), (672, 384, 504), (100, 100, 98), (70, 200, 140)]:
         for method in ("upper_bound_resize", "lower_bound_resize"):
-            assert working_size(h, w, res, method) == compute_target_size(h, w, res, method), (h, w, res, method)
+            assert da3_input_size(h, w, res, method) == compute_target_size(h, w, res, method), (h, w, res, method)
 
 
 def _tiny_core_da3(comfy_host) -> str:

@@ -12,7 +12,7 @@ Plain torch: what core's DA3 gives, read from its source (``comfy/ldm/depth_anyt
 * a ``DA3_GEOMETRY`` packet (``Run Depth Anything 3``, multiview mode) holds ``depth`` (S, H, W) already resized to
   the image size (bilinear), ``confidence`` (S, H, W), ``extrinsics`` (1, S, 3, 4) world-to-camera in DA3's world
   (its reference view, not necessarily frame 0), and ``intrinsics`` (1, S, 3, 3) **at the working size**
-  ``(h, w) = working_size(H, W, resolution, resize_method)``, not at (H, W): ``K_HW = diag(W/w, H/h, 1) K_hw``
+  ``(h, w) = depth.da3_input_size(H, W, resolution, resize_method)``, not at (H, W): ``K_HW = diag(W/w, H/h, 1) K_hw``
   (exact for a per-axis resize in the pixel-centre convention). Mono mode has no cameras; a one-view multiview
   run gets identity placeholders. Both are refused (``geometry_from_da3``).
 """
@@ -22,12 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .depth import PATCH
-from .source import Geometry, scene_scale
+from .depth import RESIZE_METHODS, _homogeneous, da3_input_size, source_geometry
+from .source import Geometry
 
-__all__ = ["CoreDA3Net", "working_size", "geometry_from_da3", "RESIZE_METHODS"]
-
-RESIZE_METHODS = ("upper_bound_resize", "lower_bound_resize")
+__all__ = ["CoreDA3Net", "geometry_from_da3", "RESIZE_METHODS"]
 
 
 class CoreDA3Net(torch.nn.Module):
@@ -58,29 +56,6 @@ class CoreDA3Net(torch.nn.Module):
         return res
 
 
-def _round_to_patch(x: int) -> int:
-    down = (x // PATCH) * PATCH
-    return max(PATCH, down + PATCH if x - down >= PATCH / 2 else down)
-
-
-def working_size(H: int, W: int, resolution: int, resize_method: str = "upper_bound_resize") -> tuple[int, int]:
-    """(h, w) DA3 runs at for an (H, W) image: the longest (upper_bound_resize) or shortest (lower_bound_resize)
-    side scaled to ``resolution``, then each side rounded to the nearest multiple of the 14-pixel patch."""
-    if resize_method not in RESIZE_METHODS:
-        raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
-    if resolution < PATCH:
-        raise ValueError(f"resolution must be >= {PATCH}, got {resolution}")
-    s = resolution / (max(H, W) if resize_method == "upper_bound_resize" else min(H, W))
-    return _round_to_patch(int(round(H * s))), _round_to_patch(int(round(W * s)))
-
-
-def _homogeneous(P: Tensor) -> Tensor:
-    """(S, 3, 4) -> (S, 4, 4) float64."""
-    out = torch.eye(4, dtype=torch.float64).repeat(P.shape[0], 1, 1)
-    out[:, :3] = P.double()
-    return out
-
-
 def geometry_from_da3(packet: dict, resolution: int, resize_method: str = "upper_bound_resize",
                       static_camera: bool = True) -> Geometry:
     """Our Geometry from a core ``DA3_GEOMETRY`` packet of a video (views = frames, multiview mode).
@@ -104,7 +79,7 @@ def geometry_from_da3(packet: dict, resolution: int, resize_method: str = "upper
     if bool((K[:, 0, 0] == 1).all() and (K[:, 0, 2] == 0).all()):
         raise ValueError("da3_geometry: the cameras are placeholders (core's DA3 estimates none for a single "
                          "image); give Run Depth Anything 3 at least two frames")
-    h, w = working_size(H, W, resolution, resize_method)
+    h, w = da3_input_size(H, W, resolution, resize_method)
     pp = K[:, :2, 2].median(dim=0).values
     if not (0.75 * w < 2 * float(pp[0]) < 1.25 * w and 0.75 * h < 2 * float(pp[1]) < 1.25 * h):
         raise ValueError(f"resolution: DA3 ran at about {2 * float(pp[1]):.0f}x{2 * float(pp[0]):.0f} (h x w), not "
@@ -118,10 +93,5 @@ def geometry_from_da3(packet: dict, resolution: int, resize_method: str = "upper
     valid = torch.isfinite(depth) & (depth > 0) & torch.isfinite(conf)
     depth = torch.where(valid, depth, torch.full_like(depth, float("nan")))
     conf = torch.where(valid, conf, torch.zeros_like(conf))
-    Km = K.median(dim=0).values.float()
-    if static_camera:
-        return Geometry.static(depth, Km, conf=conf)
-    Eh = _homogeneous(E[:, :3, :4])
-    w2c = (Eh @ torch.linalg.inv(Eh[0])).float()  # x_cam_i = E_i E_0^-1 x_cam_0
-    w2c[0] = torch.eye(4)
-    return Geometry(depth=depth, K=Km, w2c=w2c, scale=scene_scale(depth[0], conf[0] > 0), conf=conf)
+    Eh = _homogeneous(E[:, :3, :4].double())
+    return source_geometry(depth, conf, K, Eh @ torch.linalg.inv(Eh[0]), static_camera)  # x_cam_i = E_i E_0^-1 x_cam_0

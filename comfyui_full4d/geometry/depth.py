@@ -46,12 +46,13 @@ from torch import Tensor
 from .source import Geometry, scene_scale
 from ..common.progress import StepFn, report
 
-__all__ = ["DA3Model", "build_da3", "load_da3", "da3_input_size", "estimate_depth", "depth_preview",
+__all__ = ["DA3Model", "build_da3", "load_da3", "da3_input_size", "estimate_depth", "source_geometry", "depth_preview",
            "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PATCH = 14
+RESIZE_METHODS = ("upper_bound_resize", "lower_bound_resize")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -133,11 +134,14 @@ def load_da3(folder: Union[str, Path], device: Union[str, torch.device] = "cpu",
     return DA3Model(net=net.to(device=device, dtype=dtype).eval(), name=name, process_res=int(process_res))
 
 
-def da3_input_size(H: int, W: int, process_res: int = 504) -> tuple[int, int]:
-    """DA3's "upper_bound_resize": longest side -> process_res, each side -> nearest multiple of 14."""
+def da3_input_size(H: int, W: int, process_res: int = 504, resize_method: str = "upper_bound_resize") -> tuple[int, int]:
+    """(h, w) DA3 runs at for an (H, W) image: the longest ("upper_bound_resize", the package's default) or
+    shortest ("lower_bound_resize") side -> process_res, then each side -> the nearest multiple of 14."""
+    if resize_method not in RESIZE_METHODS:
+        raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
     if process_res < PATCH:
         raise ValueError(f"process_res must be >= {PATCH}, got {process_res}")
-    s = process_res / max(H, W)
+    s = process_res / (max(H, W) if resize_method == "upper_bound_resize" else min(H, W))
     h, w = max(1, round(H * s)), max(1, round(W * s))
 
     def near(x: int) -> int:
@@ -242,10 +246,19 @@ def estimate_depth(model: Union[DA3Model, torch.nn.Module], frames: Tensor, batc
     if bad:
         warnings.warn(f"DA3 depth: {bad} of {depth.numel()} pixels are NaN/inf/non-positive; masked (conf 0)",
                       stacklevel=2)
-    K = torch.cat(Ks).median(dim=0).values
+    return source_geometry(depth, conf, torch.cat(Ks), torch.cat(w2c), static_camera)
+
+
+def source_geometry(depth: Tensor, conf: Tensor, K: Tensor, w2c: Tensor, static_camera: bool) -> Geometry:
+    """The source Geometry from DA3's per-frame outputs at the frame size (SPEC 3).
+
+    depth / conf (T, H, W) (invalid depth NaN, conf 0); K (T, 3, 3) in pixels at (H, W); w2c (T, 4, 4) relative
+    to frame 0. Returns K = the per-frame median, w2c with frame 0 the identity (every frame when
+    ``static_camera``), scale = median depth of frame 0."""
+    K = K.float().median(dim=0).values
     if static_camera:
         return Geometry.static(depth, K, conf=conf)
-    pose = torch.cat(w2c)
+    pose = w2c.float().clone()
     pose[0] = torch.eye(4)
     return Geometry(depth=depth, K=K, w2c=pose, scale=scene_scale(depth[0], conf[0] > 0), conf=conf)
 
