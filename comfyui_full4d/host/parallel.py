@@ -36,7 +36,8 @@ from torch import Tensor
 
 from ..diffusion.parallel import Mesh, TokenShard, gather_rows, ulysses_attention, view_split
 
-__all__ = ["with_mesh", "split_call", "sharded_block", "modulation", "shard_self_attention", "MESH_KEY"]
+__all__ = ["with_mesh", "split_call", "sharded_block", "modulation", "self_attention_qkv", "shard_self_attention",
+           "MESH_KEY"]
 
 MESH_KEY = "full4d_mesh"  # transformer_options entry: the Mesh a scene wrapper shards over
 
@@ -143,15 +144,22 @@ def modulation(shard: TokenShard | None, x: Tensor) -> Callable[[Tensor], Tensor
     return rep
 
 
+def self_attention_qkv(sa, x: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v of the host's ``WanSelfAttention`` ``sa`` as its forward makes them (RMS norm, then RoPE on q and k):
+    x (B, L, C), freqs the RoPE rows of those L tokens -> each (B, L, heads, head_dim)."""
+    b, s, n, d = *x.shape[:2], sa.num_heads, sa.head_dim
+    q = apply_rope1(sa.norm_q(sa.q(x)).view(b, s, n, d), freqs)
+    k = apply_rope1(sa.norm_k(sa.k(x)).view(b, s, n, d), freqs)
+    return q, k, sa.v(x).view(b, s, n, d)
+
+
 def shard_self_attention(sa, x: Tensor, freqs: Tensor, shard: TokenShard, transformer_options: dict) -> Tensor:
     """``WanSelfAttention.forward`` (its q/k/v/o, RMS norms, RoPE and the host's ``optimized_attention``) on this
     rank's tokens of every view: x (B, n, C), freqs this rank's RoPE rows; q, k, v go through the all-to-all
     (heads scattered, the view's tokens gathered), the host's attention runs per view with H/U heads on the
     same (B, 2T*S, heads*D) layout as in one process, and the output comes back to this rank's tokens."""
     b, s, n, d = *x.shape[:2], sa.num_heads, sa.head_dim
-    q = apply_rope1(sa.norm_q(sa.q(x)).view(b, s, n, d), freqs)
-    k = apply_rope1(sa.norm_k(sa.k(x)).view(b, s, n, d), freqs)
-    v = sa.v(x).view(b, s, n, d)
+    q, k, v = self_attention_qkv(sa, x, freqs)
 
     def attention(qa: Tensor, ka: Tensor, va: Tensor) -> Tensor:  # (b, H/U, L, d) each
         h, L = qa.shape[1], qa.shape[2]

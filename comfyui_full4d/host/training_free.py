@@ -35,14 +35,13 @@ import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import torch
-from comfy.ldm.flux.math import apply_rope1
 from torch import Tensor
 
 from ..common.progress import StepFn, report
 from ..diffusion.packing import check_latents
 from ..diffusion.training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
                              schedule_from, soft_latent_mask, stop_sigma)
-from .parallel import MESH_KEY, modulation, sharded_block, split_call
+from .parallel import MESH_KEY, modulation, self_attention_qkv, sharded_block, split_call
 from .patch import _wan, get_adapter
 from .sampling import check_sampler_args, with_shift
 
@@ -167,9 +166,7 @@ def _shared_self_attention(sa, u: Tensor, freqs: Tensor, run: _CrossViewRun) -> 
     B, L, C = u.shape
     n, d = sa.num_heads, sa.head_dim
     V = run.views if run.here is None else run.here[1] - run.here[0]  # views in these rows
-    q = apply_rope1(sa.norm_q(sa.q(u)).view(B, L, n, d), freqs)
-    k = apply_rope1(sa.norm_k(sa.k(u)).view(B, L, n, d), freqs)
-    v = sa.v(u).view(B, L, n, d)
+    q, k, v = self_attention_qkv(sa, u, freqs)
 
     def scene(t: Tensor) -> Tensor:  # rows j*V..j*V+V-1 -> one scene, tokens view-major: (B/V, n, V*L, d)
         return t.reshape(B // V, V * L, n, d).transpose(1, 2)
