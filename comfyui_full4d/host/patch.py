@@ -152,9 +152,10 @@ def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = Tru
     return m if ablation is None else with_ablation(m, ablation)
 
 
+_USE_PARALLEL = ("Remove that node and put Full4DParallel after Full4DAdapterLoader instead (cond / uncond and views "
+                 "on several GPUs)")
 MULTI_GPU = ("model: comes through core's MultiGPU CFG Split (MultiGPU_WorkUnits), which Full4DSampler does not run "
-             "under: core re-creates the base model on each extra GPU without the Full-4D adapter. Remove that node "
-             "and put Full4DParallel after Full4DAdapterLoader instead (cond / uncond and views on several GPUs)")
+             "under: core re-creates the base model on each extra GPU without the Full-4D adapter. " + _USE_PARALLEL)
 
 
 def check_one_device(model) -> None:
@@ -167,8 +168,7 @@ def _no_device_copy(*args, **kwargs):
     """Core's factory hook for copying a model to another device (``ModelPatcher.cached_patcher_init``): the adapter
     has no loader to re-run, so say what to use instead of core's 'loader does not support multigpu'."""
     raise ValueError("model: core asked to re-create the Full-4D adapter on another device (MultiGPU CFG Split, "
-                     "MultiGPU_WorkUnits, placed after Full4DAdapterLoader); it cannot. Remove that node and put "
-                     "Full4DParallel after Full4DAdapterLoader instead (cond / uncond and views on several GPUs)")
+                     "MultiGPU_WorkUnits, placed after Full4DAdapterLoader); it cannot. " + _USE_PARALLEL)
 
 
 def get_adapter(model) -> Full4DAdapter | None:
