@@ -13,7 +13,7 @@ import functools
 import pytest
 import torch
 
-from fixtures.parallel import HEADS, run_world
+from fixtures.parallel import HEADS, check_host_cases, run_world
 
 TOL = 1e-6
 ATTENTION = {  # (V, F, S, rule switches): U dividing V or not, mask rules on and off
@@ -56,19 +56,11 @@ def test_ulysses_bytes_are_the_formula():
     assert [r[(V, F, S, ())][1] for r in _world(2)["attention"]] == [want] * 2
 
 
-def _check(res: dict, names: list) -> None:
-    assert sorted(res) == sorted(names)
-    for name, (got, ref, _) in res.items():
-        assert got.shape == ref.shape, name
-        assert ref.abs().max() > 0.1, name
-        assert (got - ref).abs().max().item() <= TOL, (name, (got - ref).abs().max().item())
-
-
 @pytest.mark.slow  # spawns processes
 def test_two_processes_ulysses_and_cfg_split():
     """1x2 (U divides V: one model call through every block, and a 2-step Full4DSampler run) and 2x1 (CFG split)."""
     res = _world(2)["host"]
-    _check(res, [c[0] for c in HOST[2]])
+    check_host_cases(res, [c[0] for c in HOST[2]], TOL)
     assert set(res["cfg"][2]) == {"cfg"}  # the CFG split sends nothing per layer
     assert res["sample"][2]["ulysses"] > 0
 
@@ -77,13 +69,13 @@ def test_two_processes_ulysses_and_cfg_split():
 def test_three_processes_views_not_divisible():
     """1x3 with V=3 (one view per rank) and V=4 (2 + 1 + 1 views: U does not divide V), the Full-4D model and
     the training-free sampler's cross-view mode."""
-    _check(_world(3)["host"], [c[0] for c in HOST[3]])
+    check_host_cases(_world(3)["host"], [c[0] for c in HOST[3]], TOL)
 
 
 @pytest.mark.slow  # spawns processes
 def test_four_processes_cfg_times_ulysses():
     """2x2 (CFG split x 2-way Ulysses; Full-4D and training-free cross-view) and 1x4 with V=6 (2 + 2 + 1 + 1 views)."""
-    _check(_world(4)["host"], [c[0] for c in HOST[4]])
+    check_host_cases(_world(4)["host"], [c[0] for c in HOST[4]], TOL)
 
 
 def test_layout_errors_name_the_input():

@@ -21,7 +21,7 @@ import functools
 import pytest
 import torch
 
-from fixtures.parallel import HEADS, run_world
+from fixtures.parallel import HEADS, check_host_cases, run_world
 
 TOL = 1e-6
 SIZE = {2: (2, 2, 10), 3: (2, 2, 14), 4: (3, 2, 10)}  # latent (T, h, w): S = 5, 7, 5 tokens per frame
@@ -45,14 +45,6 @@ def _world(n: int) -> dict:
     return run_world(n, HOST[n], token_attention=TOKEN_ATTENTION[n], size=SIZE[n], ctx=16)
 
 
-def _check(res: dict, names: list) -> None:
-    assert sorted(res) == sorted(names)
-    for name, (got, ref, _) in res.items():
-        assert got.shape == ref.shape, name
-        assert ref.abs().max() > 0.1, name
-        assert (got - ref).abs().max().item() <= TOL, (name, (got - ref).abs().max().item())
-
-
 def _tokens_per_view(world: int) -> int:
     T, h, w = SIZE[world]
     return 2 * T * (h // 2) * (w // 2)
@@ -67,7 +59,7 @@ def test_two_processes_tokens():
     res = _world(2)
     for rank in res["token_attention"]:
         assert len(rank) == len(TOKEN_ATTENTION[2]) and all(err <= TOL for err, _ in rank.values()), rank
-    _check(res["host"], [c[0] for c in HOST[2]])
+    check_host_cases(res["host"], [c[0] for c in HOST[2]], TOL)
     V, L, C, blocks = 4, _tokens_per_view(2), HEADS * 16, 2
     sent = res["host"]["call_v4"][2]
     assert sent["ulysses"] == blocks * ulysses_bytes_per_block(V * L, C, 2, 4, scenes=2, shard="tokens")
@@ -81,7 +73,7 @@ def test_three_processes_tokens_inside_frames():
     res = _world(3)
     for rank in res["token_attention"]:
         assert all(err <= TOL for err, _ in rank.values()), rank
-    _check(res["host"], [c[0] for c in HOST[3]])
+    check_host_cases(res["host"], [c[0] for c in HOST[3]], TOL)
 
 
 @pytest.mark.slow  # spawns processes
@@ -91,7 +83,7 @@ def test_four_processes_cfg_times_tokens():
     res = _world(4)
     for rank in res["token_attention"]:
         assert all(err <= TOL for err, _ in rank.values()), rank
-    _check(res["host"], [c[0] for c in HOST[4]])
+    check_host_cases(res["host"], [c[0] for c in HOST[4]], TOL)
     assert set(res["host"]["cfg_u2_v3"][2]) == {"cfg", "ulysses", "gather"}
 
 
