@@ -25,8 +25,8 @@ def comfy_host(tmp_path_factory) -> InProcessHost:
 def comfy_server(tmp_path_factory):
     """The real ComfyUI server (subprocess) with the pack in custom_nodes/ (and tests/test_pack). Its pool workers
     fail 7-step jobs on rank 1 (host/pool.py FAULT_ENV, tests/test_parallel_server.py); a Ray it starts stays on
-    loopback, without usage stats or an auth token file (tests/test_pool_ray.py RAY_ENV)."""
-    from test_pool_ray import RAY_ENV
+    loopback, without usage stats or an auth token file (fixtures/parallel.py RAY_ENV)."""
+    from fixtures.parallel import RAY_ENV
 
     srv = Server.start(tmp_path_factory.mktemp("server_base"),
                        extra_custom_nodes=[Path(__file__).resolve().parent / "test_pack"],

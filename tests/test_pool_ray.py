@@ -12,14 +12,10 @@ import time
 
 import pytest
 
-from fixtures.parallel import HOST_DIR, T, H, W, write_cli_inputs
+from fixtures.parallel import HOST_DIR, RAY_ENV, T, H, W, write_cli_inputs
 from test_pool import FAULT, V, _Cancel, _job, _one_process, run_with_fault
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
-
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0",  # read at import and by the Ray processes it starts
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address 127.0.0.1, every port on loopback
-           "RAY_AUTH_MODE": "disabled"}  # a private instance: no token file written to the home folder
 
 
 @pytest.fixture(scope="module")
