@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,10 +186,6 @@ os._exit(0)  # no exit handlers, as when the server is killed
 
 @pytest.mark.slow  # starts worker processes
 def test_workers_exit_when_the_server_dies(setup):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     files, _ = setup
     code = _ORPHAN.format(tests=str(Path(__file__).parent), host=str(HOST_DIR), model=str(files["model"]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
@@ -224,10 +223,6 @@ if __name__ == "__main__":
 def test_spawned_workers_do_not_rerun_the_server_script(tmp_path, hide):
     """A worker must not re-run ComfyUI's main.py (prestartup scripts again; on 0.33 it fails to import, as
     the host puts its comfy/ folder first on sys.path). The unhidden case shows the check sees a re-run."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     marker = tmp_path / "runs.txt"
     script = tmp_path / "main.py"
     script.write_text(_MAIN.format(repo=str(Path(__file__).resolve().parents[1]), marker=str(marker)))
