@@ -220,11 +220,14 @@ if __name__ == "__main__":
 
 
 @pytest.mark.parametrize("hide", [False, True])
-def test_spawned_workers_do_not_rerun_the_server_script(tmp_path, hide):
+@pytest.mark.parametrize("started", ["script", "module"])
+def test_spawned_workers_do_not_rerun_the_server_script(tmp_path, hide, started):
     """A worker must not re-run ComfyUI's main.py (prestartup scripts again; on 0.33 it fails to import, as
-    the host puts its comfy/ folder first on sys.path). The unhidden case shows the check sees a re-run."""
+    the host puts its comfy/ folder first on sys.path), whether the server ran as ``python main.py`` or
+    ``python -m main``. The unhidden cases show the check sees a re-run."""
     marker = tmp_path / "runs.txt"
     script = tmp_path / "main.py"
     script.write_text(_MAIN.format(repo=str(Path(__file__).resolve().parents[1]), marker=str(marker)))
-    subprocess.run([sys.executable, str(script), "hide" if hide else "plain"], check=True, timeout=120, cwd=tmp_path)
+    run = [str(script)] if started == "script" else ["-m", "main"]
+    subprocess.run([sys.executable, *run, "hide" if hide else "plain"], check=True, timeout=120, cwd=tmp_path)
     assert marker.read_text().count("ran") == (1 if hide else 2)

@@ -132,24 +132,25 @@ _MAIN_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _main_script_hidden():
-    """While workers start, ``spawn`` does not re-run the server's script (ComfyUI's ``main.py``) in them.
+    """While workers start, ``spawn`` does not re-run the server's main module (ComfyUI's ``main.py``) in them.
 
-    A spawned child imports the parent's ``__main__.__file__`` before its target unless the main module has
-    neither a spec nor a file. A worker needs none of main.py (``serve`` imports the host itself), and re-running
-    it runs every custom node's prestartup script again and, on 0.33, fails: ComfyUI then has ``<host>/comfy``
-    first on ``sys.path`` (for old custom nodes), so main.py's ``import utils.install_util`` finds
-    ``comfy/utils.py``."""
+    A spawned child re-runs the parent's ``__main__`` before its target: by module name when it has a
+    ``__spec__`` (``python -m``), else from ``__main__.__file__``; with neither it runs nothing. A worker needs
+    none of main.py (``serve`` imports the host itself), and re-running it runs every custom node's prestartup
+    script again and, on 0.33, fails: ComfyUI then has ``<host>/comfy`` first on ``sys.path`` (for old custom
+    nodes), so main.py's ``import utils.install_util`` finds ``comfy/utils.py``."""
     main = sys.modules.get("__main__")
     with _MAIN_LOCK:
-        if main is None or getattr(main, "__spec__", None) is not None or not hasattr(main, "__file__"):
-            yield
-            return
-        path = main.__file__
-        del main.__file__
+        saved = {k: getattr(main, k) for k in ("__spec__", "__file__") if hasattr(main, k)}
         try:
+            if main is not None:
+                main.__spec__ = None
+                if "__file__" in saved:
+                    del main.__file__
             yield
         finally:
-            main.__file__ = path
+            for k, v in saved.items():
+                setattr(main, k, v)
 
 
 def _worker(spec: PoolSpec, rank: int, port: int, jobs, results, stop) -> None:
