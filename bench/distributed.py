@@ -3,7 +3,7 @@ of one process vs 2 / 4 gloo processes on this CPU machine, side by side as rati
 
     python bench/distributed.py                 # both tables (bytes at paper size, timing on the tiny model)
     python bench/distributed.py --bytes-only    # only the bytes table (paper size; ~1.5 GB RAM per rank)
-    python bench/distributed.py --views 4 --frames 4 --steps 3
+    python bench/distributed.py --views 4 --frames 4 --h 8 --w 12
 
 Bytes: each rank runs the all-to-alls of one block on real bf16 tensors of the paper's scene (V=6, T=21 -> 42
 frame slots, S=252, N=63,504 tokens, C=3072, 24 heads) and counts what it hands to other ranks; the attention

@@ -417,7 +417,6 @@ def test_demo_workflow_runs_from_page(browser, artifacts):
     assert not browser.pack_errors(), browser.pack_errors()
 
 
-
 def add_ply_preview_node(browser: "Browser", ply_path: str, size: tuple[int, int] | None = None) -> None:
     """A fresh graph with one ``Full4DSplatPreview`` reading ``ply_path`` (output-relative glob), in view at scale 1."""
     browser.page.evaluate("""([path, size]) => {
@@ -430,6 +429,7 @@ def add_ply_preview_node(browser: "Browser", ply_path: str, size: tuple[int, int
         if (size) node.setSize(size);
         app.canvas.ds.offset = [20, 60]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true);
     }""", [ply_path, list(size) if size else None])
+
 
 def test_preview_widget_in_browser(browser, comfy_server, artifacts):
     """Three PLY frames of a red/green ball moving along +x, previewed from a node built by hand."""
