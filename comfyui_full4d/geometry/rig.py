@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .cameras import Camera, Rig, camera_from_load3d, intrinsics_from_fov, look_at
 
-__all__ = ["ring_rig", "paper6_rig", "arc_rig", "custom_rig", "append_load3d", "validate_rig", "interpolate_rig",
+__all__ = ["orbit_eyes", "ring_rig", "paper6_rig", "arc_rig", "custom_rig", "append_load3d", "validate_rig", "interpolate_rig",
            "interpolate_rig_cameras", "build_rig", "PRESETS"]
 
 PRESETS = ("ring", "paper6", "arc", "custom")
@@ -51,7 +51,7 @@ def ring_rig(num_views: int, K: Tensor, width: int, height: int, radius: float =
     return Rig(cameras=Camera(K=Ks, R=R, t=t, width=width, height=height), center=c.float(), names=names)
 
 
-def _orbit(phi: Tensor, radius: float, elevation_deg: float, center: Tensor) -> Tensor:
+def orbit_eyes(phi: Tensor, radius: float, elevation_deg: float, center: Tensor) -> Tensor:
     """(V, 3) eyes at azimuths phi (radians, from the source towards +x) about ``center``."""
     e = math.radians(elevation_deg)
     offs = torch.stack([torch.sin(phi) * math.cos(e), torch.full_like(phi, -math.sin(e)),
@@ -90,7 +90,7 @@ def arc_rig(num_views: int, span_deg: float, K: Tensor, width: int, height: int,
         raise ValueError(f"radius must be positive and finite, got {radius}")
     c = torch.tensor(center, dtype=torch.float64)
     phi = torch.arange(1, num_views, dtype=torch.float64) * math.radians(span_deg) / (num_views - 1)
-    eyes = _orbit(phi, radius, elevation_deg, c)
+    eyes = orbit_eyes(phi, radius, elevation_deg, c)
     names = tuple(f"arc{math.degrees(p):.0f}" for p in phi.tolist())
     return _source_plus(eyes, c.expand_as(eyes), K.expand(num_views, 3, 3), width, height, c, names)
 

@@ -27,10 +27,10 @@ from torch import Tensor
 from ..geometry.cameras import Camera, Rig, intrinsics_from_fov
 from ..geometry.source import Geometry, scene_scale
 from ..common.progress import StepFn, report
-from ..geometry.rig import ring_rig
+from ..geometry.rig import arc_rig, orbit_eyes, ring_rig
 
-__all__ = ["SceneSpec", "SyntheticCapture", "make_scene", "cast", "render", "make_capture",
-           "object_states", "ELLIPSOID", "BOX", "LAYOUT_DEPTH"]
+__all__ = ["SceneSpec", "SyntheticCapture", "make_scene", "cast", "render", "make_capture", "make_moving_video",
+           "object_states", "ELLIPSOID", "BOX", "LAYOUT_DEPTH", "RIG_KINDS"]
 
 ELLIPSOID, BOX = 0, 1
 LAYOUT_DEPTH = 2.0  # metres from the source camera to the layout's look-at point
@@ -38,6 +38,7 @@ _EPS = 1e-4  # nearest accepted hit (metres)
 _LIGHT = (0.35, -1.0, -0.45)  # towards the light (world up is -y)
 _AMBIENT = 0.45
 _RAYS_PER_CHUNK = 1 << 18
+RIG_KINDS = ("ring", "arc")
 
 
 @dataclass(frozen=True)
@@ -370,9 +371,11 @@ class SyntheticCapture:
 
 def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, width: int = 160, seed: int = 0,
                  fov_y_deg: float = 50.0, radius: float = 1.0, elevation_deg: float = 0.0, fps: float = 16.0,
-                 supersample: int = 1, *, on_step: StepFn | None = None) -> SyntheticCapture:
-    """Render ``make_scene(seed)`` from a ring rig (``comfyui_full4d.geometry.rig.ring_rig``) about the
-    scene centre ``(0, 0, 1)`` (scene units), scale ``s`` = median depth of source frame 0.
+                 supersample: int = 1, *, rig: str = "ring", span_deg: float = 120.0,
+                 on_step: StepFn | None = None) -> SyntheticCapture:
+    """Render ``make_scene(seed)`` from a rig about the scene centre ``(0, 0, 1)`` (scene units), scale ``s`` =
+    median depth of source frame 0: ``rig`` "ring" (``geometry.rig.ring_rig``, views evenly spaced in azimuth)
+    or "arc" (``geometry.rig.arc_rig``, the last target ``span_deg`` from the source).
 
     Returns views (V, T, H, W, 3) and depth (V, T, H, W) in a ``SyntheticCapture``; ``times`` are
     ``linspace(0, 1, T)``. ``on_step(done, V * T)`` is called after each rendered image."""
@@ -398,7 +401,12 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
     source = Camera(K=K, R=torch.eye(3), t=torch.zeros(3), width=int(width), height=int(height))
     _, d0 = render(scene, source, times[:1])
     scale = scene_scale(d0[0])
-    rig = ring_rig(int(num_views), K, int(width), int(height), radius, elevation_deg, center=(0.0, 0.0, 1.0))
+    if rig not in RIG_KINDS:
+        raise ValueError(f"rig must be one of {RIG_KINDS}, got {rig!r}")
+    if rig == "ring":
+        rig = ring_rig(int(num_views), K, int(width), int(height), radius, elevation_deg, center=(0.0, 0.0, 1.0))
+    else:
+        rig = arc_rig(int(num_views), span_deg, K, int(width), int(height), radius, elevation_deg, center=(0.0, 0.0, 1.0))
     cams = rig.metric(scale)  # = SyntheticCapture.metric_cameras
     if bool((cams.center[:, 1] > scene.plane_d[0] - 0.05 * scale).any()):
         raise ValueError(f"elevation_deg={elevation_deg} with radius={radius} puts a camera below the ground; "
@@ -408,3 +416,29 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
                          "outside the backdrop; lower radius or fov_y_deg")
     views, depth = render(scene, cams, times, supersample, on_step=on_step)
     return SyntheticCapture(views=views, depth=depth, rig=rig, scale=scale, times=times.float(), fps=float(fps))
+
+
+def make_moving_video(seed: int, num_frames: int = 9, height: int = 96, width: int = 160, *, fov_y_deg: float = 50.0,
+                      radius: float = 1.0, elevation_deg: float = 10.0, azimuth_deg: float = 0.0,
+                      sweep_deg: float = 30.0, time_start: float = 0.0, time_span: float = 1.0,
+                      supersample: int = 1) -> Tensor:
+    """A single-view video of ``make_scene(seed)`` from a moving camera: frame ``k`` (of T) at scene time
+    ``time_start + time_span * k / (T - 1)``, its camera on the circle of ``radius`` about the layout's centre
+    (in units of ``LAYOUT_DEPTH``, the source camera's distance to it) at azimuth ``azimuth_deg + sweep_deg * k /
+    (T - 1)`` (0 = the source camera's side, positive towards +x) and ``elevation_deg``, looking at the centre.
+
+    Returns frames (T, H, W, 3) float32 in [0, 1]."""
+    from ..geometry.cameras import look_at
+
+    scene = make_scene(seed)
+    T = int(num_frames)
+    k = torch.arange(T, dtype=torch.float64) / max(T - 1, 1)
+    phi = torch.deg2rad(azimuth_deg + sweep_deg * k)
+    eyes = orbit_eyes(phi, radius * LAYOUT_DEPTH, elevation_deg, scene.center)
+    R, t = look_at(eyes, scene.center.expand_as(eyes))
+    K = intrinsics_from_fov(fov_y_deg, int(width), int(height))
+    frames = torch.empty(T, int(height), int(width), 3)
+    for i in range(T):
+        cam = Camera(K=K, R=R[i].float(), t=t[i].float(), width=int(width), height=int(height))
+        frames[i] = render(scene, cam, torch.tensor([time_start + time_span * float(k[i])]), supersample)[0][0]
+    return frames
