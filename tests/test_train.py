@@ -50,9 +50,14 @@ def test_config_validation():
 
 
 class _Stub:
-    """Only save_adapter is used by save_checkpoint."""
+    """A stage whose inference file is a marker (save_checkpoint writes it first)."""
 
-    def save_adapter(self, path):
+    output_name = "adapter.safetensors"
+
+    def __init__(self, net):
+        self.trainable = net
+
+    def save(self, path, state_dict=None):
         path.write_bytes(b"x")
 
 
@@ -65,7 +70,7 @@ def test_checkpoint_roundtrip(tmp_path):
         net(torch.randn(5, 3)).square().sum().backward()
         opt.step()
     cfg = tr.TrainConfig(data="d", out=str(tmp_path))
-    ckpt.save_checkpoint(tmp_path / "ck", 3, net, opt, _Stub(), cfg)
+    ckpt.save_checkpoint(tmp_path / "ck", 3, _Stub(net), opt, cfg)
     net2 = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     opt2 = torch.optim.AdamW(net2.parameters(), lr=1e-2)
     assert ckpt.load_checkpoint(tmp_path / "ck", net2, opt2) == 3

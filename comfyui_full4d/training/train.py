@@ -42,14 +42,18 @@ from ..common.io import atomic_path
 from ..common.progress import StepFn, report
 from ..diffusion.ablation import Ablation
 from .checkpoint import load_checkpoint, save_checkpoint
+from .schedule import EMA, learning_rate
 
-__all__ = ["TrainConfig", "TrainModel", "sample_tau", "noisy_latents", "flow_matching_loss", "train", "main"]
+__all__ = ["TrainConfig", "TrainModel", "Stage", "AdapterStage", "EMA", "learning_rate", "sample_tau", "noisy_latents",
+           "flow_matching_loss", "train", "run", "main"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters (defaults: the paper's 384x672, 81 frames, 6 views; lr as in common
-    adapter fine-tuning, the paper does not state it)."""
+    adapter fine-tuning, the paper does not state it). Schedule: ``warmup`` linear steps, then a cosine
+    to ``lr * lr_final`` (1: constant); ``ema``: decay of the weights' moving average that the inference
+    file holds (0: off, the last weights)."""
 
     data: str
     out: str
@@ -71,6 +75,9 @@ class TrainConfig:
     prompt: str = ""
     ablation: str = "full"
     fsdp: bool = False
+    warmup: int = 0
+    lr_final: float = 1.0
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         Ablation.named(self.ablation)
@@ -85,26 +92,51 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.shift > 0):
             raise ValueError(f"lr and shift must be positive, got lr={self.lr}, shift={self.shift}")
+        if self.ema > 0 and self.fsdp:
+            raise ValueError("ema with fsdp is not supported (the average would need the full weights on every rank); "
+                             "use DDP (--fsdp false) or --ema 0")
+        if self.warmup < 0 or not 0.0 <= self.lr_final <= 1.0 or not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"warmup must be >= 0, lr_final in [0, 1] and ema in [0, 1), got warmup={self.warmup}, "
+                             f"lr_final={self.lr_final}, ema={self.ema}")
 
 
 class _LatentCache:
     """LRU of VAE latents (the VAE is frozen, so a clip's latents never change): source-view
-    latents keyed by (scene, view, start), render latents by (scene, source, view, start)."""
+    latents keyed by (scene, view, start), render latents by (scene, source, view, start).
 
-    def __init__(self, capacity: int):
+    folder: also keep every latent on disk there (one safetensors file per key), so later runs with the same
+    VAE and data (resumed runs, ablations) skip the encoder; the caller names a folder per VAE."""
+
+    def __init__(self, capacity: int, folder: str | os.PathLike | None = None):
         from collections import OrderedDict
 
         self.capacity, self.items = int(capacity), OrderedDict()
+        self.folder = Path(folder) if folder is not None else None
 
     def get(self, key, make: Callable[[], Tensor]) -> Tensor:
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
-        val = make()
+        val = self._disk(key, make) if self.folder is not None else make()
         if self.capacity > 0:
             self.items[key] = val
             while len(self.items) > self.capacity:
                 self.items.popitem(last=False)
+        return val
+
+    def _disk(self, key, make: Callable[[], Tensor]) -> Tensor:
+        import hashlib
+
+        from safetensors.torch import load_file
+
+        from ..common.io import save_tensors
+
+        path = self.folder / (hashlib.sha1(repr(key).encode()).hexdigest()[:24] + ".safetensors")
+        if path.is_file():
+            return load_file(str(path))["z"]
+        val = make()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, {"z": val.detach().cpu()})
         return val
 
 
@@ -114,11 +146,14 @@ def encode_clip(model: "TrainModel", clip, cfg: TrainConfig, cache: _LatentCache
     frames = _resize(clip.frames, cfg.height, cfg.width)
     renders = _resize(clip.renders, cfg.height, cfg.width)
     src, start = clip.views[0], clip.start
+    size = (cfg.frames, cfg.height, cfg.width)
+    dev = getattr(model, "device", None)
+    get = (lambda key, make: cache.get(key, make).to(dev)) if dev is not None else cache.get
     with torch.no_grad():
-        z0 = torch.cat([cache.get((scene_key, v, start), lambda i=i: model.encode(frames[i:i + 1]).float())
+        z0 = torch.cat([get((scene_key, v, start, *size), lambda i=i: model.encode(frames[i:i + 1]).float())
                         for i, v in enumerate(clip.views)])
-        cond = torch.cat([z0[:1]] + [cache.get((scene_key, src, v, start),
-                                               lambda i=i: model.encode(renders[i:i + 1]).float())
+        cond = torch.cat([z0[:1]] + [get((scene_key, src, v, start, *size),
+                                         lambda i=i: model.encode(renders[i:i + 1]).float())
                                      for i, v in enumerate(clip.views) if i > 0])
     return z0, cond
 
@@ -191,27 +226,92 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+class Stage(Protocol):
+    """One training stage for the loop (``run``): the VAE, the base model or the adapter (``AdapterStage``;
+    the others in ``training.stages``). ``loss`` draws its own batch from ``rng`` / ``gen`` (so a step is a
+    function of ``(seed, step)`` alone) and returns the scalar loss and the noise level it used (nan: none)."""
+
+    trainable: nn.Module
+    output_name: str  # the inference file written at the end (and in every checkpoint)
+
+    def loss(self, rng: random.Random, gen: torch.Generator) -> tuple[Tensor, float]:
+        ...
+
+    def save(self, path: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Write the inference file; ``state_dict``: the trainable weights to write instead of the live ones
+        (the EMA average)."""
+
+
+class AdapterStage:
+    """The adapter step (module docstring, steps 1-5) over scene folders: ``TrainModel`` + ``dataset``."""
+
+    output_name = "adapter.safetensors"
+
+    def __init__(self, cfg: TrainConfig, model: TrainModel, scenes: list, depth_fn=None,
+                 cache: "_LatentCache | None" = None):
+        if not scenes:
+            raise ValueError(f"no scenes found under {cfg.data!r}")
+        self.cfg, self.model, self.scenes, self.depth_fn = cfg, model, scenes, depth_fn
+        self.cache = _LatentCache(cfg.latent_cache) if cache is None else cache
+        self.trainable = model.trainable
+
+    def loss(self, rng: random.Random, gen: torch.Generator) -> tuple[Tensor, float]:
+        from . import dataset as ds
+        from ..diffusion.adapter import camera_features
+
+        cfg = self.cfg
+        scene = self.scenes[rng.randrange(len(self.scenes))]
+        clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=self.depth_fn)
+        z0, cond = encode_clip(self.model, clip, cfg, self.cache, str(scene.root))
+        if not Ablation.named(cfg.ablation).projection:
+            cond = torch.cat([cond[:1], torch.zeros_like(cond[1:])])
+        eps = torch.randn(z0.shape, generator=gen).to(z0.device)
+        tau = sample_tau(cfg.shift, gen)
+        x, taus = noisy_latents(z0, eps, tau)
+        cams = camera_features(clip.cameras.R, clip.cameras.t).to(z0.device)
+        with torch.autocast(z0.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            v = self.model.velocity(x, cond, taus, cams)
+        return flow_matching_loss(v, z0, eps), tau
+
+    def save(self, path: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        if state_dict is None:
+            self.model.save_adapter(path)
+            return
+        live = {k: v.detach().clone() for k, v in self.trainable.state_dict().items()}
+        self.trainable.load_state_dict(state_dict, strict=False)
+        try:
+            self.model.save_adapter(path)
+        finally:
+            self.trainable.load_state_dict(live)
+
+
 def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, resume: bool = True,
           on_step: StepFn | None = None, log: Callable[[str], None] | None = None,
           cache: _LatentCache | None = None) -> dict:
-    """Run ``cfg.steps`` optimisation steps (from the last checkpoint in ``cfg.out`` when resuming).
+    """Train the adapter (``AdapterStage``) for ``cfg.steps`` steps with ``run``.
 
-    scenes: list of ``dataset.SceneInfo``. cache: share VAE latents between runs with the same VAE. Writes ``out/checkpoint/`` every ``save_every`` steps
-    and at the end, ``out/adapter.safetensors`` (final) and ``out/log.csv`` (step, loss, tau,
-    seconds, clips/s). Returns {"step", "losses"} of this run.
+    scenes: list of ``dataset.SceneInfo``. cache: share VAE latents between runs with the same VAE. Writes
+    ``out/checkpoint/`` every ``save_every`` steps and at the end, ``out/adapter.safetensors`` (final) and
+    ``out/log.csv`` (step, loss, tau, seconds, clips/s). Returns {"step", "losses", "seconds"} of this run.
     """
-    from . import dataset as ds
-    from ..diffusion.adapter import camera_features
+    return run(cfg, AdapterStage(cfg, model, scenes, depth_fn, cache), resume=resume, on_step=on_step, log=log)
 
-    if not scenes:
-        raise ValueError(f"no scenes found under {cfg.data!r}")
+
+def run(cfg: TrainConfig, stage: Stage, *, resume: bool = True, on_step: StepFn | None = None,
+        log: Callable[[str], None] | None = None) -> dict:
+    """The one training loop of every stage (VAE, base, adapter): AdamW with ``learning_rate``'s schedule,
+    gradient clipping, an optional EMA of the weights (``cfg.ema``: the inference file holds the average),
+    resumable checkpoints in ``out/checkpoint/`` (every ``save_every`` steps and at the end; a resumed run
+    equals an uninterrupted one: the batch and noise of a step come from ``(seed, step, rank)`` only),
+    ``out/log.csv`` and ``out/<stage.output_name>``. Returns {"step", "losses", "seconds"} of this run."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = _dist()
-    params = [p for p in model.trainable.parameters() if p.requires_grad]
+    params = [p for p in stage.trainable.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(stage.trainable, cfg.ema) if cfg.ema > 0 else None
     ckpt = out / "checkpoint"
-    step = load_checkpoint(ckpt, model.trainable, opt) if resume and (ckpt / "state.json").is_file() else 0
+    step = load_checkpoint(ckpt, stage.trainable, opt, ema) if resume and (ckpt / "state.json").is_file() else 0
     csv_path = out / "log.csv"
     new_log = not csv_path.is_file() or step == 0
     if not new_log and rank == 0:  # drop rows logged after the checkpoint (a run cut off between saves)
@@ -220,8 +320,6 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
         with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
     losses = []
-    cache = _LatentCache(cfg.latent_cache) if cache is None else cache
-    device_type = "cuda" if next(iter(params)).is_cuda else "cpu"
     tb = _tensorboard(out) if rank == 0 else None
     log_path = csv_path if rank == 0 else os.devnull  # one writer: other ranks must not truncate rank 0's log
     with open(log_path, "w" if new_log else "a", newline="") as fh:
@@ -233,23 +331,16 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
             t0 = time.perf_counter()
             rng = random.Random(cfg.seed * 1_000_003 + step * 7919 + rank)  # per-(step, rank) stream
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 7919 + rank)
-            scene = scenes[rng.randrange(len(scenes))]
-            clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=depth_fn)
-            z0, cond = encode_clip(model, clip, cfg, cache, str(scene.root))
-            if not Ablation.named(cfg.ablation).projection:
-                cond = torch.cat([cond[:1], torch.zeros_like(cond[1:])])
-            eps = torch.randn(z0.shape, generator=gen).to(z0.device)
-            tau = sample_tau(cfg.shift, gen)
-            x, taus = noisy_latents(z0, eps, tau)
-            cams = camera_features(clip.cameras.R, clip.cameras.t).to(z0.device)
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                v = model.velocity(x, cond, taus, cams)
-            loss = flow_matching_loss(v, z0, eps)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            loss, tau = stage.loss(rng, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update()
             step += 1
             dt = time.perf_counter() - t0
             losses.append(float(loss.detach()))
@@ -262,11 +353,11 @@ def train(cfg: TrainConfig, model: TrainModel, scenes: list, *, depth_fn=None, r
                 if log is not None:
                     log(f"step {step}/{cfg.steps} loss {losses[-1]:.4f} {world / dt:.2f} clips/s")
             if step % cfg.save_every == 0 or step == cfg.steps:  # every rank: FSDP gathers its shards
-                save_checkpoint(ckpt, step, model.trainable, opt, model, cfg, write=rank == 0)
+                save_checkpoint(ckpt, step, stage, opt, cfg, ema, write=rank == 0)
             report(on_step, step, cfg.steps)
     if tb is not None:
         tb.close()
-    model.save_adapter(out / "adapter.safetensors")  # every rank; rank 0 writes
+    stage.save(out / stage.output_name, None if ema is None else ema.state_dict())  # every rank; rank 0 writes
     return {"step": step, "losses": losses, "seconds": time.perf_counter() - t_start}
 
 
