@@ -25,6 +25,7 @@ adapter file are the same as without FSDP, and a run resumes with or without it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,13 +178,15 @@ class HostTrainModel:
     """``train.TrainModel`` over a host WAN22 ModelPatcher and a host VAE.
 
     model: ModelPatcher of Wan2.2 (frozen); vae: ``comfy.sd.VAE``; context: (1, L, 4096) text
-    embedding used for every clip; adapter_path: start from this file instead of zero-init.
+    embedding used for every clip; adapter_path: start from this file instead of zero-init; adapter_meta:
+    ``AdapterConfig`` fields for the file's header (e.g. ``base_model``, ``views_trained``).
     distributed: DDP over the joined process group; fsdp: FSDP2 instead (module docstring; needs the group).
     """
 
     def __init__(self, model, vae, context: Tensor, *, device: str | torch.device = "cpu",
                  grad_checkpointing: bool = False, distributed: bool = False, adapter_path: str | None = None,
-                 ablation=None, lora_rank: int = 0, lora_alpha: float | None = None, fsdp: bool = False):
+                 ablation=None, lora_rank: int = 0, lora_alpha: float | None = None, fsdp: bool = False,
+                 adapter_meta: dict | None = None):
         if fsdp and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise ValueError("fsdp=True (--fsdp true) shards over a process group: start the run with "
                              "torchrun --nproc_per_node N (N >= 2), or leave --fsdp false for one process")
@@ -193,6 +196,9 @@ class HostTrainModel:
         base.requires_grad_(False)
         base.to(self.device)
         adapter = patch.make_adapter(model, adapter_path).float().to(self.device)
+        if adapter_meta:  # what the file's header says about its base model and views (AdapterConfig fields)
+            adapter.config = dataclasses.replace(adapter.config, **{k: type(getattr(adapter.config, k))(v)
+                                                                    for k, v in adapter_meta.items()})
         adapter.requires_grad_(True)
         self.adapter = adapter
         # skip_zero_branches=False: the zero-init layers must get gradients; the Tab. 4 switches ride on the patch
