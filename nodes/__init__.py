@@ -2,10 +2,14 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import (depth, evaluate, gaussians, grid, latents, multiview, parallel, preview, projection, rig, sampler,
-               splat, synthetic, video)
+from comfyui_full4d.host.paths import register
 
-_MODULES = [synthetic, video, depth, rig, projection, latents, sampler, gaussians, preview, grid, evaluate,
+from . import (depth, evaluate, gaussians, grid, latents, multiview, parallel, preview, projection, rig, sampler,
+               splat, synthetic, text, video)
+
+register()  # the pack's model folders, and its embedded nano model in core's diffusion_models / vae lists
+
+_MODULES = [synthetic, video, depth, rig, projection, latents, text, sampler, gaussians, preview, grid, evaluate,
             multiview, parallel, splat]
 
 NODES: list[type[io.ComfyNode]] = [node for m in _MODULES for node in m.NODES]

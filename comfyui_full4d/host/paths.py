@@ -15,14 +15,20 @@ FULL4D = "full4d"
 DEPTH = "depth_anything_3"
 
 _EXT = {".safetensors"}
+# The embedded nano Full-4D (models/nano/README.md): its base, VAE and adapter are listed by core's Load Diffusion
+# Model and Load VAE and by Full4DAdapterLoader next to the user's own files.
+NANO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models", "nano")
 
 
 def register() -> None:
-    """Add the pack's folders to ``folder_paths`` (idempotent)."""
+    """Add the pack's folders to ``folder_paths``, and the nano model's folder to the diffusion model, VAE and
+    adapter lists (idempotent)."""
     for name in (FULL4D, DEPTH):
         if name not in folder_paths.folder_names_and_paths:
             path = os.path.join(folder_paths.models_dir, name)
             folder_paths.folder_names_and_paths[name] = ([path], _EXT)
+    for name in ("diffusion_models", "vae", FULL4D):
+        folder_paths.add_model_folder_path(name, NANO_DIR)
 
 
 def list_files(name: str) -> list[str]:
