@@ -3,9 +3,9 @@
 from comfy_api.latest import io
 
 from comfyui_full4d.host.progress import progress
-from comfyui_full4d.media.synthetic import make_capture
+from comfyui_full4d.media.synthetic import make_capture, render_truth
 
-from .types import GEOMETRY, RIG
+from .types import GEOMETRY, RIG, TRUTH
 
 
 class Full4DSyntheticScene(io.ComfyNode):
@@ -35,8 +35,15 @@ class Full4DSyntheticScene(io.ComfyNode):
                 io.Image.Output(display_name="source", tooltip="Source video (T frames), view 0 of the ring."),
                 io.Image.Output(display_name="views", tooltip="Ground-truth views, view-major (V*T frames)."),
                 RIG.Output(display_name="rig", tooltip="The ring rig in scene units (view 0 = source)."),
-                GEOMETRY.Output(display_name="geometry", tooltip="Exact source depth and camera (static)."),
+                GEOMETRY.Output(display_name="geometry", tooltip="Exact source depth and camera (static), plus the exact "
+                                                                 "depth of every view (the 4D fit can start from it)."),
                 io.Float.Output(display_name="fps", tooltip="Frame rate of the rendered video."),
+                GEOMETRY.Output(display_name="source_geometry",
+                                tooltip="The source view's exact depth and camera only: what a depth estimator "
+                                        "(Depth Anything 3) gives from the source video. Use it to run the method "
+                                        "from the source alone."),
+                TRUTH.Output(display_name="truth", tooltip="The scene itself, to render the true picture from any "
+                                                           "camera (Full4D Render Truth) and score a result."),
             ],
         )
 
@@ -45,7 +52,37 @@ class Full4DSyntheticScene(io.ComfyNode):
         cap = make_capture(num_views=num_views, num_frames=num_frames, height=height, width=width, seed=seed,
                            fov_y_deg=fov, radius=radius, elevation_deg=elevation,
                            on_step=progress(num_views * num_frames))
-        return io.NodeOutput(cap.source, cap.view_major, cap.rig, cap.geometry(), cap.fps)
+        return io.NodeOutput(cap.source, cap.view_major, cap.rig, cap.geometry(), cap.fps, cap.source_geometry(),
+                             cap.truth)
 
 
-NODES: list[type[io.ComfyNode]] = [Full4DSyntheticScene]
+class Full4DRenderTruth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Full4DRenderTruth", display_name="Full4D Render Truth", category="Full4D/evaluation",
+            description="The true picture of a synthetic scene from a rig's cameras or along its orbit, with the "
+                        "same cameras and times as Full4D Render 4D Gaussians, to score a fitted scene against.",
+            inputs=[
+                TRUTH.Input("truth", tooltip="The synthetic scene (Full4D Synthetic 4D Scene)."),
+                RIG.Input("rig", tooltip="Cameras (the rig the scene was fitted with, or any other)."),
+                io.Combo.Input("mode", options=["orbit", "rig grid"], default="orbit",
+                               tooltip="orbit: the smooth loop through the rig, time running along it; rig grid: "
+                                       "every rig camera at num_frames times (all frames of view 0 first)."),
+                io.Int.Input("num_frames", default=60, min=1, max=1000,
+                             tooltip="orbit: cameras on the loop; rig grid: frames per view."),
+                io.Float.Input("time_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Start time (0 = the first frame, 1 = the last)."),
+                io.Float.Input("time_end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="End time (equal to time_start for a frozen moment)."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The true frames.")],
+        )
+
+    @classmethod
+    def execute(cls, truth, rig, mode, num_frames, time_start, time_end) -> io.NodeOutput:
+        return io.NodeOutput(render_truth(truth, rig, mode == "orbit", num_frames, time_start, time_end,
+                                          on_step=progress(num_frames if mode == "orbit" else num_frames * rig.num_views)))
+
+
+NODES: list[type[io.ComfyNode]] = [Full4DSyntheticScene, Full4DRenderTruth]

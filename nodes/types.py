@@ -10,6 +10,8 @@ GEOMETRY = io.Custom("FULL4D_GEOMETRY")
 DA3_MODEL = io.Custom("FULL4D_DA3_MODEL")
 # comfyui_full4d.gaussians.Scene4D
 SCENE4D = io.Custom("FULL4D_SCENE4D")
+# comfyui_full4d.media.synthetic.SyntheticTruth: a synthetic scene's ground truth, for scoring only
+TRUTH = io.Custom("FULL4D_TRUTH")
 # core ComfyUI's Depth Anything 3 sockets (0.33+, comfy_extras/nodes_depth_anything_3.py); used only where the host
 # has them (comfyui_full4d.host.depth.HAS_CORE_DA3)
 CORE_DA3_MODEL = io.Custom("DA3_MODEL")

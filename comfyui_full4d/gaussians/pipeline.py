@@ -267,20 +267,11 @@ def render_rig(scene: Scene4D, rig: Rig, orbit: bool, num_frames: int, time_star
     """orbit: ``num_frames`` cameras of ``interpolate_rig`` with time sweeping ``time_start -> time_end``
     -> (num_frames, H, W, 3); else every rig camera at ``num_frames`` times -> (V*num_frames, H, W, 3). Renders
     on the scene's device and returns the frames there."""
-    from ..geometry.rig import interpolate_rig_cameras
+    from ..geometry.rig import render_jobs
 
     dev = scene.device
-    cams = rig.metric(float(scene.extras.get("scale", 1.0))).to(dev)
-    t0, t1 = scene.time_range
-    s = (torch.linspace(time_start, time_end, int(num_frames), device=dev) if num_frames > 1
-         else torch.tensor([time_start], device=dev))
-    times = (t0 + s * (t1 - t0)).tolist()
-    if orbit:
-        orb = interpolate_rig_cameras(rig, int(num_frames))
-        cams = orb.metric(float(scene.extras.get("scale", 1.0))).to(dev)
-        jobs = [(cams[i], times[i]) for i in range(int(num_frames))]
-    else:
-        jobs = [(cams[v], t) for v in range(len(cams)) for t in times]
+    jobs = [(cam.to(dev), t) for cam, t in render_jobs(rig, float(scene.extras.get("scale", 1.0)), orbit, num_frames,
+                                                        time_start, time_end, scene.time_range)]
     out = []
     for i, (cam, t) in enumerate(jobs):
         out.append(render_scene(scene, cam, t)[0].clamp(0, 1))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .cameras import Camera, Rig, camera_from_load3d, intrinsics_from_fov, look_at
 
-__all__ = ["orbit_eyes", "ring_rig", "paper6_rig", "arc_rig", "custom_rig", "append_load3d", "validate_rig", "interpolate_rig",
+__all__ = ["orbit_eyes", "render_jobs", "ring_rig", "paper6_rig", "arc_rig", "custom_rig", "append_load3d", "validate_rig", "interpolate_rig",
            "interpolate_rig_cameras", "build_rig", "PRESETS"]
 
 PRESETS = ("ring", "paper6", "arc", "custom")
@@ -275,3 +275,23 @@ def build_rig(preset: str, K: Tensor, width: int, height: int, num_views: int = 
     else:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     return validate_rig(append_load3d(rig, [c for c in load3d if c is not None]))
+
+
+def render_jobs(rig: Rig, scale: float, orbit: bool, num_frames: int, time_start: float, time_end: float,
+                time_range: tuple[float, float] = (0.0, 1.0)) -> list[tuple[Camera, float]]:
+    """The (metric camera, scene time) of every image a render of a 4D scene along ``rig`` holds, in order: the
+    one rule for the fitted scene's renders (``gaussians.pipeline.render_rig``) and the synthetic truth's
+    (``media.synthetic.render_truth``).
+
+    Times: ``num_frames`` samples of ``linspace(time_start, time_end)`` (fractions of ``time_range``). orbit:
+    ``num_frames`` cameras of ``interpolate_rig_cameras(rig, num_frames)``, camera ``i`` at time ``i``; else every
+    rig camera at every time (view-major). Cameras ``rig.metric(scale)`` (metres)."""
+    n = int(num_frames)
+    s = torch.linspace(time_start, time_end, n) if n > 1 else torch.tensor([float(time_start)])
+    t0, t1 = time_range
+    times = (t0 + s * (t1 - t0)).tolist()
+    if orbit:
+        cams = interpolate_rig_cameras(rig, n).metric(scale)
+        return [(cams[i], times[i]) for i in range(n)]
+    cams = rig.metric(scale)
+    return [(cams[v], t) for v in range(len(cams)) for t in times]

@@ -8,6 +8,8 @@ Python ``float`` so results go straight into JSON.
   is reported as ``PSNR_CAP`` (100 dB) so JSON never holds ``inf``.
 * ``ssim``: Wang et al. 2004, 11x11 Gaussian window (sigma 1.5), on luminance-free RGB
   channels averaged, computed by ``kornia.metrics.ssim`` (a maintained implementation).
+* ``psnr_masked`` / ``ssim_masked``: the same over the pixels of a mask (e.g. those a projection did not
+  cover): per-image MSE over the mask, and the SSIM map averaged over the mask.
 * ``feature_matches``: OpenCV SIFT keypoints in an input frame and the output frame at the same
   timestamp, brute-force L2 matching, Lowe ratio test (best / second best < ``ratio``): the mean
   number of surviving matches per frame pair (the stand-in for the paper's GIM "Mat. Pix.").
@@ -39,7 +41,7 @@ from torch import Tensor
 
 from ..geometry.cameras import Camera
 
-__all__ = ["PSNR_CAP", "psnr", "ssim", "feature_matches", "reprojection_error",
+__all__ = ["PSNR_CAP", "psnr", "ssim", "psnr_masked", "ssim_masked", "feature_matches", "reprojection_error",
            "photometric_reprojection_error", "temporal_flicker", "table_image", "format_table",
            "evaluate_views", "evaluation_report"]
 
@@ -78,6 +80,36 @@ def ssim(pred: Tensor, target: Tensor, window_size: int = 11, max_val: float = 1
         raise ValueError(f"ssim: images {a.shape[1]}x{a.shape[2]} are smaller than window_size={window_size}")
     s = kornia.metrics.ssim(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2), window_size, max_val=max_val)
     return float(s.mean())
+
+
+def psnr_masked(pred: Tensor, target: Tensor, mask: Tensor, max_val: float = 1.0) -> float:
+    """``psnr`` over the pixels where ``mask`` is True: per image ``10 log10(max^2 / MSE_mask)``, averaged over the
+    images that have such pixels (NaN when none has). pred, target (..., H, W, 3); mask (..., H, W) bool."""
+    a, b = _pair(pred, target)
+    m = mask.reshape(-1, *mask.shape[-2:]).bool()
+    if m.shape != a.shape[:3]:
+        raise ValueError(f"mask {tuple(mask.shape)} must match the images {tuple(pred.shape[:-1])}")
+    err = ((a.double() - b.double()) ** 2).mean(-1)
+    vals = []
+    for e, k in zip(err, m):
+        if k.any():
+            mse = float(e[k].mean())
+            vals.append(PSNR_CAP if mse <= 0 else min(PSNR_CAP, 10 * math.log10(max_val ** 2 / mse)))
+    return float(sum(vals) / len(vals)) if vals else float("nan")
+
+
+def ssim_masked(pred: Tensor, target: Tensor, mask: Tensor, window_size: int = 11, max_val: float = 1.0) -> float:
+    """The SSIM map (kornia, as ``ssim``) averaged over the pixels where ``mask`` is True (NaN when none)."""
+    import kornia
+
+    a, b = _pair(pred, target)
+    m = mask.reshape(-1, *mask.shape[-2:]).bool()
+    if m.shape != a.shape[:3]:
+        raise ValueError(f"mask {tuple(mask.shape)} must match the images {tuple(pred.shape[:-1])}")
+    if not m.any():
+        return float("nan")
+    smap = kornia.metrics.ssim(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2), window_size, max_val=max_val).mean(1)
+    return float(smap[m].mean())
 
 
 def _gray_u8(img: Tensor):
@@ -274,7 +306,8 @@ def evaluate_views(source: Tensor, views: Tensor, ground_truth: Tensor | None = 
     source (T, H, W, 3) input video; views (V', T, H, W, 3) generated target views;
     ground_truth (V', T, H, W, 3) true target views or None (then no PSNR / SSIM);
     renders (V', T, H, W, 3) + masks (V', T, H, W) projection of the source (SPEC 3) or None.
-    Returns {"psnr", "ssim", "matches", "reproj_l1", "flicker", "flicker_excess"} (those available).
+    Returns {"psnr", "ssim", "psnr_uncovered", "ssim_uncovered" (ground truth and masks: over the pixels the
+    projection did not cover), "matches", "reproj_l1", "flicker", "flicker_excess"} (those available).
     """
     if views.dim() != 5 or views.shape[1:] != source.shape:
         raise ValueError(f"views must be (V', T, H, W, 3) with (T, H, W, 3) = source {tuple(source.shape)}, "
@@ -286,6 +319,10 @@ def evaluate_views(source: Tensor, views: Tensor, ground_truth: Tensor | None = 
         out["psnr"] = psnr(views, ground_truth)
         if min(views.shape[2], views.shape[3]) >= 11:
             out["ssim"] = ssim(views, ground_truth)
+        if masks is not None and not masks.bool().all():  # the pixels the projection did not cover
+            out["psnr_uncovered"] = psnr_masked(views, ground_truth, ~masks.bool())
+            if min(views.shape[2], views.shape[3]) >= 11:
+                out["ssim_uncovered"] = ssim_masked(views, ground_truth, ~masks.bool())
     try:
         out["matches"] = feature_matches(source, views, match_ratio)
     except ImportError:

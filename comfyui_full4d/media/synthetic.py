@@ -29,7 +29,8 @@ from ..geometry.source import Geometry, scene_scale
 from ..common.progress import StepFn, report
 from ..geometry.rig import arc_rig, orbit_eyes, ring_rig
 
-__all__ = ["SceneSpec", "SyntheticCapture", "make_scene", "cast", "render", "make_capture", "make_moving_video",
+__all__ = ["SceneSpec", "SyntheticCapture", "SyntheticTruth", "make_scene", "cast", "render", "render_truth",
+           "make_capture", "make_moving_video",
            "object_states", "ELLIPSOID", "BOX", "LAYOUT_DEPTH", "RIG_KINDS"]
 
 ELLIPSOID, BOX = 0, 1
@@ -325,6 +326,32 @@ def render(scene: SceneSpec, camera: Camera, times: Tensor, supersample: int = 1
 
 
 @dataclass(frozen=True)
+class SyntheticTruth:
+    """What it takes to ray-cast a capture's scene from any camera at any time: the scene, the capture's scale
+    (metres per scene unit of its rig) and its time range (the scene times of its first and last frame).
+    Only scoring reads it (``render_truth``): a pipeline under test never gets the truth."""
+
+    scene: SceneSpec
+    scale: float
+    time_range: tuple[float, float] = (0.0, 1.0)
+
+
+def render_truth(truth: SyntheticTruth, rig: Rig, orbit: bool, num_frames: int, time_start: float = 0.0,
+                 time_end: float = 1.0, supersample: int = 1, *, on_step: StepFn | None = None) -> Tensor:
+    """The exact images of the scene along ``rig`` with the cameras and times a fitted scene's render uses
+    (``geometry.rig.render_jobs``): (num_frames, H, W, 3) for an orbit, (V * num_frames, H, W, 3) view-major
+    for the rig's own cameras."""
+    from ..geometry.rig import render_jobs
+
+    jobs = render_jobs(rig, truth.scale, orbit, num_frames, time_start, time_end, truth.time_range)
+    out = []
+    for i, (cam, t) in enumerate(jobs):
+        out.append(render(truth.scene, cam, torch.tensor([t]), supersample)[0][0])
+        report(on_step, i + 1, len(jobs))
+    return torch.stack(out)
+
+
+@dataclass(frozen=True)
 class SyntheticCapture:
     """A rendered synthetic capture in the project's conventions.
 
@@ -332,7 +359,8 @@ class SyntheticCapture:
     depth: (V, T, H, W) metric z-depth, finite everywhere.
     rig: Rig in scene units (view 0 = source, identity pose); ``rig.metric(scale)`` rendered it.
     scale: metres per scene unit (median depth of source frame 0).
-    times: (T,) scene time of each frame in [0, 1]; fps: frames per second.
+    times: (T,) scene time of each frame in [0, 1]; fps: frames per second; truth: the scene to ray-cast
+    any other camera or time (scoring only).
     """
 
     views: Tensor
@@ -341,6 +369,7 @@ class SyntheticCapture:
     scale: float
     times: Tensor
     fps: float
+    truth: SyntheticTruth | None = None
 
     @property
     def source(self) -> Tensor:
@@ -361,6 +390,11 @@ class SyntheticCapture:
     def view_major(self) -> Tensor:
         """(V*T, H, W, 3) all T frames of view 0, then view 1, ... (the IMAGE batch layout)."""
         return self.views.reshape(-1, *self.views.shape[2:])
+
+    def source_geometry(self) -> Geometry:
+        """The source view's own geometry only (static camera, its exact depth, K of view 0): what a depth
+        estimator gives from the source video, with nothing of the other views."""
+        return Geometry.static(self.source_depth.clone(), self.rig.cameras.K[0].clone())
 
     def geometry(self) -> Geometry:
         """Ground-truth source geometry (static camera, K of view 0, scale of this capture), carrying the
@@ -415,7 +449,9 @@ def make_capture(num_views: int = 6, num_frames: int = 9, height: int = 96, widt
         raise ValueError(f"radius={radius} with fov_y_deg={fov_y_deg} (scene scale {scale:.2f} m) puts a camera "
                          "outside the backdrop; lower radius or fov_y_deg")
     views, depth = render(scene, cams, times, supersample, on_step=on_step)
-    return SyntheticCapture(views=views, depth=depth, rig=rig, scale=scale, times=times.float(), fps=float(fps))
+    truth = SyntheticTruth(scene, scale, (float(times[0]), float(times[-1])) if len(times) > 1 else (0.0, 1.0))
+    return SyntheticCapture(views=views, depth=depth, rig=rig, scale=scale, times=times.float(), fps=float(fps),
+                            truth=truth)
 
 
 def make_moving_video(seed: int, num_frames: int = 9, height: int = 96, width: int = 160, *, fov_y_deg: float = 50.0,
