@@ -50,6 +50,8 @@ SHIFT = 3.0  # sampling shift of the nano model (small latents need less than Wa
 # Loop settings per stage (``train.TrainConfig`` fields; data / out filled in by ``_config``).
 STAGE_CONFIGS = {
     "vae": dict(steps=1500, lr=6e-4, warmup=100, lr_final=0.1, save_every=100, grad_clip=1.0),
+    # phase 2 of the VAE, from phase 1's weights: the colour term on (stages.VAELoss.lambda_chroma)
+    "vae_color": dict(steps=900, lr=3e-4, warmup=50, lr_final=0.2, save_every=100, grad_clip=1.0),
     "base": dict(steps=5000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=200, shift=SHIFT),
     "adapter": dict(steps=3000, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
                     views=6, latent_cache=0),
@@ -121,10 +123,10 @@ def _config(stage: str, work: Path, **over) -> "TrainConfig":
     from ..diffusion.nano import NANO
     from .train import TrainConfig
 
-    data = work / "data" / ("multiview" if stage == "adapter" else "")
+    data = work / "data" / ("multiview" if stage.startswith("adapter") else "")
     kw = dict(data=str(data), out=str(work / stage), frames=NANO.frames, height=NANO.height, width=NANO.width,
               bf16=False, seed=0)
-    kw.update(STAGE_CONFIGS[stage])
+    kw.update(STAGE_CONFIGS["adapter" if stage.startswith("adapter") else stage])
     kw.update({k: v for k, v in over.items() if v is not None})
     return TrainConfig(**kw)
 
@@ -144,15 +146,23 @@ def _printer(work: Path, stage: str, every: int = 25):
 
 
 def train_vae(work: Path, steps: int | None = None) -> Path:
+    """Phase 1 (``vae``: L1 + D-SSIM + latent moments, from scratch) then phase 2 (``vae_color``: the same plus
+    the colour term, from phase 1's weights; a small VAE keeps grey levels and drops colour otherwise)."""
+    from safetensors.torch import load_file
+
     from ..host.nano import HostVAETrainModel, build_vae
-    from .stages import VAEStage, find_videos
+    from .stages import VAELoss, VAEStage, find_videos
     from .train import run
 
-    cfg = _config("vae", work, steps=steps)
-    model = HostVAETrainModel(build_vae(seed=cfg.seed), metadata={"trained_by": "comfyui_full4d.training.nano vae",
-                                                                 "commit": _commit(), "data_seeds": _seed_text()})
-    res = run(cfg, VAEStage(cfg, model, find_videos(cfg.data)), log=_printer(work, "vae"))
-    _log_line(work, "vae", f"finished at step {res['step']} ({res['seconds']:.0f} s this run)")
+    meta = {"trained_by": "comfyui_full4d.training.nano vae", "commit": _commit(), "data_seeds": _seed_text()}
+    for phase, loss in (("vae", VAELoss()), ("vae_color", VAELoss(lambda_chroma=4.0, latent_noise=0.05))):
+        cfg = _config(phase, work, steps=steps)
+        vae = build_vae(seed=cfg.seed)
+        if phase == "vae_color":
+            vae.load_state_dict(load_file(str(work / "vae" / "vae.safetensors")))
+        model = HostVAETrainModel(vae, metadata=meta)
+        res = run(cfg, VAEStage(cfg, model, find_videos(work / "data"), loss), log=_printer(work, phase))
+        _log_line(work, phase, f"finished at step {res['step']} ({res['seconds']:.0f} s this run)")
     return Path(cfg.out) / "vae.safetensors"
 
 
@@ -170,7 +180,7 @@ def encode_latents(work: Path) -> Path:
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    vae = load_vae(work / "vae" / "vae.safetensors")
+    vae = load_vae(work / "vae_color" / "vae.safetensors")
     enc = HostVAETrainModel(vae.first_stage_model.float().eval())
     videos = find_videos(work / "data")
     t0 = time.time()
@@ -212,7 +222,7 @@ def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", 
     name = "adapter" if ablation == "full" and out is None else (out or f"adapter_{ablation}")
     cfg = _config("adapter", work, steps=steps, ablation=ablation, out=str(work / name))
     model = load_base(work / "base" / "base.safetensors")
-    vae = load_vae(work / "vae" / "vae.safetensors")
+    vae = load_vae(work / "vae_color" / "vae.safetensors")
     host = HostTrainModel(model, vae, empty_context(), ablation=Ablation.named(ablation),
                           adapter_meta={"base_model": "full4d-nano-base", "views_trained": str(cfg.views)})
     cache = _LatentCache(cfg.latent_cache, folder=work / "latents" / "multiview")
@@ -231,7 +241,7 @@ def ship(work: Path, dest: Path = ROOT / "models" / "nano") -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for stage, name in NANO_FILES.items():
-        src = work / stage / f"{stage}.safetensors"
+        src = work / ("vae_color" if stage == "vae" else stage) / f"{stage}.safetensors"
         with safe_open(str(src), framework="pt") as f:
             meta = dict(f.metadata() or {})
             sd = {k: f.get_tensor(k).half() for k in f.keys()}

@@ -6,7 +6,9 @@ Data: a folder of videos (``find_videos``: every ``*.mp4`` below it, scene folde
 ``frames`` consecutive frames.
 
 * VAE (autoencoder): random ``crop`` windows of ``frames`` frames, pixels in [-1, 1];
-  ``loss = |D(z) - x|_1 + lambda_dssim (1 - SSIM) + lambda_moments M(z)`` with ``z = E(x) + sigma eps``,
+  ``loss = |D(z) - x|_1 + lambda_chroma |c(D(z)) - c(x)|_1 + lambda_dssim (1 - SSIM) + lambda_moments M(z)``
+  with ``c(x) = x - mean_rgb(x)`` the colour of a pixel without its grey level (a small autoencoder learns grey
+  levels first and colour slowly: the term weights colour up) and ``z = E(x) + sigma eps``,
   ``sigma ~ U(0, latent_noise)`` (the decoder learns to take slightly wrong latents, as diffusion samples
   are) and ``M(z) = mean_c (mean(z_c)^2 + (std(z_c) - 1)^2)`` over the batch (the normalised latents stay
   unit-scaled per channel, as rectified flow assumes).
@@ -68,6 +70,7 @@ class VAELoss:
     lambda_dssim: float = 0.2
     lambda_moments: float = 0.1
     latent_noise: float = 0.1
+    lambda_chroma: float = 0.0
 
 
 class VAETrainModel(Protocol):
@@ -136,6 +139,8 @@ class VAEStage:
         y = self.model.decode(z + sigma.to(z.device) * torch.randn(z.shape, generator=gen).to(z.device))
         x = x.to(y.device)
         rec = (y - x).abs().mean()
+        if sp.lambda_chroma > 0:
+            rec = rec + sp.lambda_chroma * ((y - y.mean(1, keepdim=True)) - (x - x.mean(1, keepdim=True))).abs().mean()
         if sp.lambda_dssim > 0:  # SSIM per frame in [0, 1]
             a = (y.transpose(1, 2).flatten(0, 1) + 1) / 2
             b = (x.transpose(1, 2).flatten(0, 1) + 1) / 2
