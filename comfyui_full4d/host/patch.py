@@ -111,8 +111,11 @@ def _wan(model) -> wan.WanModel:
 
 
 def adapter_config_for(model, **kw) -> AdapterConfig:
-    """The AdapterConfig matching a host Wan ModelPatcher (dim, heads, blocks)."""
+    """The AdapterConfig matching a host Wan ModelPatcher (dim, heads, blocks), its ``base_model`` the model's
+    class: "wan2.2-ti2v-5b" (48 latent channels) or "wan2.1-t2v" (16: Wan2.1-T2V-1.3B / 14B, the nano model);
+    ``kw`` override."""
     dm = _wan(model)
+    kw.setdefault("base_model", "wan2.2-ti2v-5b" if dm.out_dim == 48 else "wan2.1-t2v")
     return AdapterConfig(dim=dm.dim, num_heads=dm.num_heads, num_blocks=len(dm.blocks), **kw)
 
 
