@@ -4,8 +4,9 @@ view from its point-cloud projection (docs/training-free.md); pure torch, no hos
 Each target view ``v`` is sampled by the base model (Wan2.2-TI2V-5B or a Wan2.1-class model) as an
 ordinary video. Its known region comes from the projection render: ``m_v`` (1, T, h, w) is the soft latent
 mask (``soft_latent_mask``: the fraction of valid projection pixels in each latent cell's VAE footprint,
-16 x 16 pixels under the Wan2.2 VAE, 8 x 8 under the Wan2.1 VAE) and ``L_v`` the VAE latent of the render. For rectified flow (``z_sigma = (1 - sigma) z0 + sigma eps``, SPEC 5), at every model
-evaluation with ``sigma > sigma_stop`` (``stop_sigma``):
+16 x 16 pixels under the Wan2.2 VAE, 8 x 8 under the Wan2.1 VAE) and ``L_v`` the VAE latent of the render.
+For rectified flow (``z_sigma = (1 - sigma) z0 + sigma eps``, SPEC 5), at every model evaluation with
+``sigma > sigma_stop`` (``stop_sigma``):
 
 1. model input  ``x_in = (1 - m) x + m ((1 - sigma) L + sigma eps)``  (known region re-noised to sigma)
 2. prediction   ``x0 = (1 - m) D(x_in, sigma) + m L``                  (known region pinned to L)
