@@ -326,8 +326,9 @@ def test_node_chain_with_the_wan21_vae(comfy_host):
 
     Vn, Tn, Hp, Wp = 3, 5, 40, 56
     vae = tiny_wan21_vae()
-    src, _, _, geo, _ = comfy_host.node("Full4DSyntheticScene").execute(
+    scene = comfy_host.node("Full4DSyntheticScene").execute(
         seed=0, num_views=2, num_frames=Tn, width=Wp, height=Hp, radius=1.0, elevation=0.0, fov=50.0).result
+    src, geo = scene[0], scene[3]  # source video, geometry (the node's later outputs vary between versions)
     rig = comfy_host.node("Full4DCameraRig").execute(
         preset="arc", num_views=Vn, radius=1.0, elevation=0.0, arc_span=40.0, custom_json="", width=Wp, height=Hp,
         fov=50.0, geometry=geo).result[0]
