@@ -70,7 +70,8 @@ class Full4DFit4DGS(io.ComfyNode):
                                tooltip="Weight of Flow Matching Distillation (SPEC 8); needs the fmd_* inputs, "
                                        "the source video and its latent. 0 = off."),
                 io.Model.Input("fmd_model", optional=True, tooltip="FMD teacher: the patched MODEL (Full4DAdapterLoader)."),
-                io.Vae.Input("fmd_vae", optional=True, tooltip="FMD encoder: the Wan2.2 VAE."),
+                io.Vae.Input("fmd_vae", optional=True,
+                             tooltip="FMD encoder: the VAE of fmd_model (the Wan2.2 or the Wan2.1 VAE)."),
                 io.Conditioning.Input("fmd_positive", optional=True, tooltip="FMD: the positive text conditioning."),
                 io.Image.Input("fmd_source", optional=True, tooltip="FMD: the source video (T frames)."),
                 io.Latent.Input("fmd_source_latent", optional=True, tooltip="FMD: the VAE latent of the source video."),

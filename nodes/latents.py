@@ -33,7 +33,8 @@ class Full4DVAEEncodeViews(io.ComfyNode):
             description="Encode a view-major multi-view batch with the video VAE, one clip per view.",
             inputs=[
                 io.Image.Input("images", tooltip="View-major frames (V*T): e.g. the projection renders."),
-                io.Vae.Input("vae", tooltip="The Wan2.2 VAE."),
+                io.Vae.Input("vae", tooltip="The model's VAE: the Wan2.2 VAE (Wan2.2-TI2V-5B) or the Wan2.1 VAE "
+                                           "(Wan2.1-class models)."),
                 io.Int.Input("num_views", default=6, min=1, max=64, tooltip="Views V in the batch."),
                 io.Boolean.Input("skip_source", default=True,
                                  tooltip="Drop view 0 (the source): the sampler wants the V-1 target projections."),

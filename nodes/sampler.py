@@ -1,11 +1,11 @@
 """Full4D nodes: adapter loader, the multi-view sampler (SPEC 4, 5) and the training-free sampler
-(base Wan2.2 only, docs/training-free.md)."""
+(base model only, docs/training-free.md). Base models: Wan2.2-TI2V-5B or a Wan2.1-class model (``patch.MODELS``)."""
 
 import comfy.samplers
 from comfy_api.latest import io
 
 from comfyui_full4d.host.paths import FULL4D, list_files
-from comfyui_full4d.host.patch import NONE_ADAPTER, load_full4d
+from comfyui_full4d.host.patch import MODELS, NONE_ADAPTER, load_full4d
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.host.sampling import sample_rig
 from comfyui_full4d.host.training_free import sample_rig_training_free
@@ -22,9 +22,10 @@ def _latent_inputs() -> list:
     return [
         io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
         io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
-        io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, 48, T, h, w)."),
+        io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, C, T, h, w): C = 48 from the "
+                                          "Wan2.2 VAE, 16 from the Wan2.1 VAE (the VAE of the model)."),
         io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
-                                               "view-major batch (V-1, 48, T, h, w)."),
+                                               "view-major batch (V-1, C, T, h, w), same VAE as the source."),
     ]
 
 
@@ -36,7 +37,8 @@ def _sampling_inputs() -> list:
         io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
         io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
         io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
-                       tooltip="Rectified-flow schedule shift (Wan2.2-TI2V-5B uses 5)."),
+                       tooltip="Rectified-flow schedule shift: higher spends more steps at high noise "
+                               "(Wan2.2-TI2V-5B uses 5; ComfyUI's default for Wan2.1 models is 8)."),
         io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
                        tooltip="Host sampler (the paper uses Euler)."),
         io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
@@ -49,10 +51,10 @@ class Full4DAdapterLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DAdapterLoader", display_name="Full4D Adapter Loader", category="Full4D/diffusion",
-            description="Attach the Full-4D adapter (camera encoders, fused time-view attention) to a Wan2.2-TI2V-5B "
-                        "MODEL. Returns a patched copy; the input MODEL is unchanged.",
+            description="Attach the Full-4D adapter (camera encoders, fused time-view attention) to the MODEL of "
+                        f"{MODELS}. Returns a patched copy; the input MODEL is unchanged.",
             inputs=[
-                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B diffusion model (Load Diffusion Model)."),
+                io.Model.Input("model", tooltip=f"The diffusion model of {MODELS} (Load Diffusion Model)."),
                 io.Combo.Input("adapter", options=[NONE_ADAPTER] + list_files(FULL4D), default=NONE_ADAPTER,
                                tooltip="Adapter weights from models/full4d/. 'none (zero-init)' gives exactly the "
                                        "base model for every view (no cross-view attention effect)."),
@@ -109,13 +111,13 @@ class Full4DTrainingFreeSampler(io.ComfyNode):
         return io.Schema(
             node_id="Full4DTrainingFreeSampler", display_name="Full4D Training-Free Multi-View Sampler",
             category="Full4D/diffusion",
-            description="Multi-view videos from the public Wan2.2-TI2V-5B alone (no adapter): each target view is "
+            description=f"Multi-view videos from the base model alone ({MODELS}, no adapter): each target view is "
                         "sampled by the base model as a video whose known pixels come from its projection render "
                         "(latent inpainting with a soft mask, RePaint style), released for the last steps so "
                         "the seams heal. Views are not coupled unless cross_view is on.",
             inputs=[
-                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B straight from Load Diffusion Model "
-                                                "(not through Full4DAdapterLoader)."),
+                io.Model.Input("model", tooltip=f"The diffusion model of {MODELS} straight from Load Diffusion "
+                                                "Model (not through Full4DAdapterLoader)."),
                 *_latent_inputs(),
                 io.Mask.Input("masks", tooltip="Validity masks of the projection renders (Full4DProjectToCameras "
                                                "'masks', all V views, view 0 first), at the renders' size."),

@@ -19,7 +19,7 @@ class Full4DLoadVideo(io.ComfyNode):
         return io.Schema(
             node_id="Full4DLoadVideo", display_name="Full4D Load Video", category="Full4D/inputs",
             description="Load the source video: decodes only the frames it needs, snaps the count down to 4k+1 "
-                        "(Wan2.2), resizes and centre-crops to a multiple of 32.",
+                        "(Wan's VAEs), resizes and centre-crops to a multiple of 32.",
             inputs=[
                 io.Combo.Input("file", options=input_videos(), upload=io.UploadType.video,
                                tooltip="Video file in the input folder (upload with the button)."),

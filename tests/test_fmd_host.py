@@ -1,17 +1,19 @@
-"""FMD with the host's models (SPEC 8): tiny Wan2.2 VAE as the encoder, the patched tiny WanModel
-as the frozen teacher through predict_x0. The gradient must reach the Gaussians."""
+"""FMD with the host's models (SPEC 8): a tiny VAE as the encoder, the patched tiny WanModel as the frozen
+teacher through predict_x0, for both model classes (Wan2.2-TI2V-5B: WAN22 + the Wan2.2 VAE; Wan2.1 class:
+WAN21 + the Wan2.1 VAE). The gradient must reach the Gaussians."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fixtures.wan import load_tiny_wan, tiny_wan_vae
+from fixtures.wan import KINDS, load_tiny_wan, tiny_vae
 
 pytestmark = pytest.mark.server
 
 
-def test_host_fmd_gradient_reaches_gaussians(comfy_host):
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_host_fmd_gradient_reaches_gaussians(comfy_host, kind):
     from comfyui_full4d.gaussians import rasterize
     from comfyui_full4d.gaussians.fmd import fmd_loss
     from comfyui_full4d.gaussians.init import backproject_views
@@ -20,8 +22,8 @@ def test_host_fmd_gradient_reaches_gaussians(comfy_host):
     from comfyui_full4d.media.synthetic import make_capture
 
     cap = make_capture(num_views=3, num_frames=5, height=32, width=48)
-    vae = tiny_wan_vae()
-    model = load_full4d(load_tiny_wan(), "none (zero-init)")
+    vae = tiny_vae(kind)
+    model = load_full4d(load_tiny_wan(kind=kind), "none (zero-init)")
     g = torch.Generator().manual_seed(0)
     positive = [[torch.randn(1, 7, 4096, generator=g), {}]]
     src_lat = vae.encode(cap.source)
@@ -55,7 +57,8 @@ def test_host_fmd_gradient_reaches_gaussians(comfy_host):
     assert colors.grad is not None and colors.grad.abs().sum() > 0
 
 
-def test_host_fmd_runs_in_the_models_latent_space(comfy_host, monkeypatch):
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_host_fmd_runs_in_the_models_latent_space(comfy_host, monkeypatch, kind):
     """SPEC 8 in the space the model's flow lives in (SPEC 5; training noises process_latent_in(VAE latent)):
     noise, teacher call and loss all in the normalised latent. Reference recomputed here with the host's own
     ``process_latent_in`` and the base WanModel (a zero-init adapter is the base model, SPEC 4), the source
@@ -71,7 +74,7 @@ def test_host_fmd_runs_in_the_models_latent_space(comfy_host, monkeypatch):
     from comfyui_full4d.media.synthetic import make_capture
 
     cap = make_capture(num_views=3, num_frames=5, height=32, width=48)
-    vae, base = tiny_wan_vae(), load_tiny_wan()
+    vae, base = tiny_vae(kind), load_tiny_wan(kind=kind)
     ctx = torch.randn(1, 7, 4096, generator=torch.Generator().manual_seed(0))
     src_lat = vae.encode(cap.source)
     cfg = host_fmd(load_full4d(base, "none (zero-init)"), vae, [[ctx, {}]], src_lat, cap.source, cap.geometry(),

@@ -78,6 +78,16 @@ def test_four_processes_cfg_times_ulysses():
     check_host_cases(_world(4)["host"], [c[0] for c in HOST[4]], TOL)
 
 
+@pytest.mark.slow  # spawns processes
+def test_two_processes_with_a_wan21_class_model():
+    """The sharded paths with a Wan2.1-class model (WAN21: 16 channels, (B,) timesteps from the host): one model
+    call and a 2-step Full4DSampler run over whole views (1x2), one call over each view's tokens, and the
+    training-free cross-view mode over tokens (its per-row modulation then has one entry per row)."""
+    cases = [("call", "call", "1x2", 4), ("sample", "sample", "1x2", 4), ("tokens", "call", "1x2:tokens", 4),
+             ("free", "free", "1x2:tokens", 3)]
+    check_host_cases(run_world(2, cases, model="wan21")["host"], [c[0] for c in cases], TOL)
+
+
 def test_layout_errors_name_the_input():
     from comfyui_full4d.diffusion.parallel import Layout, heads_to_tokens, view_split
 

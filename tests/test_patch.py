@@ -1,18 +1,19 @@
-"""Full-4D patch on the host's real Wan2.2 (tiny WanModel through the host's loader), SPEC 1, 2, 4, 5."""
+"""Full-4D patch on the host's real Wan models (tiny WanModel through the host's loader), SPEC 1, 2, 4, 5: every
+test that takes ``base`` runs on the Wan2.2-TI2V-5B class (WAN22, 48 channels) and the Wan2.1 class (WAN21, 16)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fixtures.wan import load_tiny_wan
+from fixtures.wan import KINDS, load_tiny_wan
 
 V, T, H, W = 3, 2, 4, 6
 
 
-@pytest.fixture(scope="module")
-def base(comfy_host):
-    return load_tiny_wan()
+@pytest.fixture(scope="module", params=list(KINDS))
+def base(comfy_host, request):
+    return load_tiny_wan(kind=request.param)
 
 
 def _cams(n: int = V, seed: int = 0) -> torch.Tensor:
@@ -37,11 +38,13 @@ def _patched(base, randomize: dict | None = None, cams=None, skip_zero: bool = T
     return with_rig(attach_adapter(base, adapter, skip_zero), _cams() if cams is None else cams)
 
 
-def _inputs(scenes: int, seed: int = 0):
+def _inputs(base, scenes: int, seed: int = 0):
+    """Random model inputs for ``scenes`` scenes of V views in ``base``'s latent channels; t (B, T) per frame."""
     g = torch.Generator().manual_seed(seed)
     B = scenes * V
-    x = torch.randn(B, 48, T, H, W, generator=g)
-    c = torch.randn(B, 48, T, H, W, generator=g)
+    C = base.model.diffusion_model.out_dim
+    x = torch.randn(B, C, T, H, W, generator=g)
+    c = torch.randn(B, C, T, H, W, generator=g)
     ctx = torch.randn(B, 7, 4096, generator=g)
     t = torch.rand(B, T, generator=g) * 1000
     return x, c, ctx, t
@@ -69,17 +72,21 @@ def _run(model, x, c, ctx, t, patched_options=True):
 def test_zero_adapter_is_the_base_model(base, scenes, skip_zero):
     """SPEC 4 invariant: zero-init adapter == base Wan2.2 for every view (scenes=2: cond+uncond batch),
     with the zero branches computed (skip_zero False) or skipped."""
-    x, c, ctx, t = _inputs(scenes)
+    x, c, ctx, t = _inputs(base, scenes)
     ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
     patched = _patched(base, skip_zero=skip_zero)
     for tt in (_t2(t), t):  # (B, 2T) passed through; (B, T) from the host's denoise mask expanded
         out = _run(patched, x, c, ctx, tt)
-        assert out.shape == (scenes * V, 48, T, H, W)
+        assert out.shape == (scenes * V, base.model.diffusion_model.out_dim, T, H, W)
         assert (out - ref).abs().max().item() <= 1e-5
+    # (B,): one timestep per row, what WAN21 hands the model (no per-frame timesteps from a denoise mask)
+    t1 = t[:, 0]
+    ref1 = _run(base, x, c, ctx, _t2(t1[:, None].expand(-1, T)), patched_options=False)
+    assert (_run(patched, x, c, ctx, t1) - ref1).abs().max().item() <= 1e-5
 
 
 def test_base_model_untouched_by_patch(base):
-    x, c, ctx, t = _inputs(1)
+    x, c, ctx, t = _inputs(base, 1)
     before = _run(base, x, c, ctx, _t2(t), patched_options=False)
     patched = _patched(base, {"fc2": 0.5, "tv_proj": 0.5})
     _run(patched, x, c, ctx, t)
@@ -89,7 +96,7 @@ def test_base_model_untouched_by_patch(base):
 
 
 def test_nonzero_adapter_changes_every_target_view(base):
-    x, c, ctx, t = _inputs(1)
+    x, c, ctx, t = _inputs(base, 1)
     ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
     out = _run(_patched(base, {"fc2": 0.5, "tv_proj": 0.5}), x, c, ctx, t)
     for v in range(1, V):
@@ -99,7 +106,7 @@ def test_nonzero_adapter_changes_every_target_view(base):
 def test_scenes_in_one_batch_do_not_mix(base):
     """cond and uncond (two scenes stacked by the host) give what each scene gives alone."""
     patched = _patched(base, {"fc2": 0.5, "tv_proj": 0.5})
-    x, c, ctx, t = _inputs(2)
+    x, c, ctx, t = _inputs(base, 2)
     both = _run(patched, x, c, ctx, t)
     for j in range(2):
         s = slice(j * V, (j + 1) * V)
@@ -109,7 +116,7 @@ def test_scenes_in_one_batch_do_not_mix(base):
 
 def test_camera_embedding_is_per_view(base):
     """Only the camera encoder non-zero, fused projector zero: a view's output depends on its camera only."""
-    x, c, ctx, t = _inputs(1)
+    x, c, ctx, t = _inputs(base, 1)
     cams = _cams()
     out = _run(_patched(base, {"fc2": 0.5}, cams), x, c, ctx, t)
     cams2 = cams.clone()
@@ -120,7 +127,7 @@ def test_camera_embedding_is_per_view(base):
 
 
 def test_batch_that_is_not_whole_scenes_is_rejected(base):
-    x, c, ctx, t = _inputs(1)
+    x, c, ctx, t = _inputs(base, 1)
     with pytest.raises(ValueError, match="whole scenes"):
         _run(_patched(base), x[:2], c[:2], ctx[:2], t[:2])
 
@@ -129,7 +136,7 @@ def test_unrigged_patched_model_fails_clearly(base):
     from comfyui_full4d.host.patch import attach_adapter, diffusion_transformer_options, make_adapter
 
     m = attach_adapter(base, make_adapter(base))
-    x, c, ctx, t = _inputs(1)
+    x, c, ctx, t = _inputs(base, 1)
     with pytest.raises(ValueError, match="Full4DSampler"):
         with torch.no_grad():
             m.model.diffusion_model(x, t, ctx, time_dim_concat=c, transformer_options=diffusion_transformer_options(m))
@@ -156,6 +163,37 @@ def test_tiny_vae_fixture_has_wan22_geometry(comfy_host):
     assert vae.decode(z).shape == (1, 5, 64, 96, 3)
 
 
+def test_tiny_wan21_vae_fixture_is_the_hosts_wan21_vae(comfy_host):
+    """The Wan2.1-class VAE the host's own loader built from the fixture's weights: 16 channels, x8 space, x4 time."""
+    from fixtures.wan import tiny_wan21_vae
+
+    vae = tiny_wan21_vae()
+    z = vae.encode(torch.rand(5, 64, 96, 3))
+    assert z.shape == (1, 16, 2, 8, 12)
+    assert vae.decode(z).shape == (1, 5, 64, 96, 3)
+
+
+def test_other_models_are_refused_naming_both_classes(comfy_host):
+    """Not a WanModel, or a Wan variant whose input channels are not its output channels (i2v / extra-channel
+    models: the condition half could not be concatenated): a ValueError that names what is accepted."""
+    from types import SimpleNamespace
+
+    import comfy.ldm.wan.model
+    import comfy.ops
+
+    from comfyui_full4d.host.patch import adapter_config_for
+    from fixtures.wan import TINY_WAN
+
+    def patcher(dm):
+        return SimpleNamespace(model=SimpleNamespace(diffusion_model=dm))
+
+    with pytest.raises(ValueError, match="a Wan2.2-TI2V-5B or Wan2.1-class model"):
+        adapter_config_for(patcher(torch.nn.Linear(2, 2)))
+    extra = comfy.ldm.wan.model.WanModel(**dict(TINY_WAN, in_dim=20, out_dim=16), operations=comfy.ops.disable_weight_init)
+    with pytest.raises(ValueError, match="Wan2.2-TI2V-5B or Wan2.1-class model .* 20 channels in and gives 16 out"):
+        adapter_config_for(patcher(extra))
+
+
 def test_fused_branch_layout_and_rope_positions(base, monkeypatch):
     """The fused branch of block 0 gets one scene per row, tokens (view, frame, spatial), and RoPE time
     index v*2T + f (SPEC 2), built here from the host's 3-axis embedder with explicit ids."""
@@ -180,7 +218,7 @@ def test_fused_branch_layout_and_rope_positions(base, monkeypatch):
 
     monkeypatch.setattr(sa, "forward", sa_spy)
     monkeypatch.setattr(adapter.blocks[0], "fused", fused_spy)
-    x, c, ctx, t = _inputs(2)
+    x, c, ctx, t = _inputs(base, 2)
     _run(model, x, c, ctx, t)
     S = (H // 2) * (W // 2)
     assert (seen["V"], seen["F"]) == (V, 2 * T)
@@ -209,7 +247,7 @@ def test_ablation_switches_reach_the_fused_branch(base, name):
     from comfyui_full4d.diffusion.ablation import Ablation
 
     ab = Ablation.named(name)
-    x, c, ctx, t = _inputs(1)
+    x, c, ctx, t = _inputs(base, 1)
     ref = _run(base, x, c, ctx, _t2(t), patched_options=False)
     assert (_run(with_ablation(_patched(base, skip_zero=False), ab), x, c, ctx, t) - ref).abs().max() <= 1e-5
     full = _patched(base, {"tv_proj": 0.5})
@@ -311,7 +349,7 @@ def test_camera_embedding_is_added_before_the_gate(base, monkeypatch):
     (two scenes: cond + uncond). Only the camera branch is non-zero."""
     from comfyui_full4d.host.patch import get_adapter
 
-    x, c, ctx, t = _inputs(2)
+    x, c, ctx, t = _inputs(base, 2)
     cams = _cams()
     model = _patched(base, {"fc2": 0.5}, cams)
     out = _run(model, x, c, ctx, t)
@@ -345,7 +383,7 @@ def test_fused_branch_is_added_ungated_to_the_residual(base, monkeypatch):
         return orig_forward(*args, **kw)
 
     monkeypatch.setattr(patch, "_block_forward", spy)
-    x, c, ctx, t = _inputs(2)
+    x, c, ctx, t = _inputs(base, 2)
     _run(_patched(base, {"tv_proj": 0.5}), x, c, ctx, t)
     block, ab, run, xb, e, freqs, context, to = calls[0][:8]
     monkeypatch.setattr(block.cross_attn, "forward", lambda y, *a, **k: torch.zeros_like(y))

@@ -102,6 +102,28 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
 
 
 @pytest.mark.slow  # starts worker processes
+def test_pool_matches_one_process_with_a_wan21_class_model(comfy_host, tmp_path):
+    """The pool with a Wan2.1-class model file (the host loads it as WAN21 in every worker: 16 channels, no
+    per-frame timesteps, its own inpainting rule): two CPU workers (1x2 Ulysses) give the one-process result."""
+    import comfy.sd
+
+    from comfyui_full4d.host.pool import PoolSpec, get_pool, shutdown_all
+
+    files = write_cli_inputs(tmp_path, V=V, kind="wan21")
+    assert type(comfy.sd.load_diffusion_model(str(files["model"])).model).__name__ == "WAN21"
+    spec = PoolSpec(comfyui=str(HOST_DIR), model=str(files["model"]), adapter=str(files["adapter"]), layout="1x2",
+                    devices=("cpu", "cpu"))
+    job = _job(files, steps=2)
+    ref = _one_process(files, job)
+    try:
+        out = get_pool(spec).sample(job)
+    finally:
+        shutdown_all()
+    assert out.shape == ref.shape == (V - 1, 16, T, H, W) and ref.abs().max() > 0.1
+    assert (out - ref).abs().max().item() <= 1e-6
+
+
+@pytest.mark.slow  # starts worker processes
 def test_parallel_node_feeds_the_sampler(setup, comfy_host):
     """Full4DParallel (cpu:2, 2x1 CFG split) -> Full4DSampler gives the latents of Full4DSampler alone; one device
     passes the model through unchanged; bad devices are a clear error naming the input."""

@@ -1,23 +1,34 @@
-"""Full4DSampler / Full4DAdapterLoader with the tiny Wan2.2 in-process through the host's sampler (SPEC 5)."""
+"""Full4DSampler / Full4DAdapterLoader with the tiny Wan2.2 (WAN22) and Wan2.1-class (WAN21) models in-process
+through the host's sampler (SPEC 5); every test that takes ``base`` runs on both classes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fixtures.wan import load_tiny_wan, random_rig_inputs
+from fixtures.wan import KINDS, load_tiny_wan, random_rig_inputs
 
 V, T, H, W, STEPS = 3, 2, 4, 6, 3
 
 
-@pytest.fixture(scope="module")
-def base(comfy_host):
-    return load_tiny_wan()
+@pytest.fixture(scope="module", params=list(KINDS))
+def kind(request):
+    return KINDS[request.param]
 
 
 @pytest.fixture(scope="module")
-def scene():
-    rig, src, proj, pos, neg, _ = random_rig_inputs(V, T, H, W)
+def base(comfy_host, kind):
+    return load_tiny_wan(kind=kind.name)
+
+
+@pytest.fixture(scope="module")
+def C(kind) -> int:
+    return kind.channels
+
+
+@pytest.fixture(scope="module")
+def scene(kind):
+    rig, src, proj, pos, neg, _ = random_rig_inputs(V, T, H, W, channels=kind.channels)
     src, proj = {"samples": src}, {"samples": proj}
     return rig, src, proj, pos, neg
 
@@ -54,17 +65,92 @@ def _random_adapter_file(base, comfy_host, name: str, seed: int) -> str:
     return name
 
 
-def test_sample_shapes_progress_and_clean_source(base, scene):
+def test_sample_shapes_progress_and_clean_source(base, scene, C):
     calls = []
     out = _sample(_patched(base), scene, include_source=True, on_step=lambda d, t: calls.append((d, t)))
-    assert out.shape == (V, 48, T, H, W) and torch.isfinite(out).all()
+    assert out.shape == (V, C, T, H, W) and torch.isfinite(out).all()
     assert calls == [(i + 1, STEPS) for i in range(STEPS)]
     src = scene[1]["samples"]
     torch.testing.assert_close(out[0], src[0], rtol=1e-5, atol=1e-5)  # the source row stays clean
     assert (out[1:] - src).abs().max() > 0.1
     targets = _sample(_patched(base), scene)
-    assert targets.shape == (V - 1, 48, T, H, W)
+    assert targets.shape == (V - 1, C, T, H, W)
     torch.testing.assert_close(targets, out[1:], rtol=0, atol=0)
+
+
+def _recording(model, calls: list):
+    """Clone of a patched model whose diffusion model calls are recorded: (x, timestep) as the host hands them
+    to ``WanModel.forward`` (a DIFFUSION_MODEL wrapper outside the Full-4D one)."""
+    import comfy.patcher_extension
+
+    def spy(executor, x, timestep, *args, **kw):
+        calls.append((x.detach().clone(), timestep.detach().clone()))
+        return executor(x, timestep, *args, **kw)
+
+    m = model.clone()
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
+    return m
+
+
+def test_model_sees_the_source_row_clean_at_every_step(base, scene):
+    """SPEC 5 as training feeds it (view 0 clean at timestep 0): at every model call the source rows of both
+    scenes (cond and uncond) hold exactly the clean source latent in the model's space, whatever the class.
+    WAN22 inpaints the known region clean by itself; WAN21 (BaseModel.scale_latent_inpaint) re-noises it to
+    the current sigma unless the sampler patches that."""
+    calls = []
+    m = _recording(_patched(base), calls)
+    _sample(m, scene)
+    clean = base.model.process_latent_in(scene[1]["samples"])[0]
+    assert len(calls) == STEPS
+    for x, t in calls:
+        assert x.shape[0] == 2 * V  # cond + uncond scenes
+        for row in (0, V):
+            torch.testing.assert_close(x[row], clean, rtol=0, atol=1e-6)
+        assert float(t.max()) > 0  # the targets are being denoised
+
+
+def test_sampler_is_the_euler_loop_with_a_clean_source(base, scene, comfy_host):
+    """Full4DSampler (Euler, CFG 5) against the loop written out over the patched model's ``apply_model``:
+    x <- x + (s' - s) (x - D(x)) / s on the target rows, the source row the clean latent (timestep 0 inside the
+    Full-4D wrapper) at every evaluation, CFG on the denoised outputs. A random adapter, so the targets read the
+    source row through the fused branch (with a zero adapter the views are independent and a noised source
+    row would go unseen)."""
+    import comfy.model_management
+    import comfy.sample
+    import comfy.samplers
+
+    from comfyui_full4d.diffusion.adapter import camera_features
+    from comfyui_full4d.diffusion.packing import pack_pass
+    from comfyui_full4d.host.patch import diffusion_transformer_options, with_rig
+    from comfyui_full4d.host.sampling import with_shift
+
+    rig, src, proj, pos, neg = scene
+    patched = _patched(base, _random_adapter_file(base, comfy_host, "euler.safetensors", seed=13))
+    m = with_rig(with_shift(patched, 5.0), camera_features(rig.cameras.R, rig.cameras.t))
+    comfy.model_management.load_models_gpu([m] + m.get_nested_additional_models())
+    bm = m.model
+    sp = pack_pass(src["samples"], proj["samples"], tuple(range(V)))
+    sig = comfy.samplers.calculate_sigmas(m.get_model_object("model_sampling"), "simple", STEPS)
+    latent = bm.process_latent_in(sp.latent)
+    cond = bm.process_latent_in(sp.cond)
+    eps = comfy.sample.prepare_noise(torch.zeros_like(sp.latent), 7)
+    x = sig[0] * eps + (1 - sig[0]) * latent
+    to = diffusion_transformer_options(m)
+
+    def denoised(x_in, s, text):
+        with torch.no_grad():
+            return bm.apply_model(x_in, torch.full((V,), float(s)), c_crossattn=text[0][0].expand(V, -1, -1),
+                                  time_dim_concat=cond, denoise_mask=sp.mask, transformer_options=to)
+
+    for i in range(STEPS):
+        s, s_next = float(sig[i]), float(sig[i + 1])
+        x[0] = latent[0]  # the source row, clean
+        c, u = denoised(x, s, pos), denoised(x, s, neg)
+        d0 = u + 5.0 * (c - u)
+        d0[0] = latent[0]
+        x = x + (s_next - s) * (x - d0) / s
+    ref = bm.process_latent_out(x)[1:]
+    torch.testing.assert_close(_sample(patched, scene), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_zero_adapter_views_are_independent(base, scene):
@@ -141,7 +227,7 @@ def test_memory_estimate_names_the_option(base, scene, monkeypatch):
         _sample(_patched(base), scene)
 
 
-def test_nodes(base, scene, comfy_host):
+def test_nodes(base, scene, comfy_host, C):
     rig, src, proj, pos, neg = scene
     loader, sampler = comfy_host.node("Full4DAdapterLoader"), comfy_host.node("Full4DSampler")
     patched = loader.execute(model=base, adapter="none (zero-init)").result[0]
@@ -149,7 +235,7 @@ def test_nodes(base, scene, comfy_host):
     out = sampler.execute(model=patched, positive=pos, negative=neg, source=src, projections=proj, rig=rig, seed=7,
                           steps=2, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple", views_per_pass=0,
                           include_source=False).result[0]
-    assert out["samples"].shape == (V - 1, 48, T, H, W)
+    assert out["samples"].shape == (V - 1, C, T, H, W)
 
 
 @pytest.mark.parametrize("V,k,expect", [(4, 0, [(0, 1, 2, 3)]), (4, 1, [(0, 1), (0, 2), (0, 3)]),
@@ -173,7 +259,7 @@ def test_pack_pass_layout():
         pack_pass(src, proj, (1, 2))
 
 
-def test_host_memory_estimate_counts_condition_half_and_fused_branch(base, scene, monkeypatch):
+def test_host_memory_estimate_counts_condition_half_and_fused_branch(base, scene, monkeypatch, C):
     import comfy.sampler_helpers as sh
 
     from comfyui_full4d.host.patch import MEMORY_FRAMES_FACTOR
@@ -187,10 +273,10 @@ def test_host_memory_estimate_counts_condition_half_and_fused_branch(base, scene
 
     monkeypatch.setattr(sh, "estimate_memory", spy)
     _sample(_patched(base), scene, steps=1)
-    assert shapes == [[V, 48, T * MEMORY_FRAMES_FACTOR, H, W]]
+    assert shapes == [[V, C, T * MEMORY_FRAMES_FACTOR, H, W]]
 
 
-def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scene):
+def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scene, C):
     """z0_hat = z_tau - tau * v with v from the base WanModel (condition half and view 0 at timestep 0)."""
     from comfyui_full4d.diffusion.adapter import camera_features
     from comfyui_full4d.host.sampling import predict_x0
@@ -198,7 +284,7 @@ def test_predict_x0_is_the_base_model_velocity_step_with_zero_adapter(base, scen
     rig, src, proj, pos, _ = scene
     cams = camera_features(rig.cameras.R, rig.cameras.t)
     g = torch.Generator().manual_seed(11)
-    z = torch.randn(V - 1, 48, T, H, W, generator=g)
+    z = torch.randn(V - 1, C, T, H, W, generator=g)
     tau = 0.6
     out = predict_x0(_patched(base), pos, src["samples"], proj["samples"], cams, z, tau)
     bm = base.model

@@ -404,6 +404,43 @@ def test_fsdp_without_a_process_group_is_refused(tiny):
         _model(tiny, fsdp=True)
 
 
+@pytest.mark.parametrize("kind", ["wan22", "wan21"])
+def test_two_steps_on_each_model_class_and_the_file_loads_for_sampling(tiny, tmp_path, kind):
+    """Both classes the pack accepts (Wan2.2-TI2V-5B: WAN22 + Wan2.2 VAE; Wan2.1 class: WAN21 + the host-loaded
+    Wan2.1 VAE) through HostTrainModel and train.train: finite losses, the trained layers moved off zero, and the
+    file is what Full4DAdapterLoader's load_full4d attaches (same weights, the base model's class in its header),
+    then samples."""
+    from comfyui_full4d.diffusion.adapter import read_adapter_config
+    from comfyui_full4d.host.patch import get_adapter, load_full4d
+    from comfyui_full4d.host.sampling import sample_full4d
+    from comfyui_full4d.host.training import HostTrainModel
+    from fixtures.wan import KINDS, load_tiny_wan, tiny_vae
+
+    model = HostTrainModel(load_tiny_wan(kind=kind), tiny_vae(kind), tiny["ctx"])
+    res = tr.train(_cfg(tiny, tmp_path / "run", 2, save_every=2), model, [tiny["scene"]])
+    assert res["step"] == 2 and all(torch.isfinite(torch.tensor(res["losses"])))
+    assert all(b.tv_proj.weight.abs().max() > 0 and b.cam.fc2.weight.abs().max() > 0 for b in model.adapter.blocks)
+    name = f"two_steps_{kind}.safetensors"
+    dest = tiny["host"].models_dir / "full4d"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "run" / "adapter.safetensors", dest / name)
+    assert read_adapter_config(dest / name).base_model == {"wan22": "wan2.2-ti2v-5b", "wan21": "wan2.1-t2v"}[kind]
+    base = load_tiny_wan(kind=kind)
+    loaded = load_full4d(base, name)
+    for (k, a), b in zip(get_adapter(loaded).state_dict().items(), model.adapter.state_dict().values()):
+        torch.testing.assert_close(a.float(), b.float(), msg=k)
+    C = KINDS[kind].channels
+    g = torch.Generator().manual_seed(5)
+    source, proj = torch.randn(1, C, 2, 4, 4, generator=g), torch.randn(2, C, 2, 4, 4, generator=g)
+    cams = torch.tensor([[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
+                         [0.8, 0, 0.6, -0.5, 0, 1, 0, 0, -0.6, 0, 0.8, 0.2],
+                         [0.8, 0, -0.6, 0.5, 0, 1, 0, 0, 0.6, 0, 0.8, 0.2]], dtype=torch.float32)
+    cond = [[tiny["ctx"], {}]]
+    out = sample_full4d(loaded, cond, cond, source, proj, cams, seed=0, steps=2, cfg=1.0, shift=5.0,
+                        sampler_name="euler", scheduler="simple")
+    assert out.shape == (2, C, 2, 4, 4) and torch.isfinite(out).all()
+
+
 def _worker(mode: str, out: str, steps: str, data: str) -> None:
     """One torchrun rank: the CLI (``train.main``) with the tiny host model in place of the full-size loaders."""
     import json

@@ -1,11 +1,12 @@
 """Training-free multi-view sampling: RePaint / InverseCrafter-style latent inpainting of each target
 view from its point-cloud projection (docs/training-free.md); pure torch, no host.
 
-Each target view ``v`` is sampled by the base Wan2.2 as an ordinary video. Its known region comes
-from the projection render: ``m_v`` (1, T, h, w) is the soft latent mask (``soft_latent_mask``: the
-fraction of valid projection pixels in each latent cell's VAE footprint) and ``L_v`` the VAE latent
-of the render. For rectified flow (``z_sigma = (1 - sigma) z0 + sigma eps``, SPEC 5), at every model
-evaluation with ``sigma > sigma_stop`` (``stop_sigma``):
+Each target view ``v`` is sampled by the base model (Wan2.2-TI2V-5B or a Wan2.1-class model) as an
+ordinary video. Its known region comes from the projection render: ``m_v`` (1, T, h, w) is the soft latent
+mask (``soft_latent_mask``: the fraction of valid projection pixels in each latent cell's VAE footprint,
+16 x 16 pixels under the Wan2.2 VAE, 8 x 8 under the Wan2.1 VAE) and ``L_v`` the VAE latent of the render.
+For rectified flow (``z_sigma = (1 - sigma) z0 + sigma eps``, SPEC 5), at every model evaluation with
+``sigma > sigma_stop`` (``stop_sigma``):
 
 1. model input  ``x_in = (1 - m) x + m ((1 - sigma) L + sigma eps)``  (known region re-noised to sigma)
 2. prediction   ``x0 = (1 - m) D(x_in, sigma) + m L``                  (known region pinned to L)
@@ -33,11 +34,21 @@ from torch import Tensor
 from .attention import fused_tv_attention
 from .packing import view_groups
 
-__all__ = ["TrainingFreeConfig", "VAE_TIME", "VAE_SPACE", "latent_frames", "soft_latent_mask", "schedule_from",
-           "stop_sigma", "pass_groups", "replacement_masks", "cross_view_attention"]
+__all__ = ["TrainingFreeConfig", "VAE_TIME", "VAE_SPACE", "vae_space", "latent_frames", "soft_latent_mask",
+           "schedule_from", "stop_sigma", "pass_groups", "replacement_masks", "cross_view_attention"]
 
-VAE_TIME = 4  # Wan2.2 VAE: latent frame 0 <- frame 0; latent frame j >= 1 <- frames 4j-3 .. 4j (causal)
+VAE_TIME = 4  # Wan2.2 and Wan2.1 VAEs: latent frame 0 <- frame 0; latent frame j >= 1 <- frames 4j-3 .. 4j (causal)
 VAE_SPACE = 16  # Wan2.2 VAE: one latent cell <- a 16 x 16 pixel block (2x2 patchify, then 3 stride-2 stages)
+_SPACE_BY_CHANNELS = {48: VAE_SPACE, 16: 8}  # Wan2.2 VAE (48 channels); Wan2.1 VAE (16 channels, 3 stride-2 stages)
+
+
+def vae_space(channels: int) -> int:
+    """Pixels per latent cell side of the Wan VAE whose latents have ``channels`` channels: 16 for the Wan2.2 VAE
+    (48 channels, Wan2.2-TI2V-5B), 8 for the Wan2.1 VAE (16 channels, Wan2.1-class models)."""
+    if int(channels) not in _SPACE_BY_CHANNELS:
+        raise ValueError(f"latents have {channels} channels; the training-free sampler knows the Wan2.2 VAE (48) and "
+                         f"the Wan2.1 VAE (16): encode the source and projections with the VAE of the model")
+    return _SPACE_BY_CHANNELS[int(channels)]
 
 
 @dataclass(frozen=True)
@@ -65,45 +76,48 @@ class TrainingFreeConfig:
 
 
 def latent_frames(frames: int) -> int:
-    """Latent frames of a ``frames``-frame video under the Wan2.2 VAE: ``1 + (frames - 1) // 4``."""
+    """Latent frames of a ``frames``-frame video under a Wan VAE (2.2 or 2.1): ``1 + (frames - 1) // 4``."""
     return 1 + (int(frames) - 1) // VAE_TIME
 
 
-def _crop(size: int) -> tuple[int, int]:
-    """Offset and length of the host VAE's centre crop to a multiple of 16 (``vae_encode_crop_pixels``)."""
-    keep = (size // VAE_SPACE) * VAE_SPACE
-    return (size % VAE_SPACE) // 2, keep
+def _crop(size: int, space: int) -> tuple[int, int]:
+    """Offset and length of the host VAE's centre crop to a multiple of ``space`` (``vae_encode_crop_pixels``)."""
+    keep = (size // space) * space
+    return (size % space) // 2, keep
 
 
-def soft_latent_mask(masks: Tensor, latent_shape: tuple[int, int, int] | None = None) -> Tensor:
+def soft_latent_mask(masks: Tensor, latent_shape: tuple[int, int, int] | None = None,
+                     space: int = VAE_SPACE) -> Tensor:
     """Fraction of valid pixels in each latent cell's VAE footprint.
 
     masks: (V, T, H, W) in [0, 1] (the projection's validity, 1 = a point landed), T video frames.
+    space: pixels per latent cell side (``vae_space``: 16 for the Wan2.2 VAE, 8 for the Wan2.1 VAE).
     The footprint of latent cell ``(j, y, x)`` is video frames ``{0}`` for ``j = 0`` and
-    ``4j-3 .. 4j`` for ``j >= 1`` (the causal chunks the host's ``WanVAE.encode`` runs; frames after
-    the last whole chunk are dropped as the encoder drops them) times pixels ``16y .. 16y+15`` x
-    ``16x .. 16x+15`` of the frame centre-cropped to a multiple of 16 (as the host crops before
-    encoding). latent_shape: the (T_lat, h, w) of the latents the mask goes with; a mismatch is an
+    ``4j-3 .. 4j`` for ``j >= 1`` (the causal chunks the host's ``WanVAE.encode`` runs, both VAEs; frames
+    after the last whole chunk are dropped as the encoder drops them) times pixels ``s*y .. s*y+s-1`` x
+    ``s*x .. s*x+s-1`` (s = ``space``) of the frame centre-cropped to a multiple of s (as the host crops
+    before encoding). latent_shape: the (T_lat, h, w) of the latents the mask goes with; a mismatch is an
     error naming both. Returns (V, 1, T_lat, h, w) float32 in [0, 1].
     """
     if not isinstance(masks, Tensor) or masks.dim() != 4:
         shape = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
         raise ValueError(f"masks must be (V, T, H, W), got {shape}")
     V, T, H, W = masks.shape
-    if T < 1 or H < VAE_SPACE or W < VAE_SPACE:
-        raise ValueError(f"masks: need at least 1 frame of at least 16x16 pixels, got {tuple(masks.shape)}")
+    s = int(space)
+    if T < 1 or H < s or W < s:
+        raise ValueError(f"masks: need at least 1 frame of at least {s}x{s} pixels, got {tuple(masks.shape)}")
     Tl = latent_frames(T)
-    (oy, Hc), (ox, Wc) = _crop(H), _crop(W)
-    h, w = Hc // VAE_SPACE, Wc // VAE_SPACE
-    if latent_shape is not None and tuple(int(s) for s in latent_shape) != (Tl, h, w):
+    (oy, Hc), (ox, Wc) = _crop(H, s), _crop(W, s)
+    h, w = Hc // s, Wc // s
+    if latent_shape is not None and tuple(int(n) for n in latent_shape) != (Tl, h, w):
         raise ValueError(f"masks: {T} frames of {H}x{W} pixels give latent (T, h, w) = {(Tl, h, w)} under the "
-                         f"Wan2.2 VAE (4 x 16 x 16), but the latents are {tuple(latent_shape)}; connect the masks "
+                         f"VAE's 4 x {s} x {s}, but the latents are {tuple(latent_shape)}; connect the masks "
                          f"of the same projection renders that were VAE-encoded")
     m = masks[:, :, oy:oy + Hc, ox:ox + Wc].float().clamp(0, 1)
     first = m[:, :1]
     rest = m[:, 1:1 + VAE_TIME * (Tl - 1)].reshape(V, Tl - 1, VAE_TIME, Hc, Wc).mean(2)
     per_frame = torch.cat([first, rest], 1).reshape(V * Tl, 1, Hc, Wc)
-    return F_nn.avg_pool2d(per_frame, VAE_SPACE).reshape(V, 1, Tl, h, w)
+    return F_nn.avg_pool2d(per_frame, s).reshape(V, 1, Tl, h, w)
 
 
 def schedule_from(sigmas: Tensor, start_sigma: float) -> Tensor:

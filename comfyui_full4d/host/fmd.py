@@ -3,7 +3,7 @@
 ``host_fmd`` builds the ``FMDConfig`` the 4DGS fit takes (``comfyui_full4d.gaussians.fmd``).
 The whole FMD step (noise, teacher call, loss) runs in the model's normalised latent space, the
 space rectified flow was trained in (``host.training.HostTrainModel.encode``, SPEC 5):
-``z = process_latent_in(VAE(frames))`` with the host's latent format (Wan2.2: per-channel
+``z = process_latent_in(VAE(frames))`` with the host's latent format (Wan2.2 and Wan2.1: per-channel
 ``(z - mean) / std``). Noising the raw VAE latent instead would give the model noise it never saw
 and weight the loss by ``std^2`` per channel.
 

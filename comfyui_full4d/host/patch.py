@@ -1,5 +1,11 @@
-"""Attach a Full-4D adapter to the host's own Wan2.2 (``comfy.ldm.wan.model.WanModel``) through
+"""Attach a Full-4D adapter to the host's own Wan model (``comfy.ldm.wan.model.WanModel``) through
 its ``ModelPatcher`` (SPEC 1, 2, 4, 5). The base model object is never modified.
+
+Model classes (``MODELS``): Wan2.2-TI2V-5B (the host's ``WAN22``, 48 latent channels, Wan2.2 VAE x16) and
+Wan2.1-class text-to-video models (``WAN21``, 16 channels, Wan2.1 VAE x8: Wan2.1-T2V-1.3B / 14B, the pack's
+nano model). Everything below is the same for both; what differs in the host is handled where it acts:
+``WAN21`` has no ``process_timestep`` (the wrapper gets ``(B,)`` timesteps, step 2) and re-noises inpainted
+rows (``sampling.with_clean_inpaint``).
 
 How it hooks into the host (all public ``ModelPatcher`` APIs, on a ``clone()``):
 
@@ -11,7 +17,7 @@ How it hooks into the host (all public ``ModelPatcher`` APIs, on a ``clone()``):
    ``WanModel.forward``. It checks the batch is whole scenes of ``V`` views (the host stacks cond
    and uncond and may batch latents; scene ``j`` = rows ``j*V..j*V+V-1``, never mixed), turns the
    host's per-frame timesteps ``(B, T)`` (from ``WAN22.process_timestep`` and the denoise mask)
-   or ``(B,)`` into ``(B, 2T)`` with the condition half and all of view 0 at 0 (the host's own
+   or ``(B,)`` (``WAN21``, or no denoise mask) into ``(B, 2T)`` with the condition half and all of view 0 at 0 (the host's own
    expansion puts ``T`` entries over ``2T`` frames with ``time_dim_concat``), builds the fused
    RoPE (``WanModel.rope_encode`` over ``V*2T`` frames: time index ``v*2T + f``, positions built in
    float32 whatever the model dtype; the per-view branch keeps ``0..2T-1``) and hands a per-call
@@ -59,7 +65,7 @@ RUN_KEY = "full4d_run"
 ABLATION_KEY = "full4d_ablation"
 ADAPTER_FILE_KEY = "full4d_adapter_file"
 
-__all__ = ["attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
+__all__ = ["MODELS", "attach_adapter", "adapter_config_for", "diffusion_transformer_options", "get_adapter", "load_full4d",
            "make_adapter", "per_frame_timesteps", "with_ablation", "with_rig", "KEY", "NONE_ADAPTER"]
 
 
@@ -87,21 +93,29 @@ class Full4DRun:
     shard: Any = None  # parallel.TokenShard in the token layout; None: whole views
 
 
+MODELS = "a Wan2.2-TI2V-5B or Wan2.1-class model"  # what error messages and tooltips name
+
+
 def _wan(model) -> wan.WanModel:
     dm = getattr(getattr(model, "model", None), "diffusion_model", None)
     if not isinstance(dm, wan.WanModel) or type(dm) is not wan.WanModel:
-        raise ValueError(f"model: Full-4D needs the host's Wan2.2 diffusion model (WanModel), got "
-                         f"{type(dm).__name__}; load Wan2.2-TI2V-5B with the diffusion model loader")
+        raise ValueError(f"model: Full-4D needs the host's Wan diffusion model (WanModel) of {MODELS}, got "
+                         f"{type(dm).__name__}; load {MODELS} with Load Diffusion Model")
     if any(type(b) is not wan.WanAttentionBlock for b in dm.blocks):
         raise ValueError("model: Full-4D supports plain WanAttentionBlock blocks only (not VACE/Animate/S2V variants)")
-    if dm.ref_conv is not None or dm.img_emb is not None:
-        raise ValueError("model: Full-4D supports the Wan2.2 TI2V model, not i2v / reference-image variants")
+    if dm.ref_conv is not None or dm.img_emb is not None or dm.in_dim != dm.out_dim:
+        raise ValueError(f"model: Full-4D supports {MODELS} (text-to-video, latent in = latent out), not i2v / "
+                         f"reference-image / extra-channel variants (this one takes {dm.in_dim} channels in and gives "
+                         f"{dm.out_dim} out)")
     return dm
 
 
 def adapter_config_for(model, **kw) -> AdapterConfig:
-    """The AdapterConfig matching a host Wan ModelPatcher (dim, heads, blocks)."""
+    """The AdapterConfig matching a host Wan ModelPatcher (dim, heads, blocks), its ``base_model`` the model's
+    class: "wan2.2-ti2v-5b" (48 latent channels) or "wan2.1-t2v" (16: Wan2.1-T2V-1.3B / 14B, the nano model);
+    ``kw`` override."""
     dm = _wan(model)
+    kw.setdefault("base_model", "wan2.2-ti2v-5b" if dm.out_dim == 48 else "wan2.1-t2v")
     return AdapterConfig(dim=dm.dim, num_heads=dm.num_heads, num_blocks=len(dm.blocks), **kw)
 
 
@@ -125,7 +139,7 @@ def make_adapter(model, path: str | None = None) -> Full4DAdapter:
 
 
 def attach_adapter(model, adapter: Full4DAdapter, skip_zero_branches: bool = True, ablation: Ablation | None = None):
-    """Clone ``model`` (a host ModelPatcher of WAN22) and attach ``adapter``; the input is untouched.
+    """Clone ``model`` (a host ModelPatcher of WAN22 or WAN21) and attach ``adapter``; the input is untouched.
 
     skip_zero_branches: skip the camera branch while its last layer is all zero and the fused branch
     while its projector is all zero (checked per call): their contribution is exactly 0, so a
@@ -214,6 +228,7 @@ def diffusion_transformer_options(model) -> dict:
 def per_frame_timesteps(timestep: Tensor, num_views: int, frames: int) -> Tensor:
     """(B,) or (B, T) or (B, 2T) host timesteps -> (B, 2T): target half as given, condition half 0, view 0 all 0.
 
+    (B, T): ``WAN22.process_timestep`` of the denoise mask; (B,): ``WAN21`` (no per-frame timesteps), or no mask.
     frames: T (latent frames of one half). Rows are views ``b % V`` (SPEC 1, 5)."""
     B = timestep.shape[0]
     if timestep.dim() == 1:

@@ -1,8 +1,13 @@
 """Multi-view sampling with the host's own sampler (SPEC 5): ``comfy.sample.sample`` (KSampler,
 the chosen sampler and scheduler, CFG with cond and uncond stacked in one batch), the host's
-denoise mask keeping the source row clean (timestep 0 per frame via ``WAN22.process_timestep``,
-re-imposed after every step by ``KSamplerX0Inpaint``) and ``time_dim_concat`` for the condition
-halves. Progress: the engine ``on_step`` (host bar + interrupt) once per sampling step.
+denoise mask keeping the source row clean (re-imposed after every step by ``KSamplerX0Inpaint``; its
+timestep is 0 through the Full-4D wrapper, ``patch.per_frame_timesteps``) and ``time_dim_concat`` for
+the condition halves. Progress: the engine ``on_step`` (host bar + interrupt) once per sampling step.
+
+The source row goes into the model clean, as training feeds it (``with_clean_inpaint``): ``WAN22`` (Wan2.2-TI2V-5B)
+does that by itself (its ``scale_latent_inpaint`` returns the clean latent), but ``WAN21`` (the Wan2.1 class:
+Wan2.1-T2V-1.3B, the pack's nano model) inherits ``BaseModel.scale_latent_inpaint``, which re-noises the known
+region to the current sigma; so the sampler's clone patches it for every class.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from .patch import ABLATION_KEY, _wan, check_one_device, get_adapter, with_ablat
 
 POOL_KEY = "full4d_pool"  # model_options entry: the worker pool that samples this model (host/pool.py)
 
-__all__ = ["sample_full4d", "sample_rig", "predict_x0", "with_shift", "check_memory"]
+__all__ = ["sample_full4d", "sample_rig", "predict_x0", "with_shift", "with_clean_inpaint", "check_memory"]
 
 
 def with_shift(model, shift: float):
@@ -38,11 +43,25 @@ def with_shift(model, shift: float):
     return m
 
 
+def _clean_latent(sigma=None, noise=None, latent_image=None, **kwargs):
+    return latent_image
+
+
+def with_clean_inpaint(model):
+    """Clone whose inpainting (``KSamplerX0Inpaint``) hands the model the known region (the source row, denoise
+    mask 0) as the clean latent: ``add_object_patch("scale_latent_inpaint", ...)``, ``WAN22``'s own rule, which
+    ``WAN21`` lacks (module docstring). ``training_free.with_noised_inpaint`` is the opposite patch."""
+    m = model.clone()
+    m.add_object_patch("scale_latent_inpaint", _clean_latent)
+    return m
+
+
 def check_memory(model, views: int, frames: int, h: int, w: int, views_per_pass: int) -> None:
     """Raise when one pass's activations cannot fit the load device at all."""
     dm = _wan(model)
     dtype = model.model.manual_cast_dtype or model.model.get_dtype()
-    need = activation_bytes(views, frames, h, w, dm.dim, dm.ffn_dim, comfy.model_management.dtype_size(dtype))
+    need = activation_bytes(views, frames, h, w, dm.dim, dm.ffn_dim, comfy.model_management.dtype_size(dtype),
+                            patch=tuple(dm.patch_size[1:]))
     total = comfy.model_management.get_total_memory(model.load_device)
     if need > 0.9 * total:
         raise ValueError(f"Full4DSampler: {views} views per pass at {frames} latent frames of {h}x{w} need about "
@@ -82,7 +101,7 @@ def sample_full4d(model, positive: list, negative: list, source: Tensor, project
     check_memory(model, max(len(g) for g in groups), T, h, w, views_per_pass)
     source, projections = source.float().cpu(), projections.float().cpu()
     noise_all = comfy.sample.prepare_noise(torch.zeros(V, *source.shape[1:]), int(seed))
-    base = with_shift(model, shift)
+    base = with_clean_inpaint(with_shift(model, shift))
     total = steps * len(groups)
     out = torch.empty(V, *source.shape[1:])
     for gi, views in enumerate(groups):

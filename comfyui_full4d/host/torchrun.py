@@ -60,7 +60,7 @@ def load_scene(path: str) -> dict:
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="torchrun ... -m comfyui_full4d.host.torchrun", description=__doc__.split("\n")[0])
     p.add_argument("--comfyui", default=os.environ.get("FULL4D_COMFYUI_DIR"), help="ComfyUI folder (the host)")
-    p.add_argument("--model", required=True, help="Wan2.2-TI2V-5B diffusion model file")
+    p.add_argument("--model", required=True, help="Wan2.2-TI2V-5B or Wan2.1-class diffusion model file")
     p.add_argument("--adapter", default=None, help="Full-4D adapter file (default: zero-init, the base model per view)")
     p.add_argument("--scene", required=True, help="scene file (save_scene)")
     p.add_argument("--out", required=True, help="output safetensors (written by rank 0)")

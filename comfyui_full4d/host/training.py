@@ -1,6 +1,6 @@
-"""The host side of adapter training: the host's Wan2.2 loaded in-process and patched by the SAME
-adapter code as inference (``comfyui_full4d.host.patch``), so a trained file is exactly what
-``Full4DAdapterLoader`` runs.
+"""The host side of adapter training: the host's Wan model (Wan2.2-TI2V-5B or a Wan2.1-class model) loaded
+in-process and patched by the SAME adapter code as inference (``comfyui_full4d.host.patch``), so a trained
+file is exactly what ``Full4DAdapterLoader`` runs.
 
 ``HostTrainModel.velocity`` calls ``WanModel.forward`` with the transformer options of the
 patched ``ModelPatcher`` (``patch.diffusion_transformer_options``): the Full-4D DIFFUSION_MODEL
@@ -276,7 +276,8 @@ def _context(text_encoder: str | None, context_file: str | None, prompt: str) ->
 
 def load_train_model(model_path: str, vae_path: str, cfg, *, device: str = "cuda", text_encoder: str | None = None,
                      context_file: str | None = None, distributed: bool = False) -> HostTrainModel:
-    """Load Wan2.2 and its VAE with the host's own loaders and patch them for training."""
+    """Load the Wan model (Wan2.2-TI2V-5B or Wan2.1 class) and its VAE with the host's own loaders and patch them
+    for training."""
     if distributed and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32

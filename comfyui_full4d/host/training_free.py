@@ -6,13 +6,17 @@ the memory manager, progress via its callback, the interrupt flag) on clones of 
 
 - the host's inpainting (``KSamplerX0Inpaint``) does the replacement: the pass's latent is the
   projection latents (``latent_image``), the host denoise mask is all ones (so ``WAN22.process_timestep``
-  gives every frame the full timestep), and ``set_model_denoise_mask_function`` swaps in the soft
+  gives every frame the full timestep; ``WAN21`` has no per-frame timesteps and gives every row the full
+  timestep anyway), and ``set_model_denoise_mask_function`` swaps in the soft
   replacement mask ``1 - m`` while ``sigma > sigma_stop`` and all ones after (the source row of a
   cross-view pass stays 0: always replaced);
 - ``add_object_patch("scale_latent_inpaint", BaseModel.scale_latent_inpaint)``: WAN22 feeds the
   known region to the model *clean* (its TI2V first-frame rule); the host's default for other models
-  re-noises it to the current sigma, ``sigma eps + (1 - sigma) L`` (RePaint), which is what this mode
-  wants since every token runs at the full timestep;
+  (``WAN21`` among them, where the patch changes nothing) re-noises it to the current sigma,
+  ``sigma eps + (1 - sigma) L`` (RePaint), which is what this mode wants since every token runs at the
+  full timestep;
+- the soft mask's footprint is the VAE's: 16 x 16 pixels per latent cell for the Wan2.2 VAE (48 channels),
+  8 x 8 for the Wan2.1 VAE (16 channels) (``training_free.vae_space`` of the latents' channels);
 - start sigma: the host schedule for ``steps`` cut below ``start_sigma`` (``sigmas=`` of
   ``comfy.sample.sample``); the host's noise scaling then starts from ``s0 eps + (1 - s0) L`` (SDEdit);
 - cross-view sharing (experimental): a ``DIFFUSION_MODEL`` wrapper records the scene layout and
@@ -40,9 +44,9 @@ from torch import Tensor
 from ..common.progress import StepFn, report
 from ..diffusion.packing import check_latents
 from ..diffusion.training_free import (TrainingFreeConfig, cross_view_attention, pass_groups, replacement_masks,
-                             schedule_from, soft_latent_mask, stop_sigma)
+                             schedule_from, soft_latent_mask, stop_sigma, vae_space)
 from .parallel import MESH_KEY, modulation, self_attention_qkv, sharded_block, split_call
-from .patch import _wan, get_adapter
+from .patch import MODELS, _wan, get_adapter
 from .sampling import check_sampler_args, with_shift
 
 KEY = "full4d_training_free"
@@ -189,8 +193,8 @@ def training_free_sigmas(model, steps: int, sampler_name: str, scheduler: str, s
 def _check_model(model) -> None:
     _wan(model)
     if get_adapter(model) is not None:
-        raise ValueError("model: this MODEL carries a Full-4D adapter; the training-free sampler runs the base "
-                         "Wan2.2 model: connect the diffusion model loader's output directly (or use Full4DSampler)")
+        raise ValueError(f"model: this MODEL carries a Full-4D adapter; the training-free sampler runs the base model "
+                         f"({MODELS}): connect the diffusion model loader's output directly (or use Full4DSampler)")
 
 
 def sample_training_free(model, positive: list, negative: list, source: Tensor, projections: Tensor, known: Tensor,
@@ -199,7 +203,7 @@ def sample_training_free(model, positive: list, negative: list, source: Tensor, 
                          include_source: bool = False, on_step: StepFn | None = None) -> Tensor:
     """Sample every target view by latent inpainting from its projection (module docstring).
 
-    model: host ModelPatcher of the base Wan2.2 (no adapter); positive/negative: host CONDITIONING
+    model: host ModelPatcher of the base model, WAN22 or WAN21 (no adapter); positive/negative: host CONDITIONING
     shared by all views; source (1, C, T, h, w), projections (V-1, C, T, h, w) VAE latents; known
     (V-1, 1, T, h, w) soft masks (``training_free.soft_latent_mask``). Noise is drawn once for all V
     views from ``seed`` (row v for view v, as ``Full4DSampler``). Returns (V-1, C, T, h, w), or
@@ -258,5 +262,5 @@ def sample_rig_training_free(model, positive: list, negative: list, source: dict
         raise ValueError(f"masks: {masks.shape[0]} masks are not {V} views x T frames; connect the masks output of "
                          f"Full4DProjectToCameras for the same rig (all V views, view 0 first)")
     per_view = masks.reshape(V, masks.shape[0] // V, *masks.shape[1:])[1:]  # (V-1, T, H, W), view 0 dropped
-    known = soft_latent_mask(per_view, tuple(proj.shape[2:]))
+    known = soft_latent_mask(per_view, tuple(proj.shape[2:]), space=vae_space(proj.shape[1]))
     return {"samples": sample_training_free(model, positive, negative, source["samples"], proj, known, **kw)}

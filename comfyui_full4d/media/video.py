@@ -1,6 +1,6 @@
 """Source video in and out: streaming decode, Wan's frame-count rule, resize + centre crop (SPEC 3).
 
-Frame count: Wan2.2's VAE compresses time 4x after the first frame, so a clip must hold
+Frame count: Wan's VAEs (2.2 and 2.1) compress time 4x after the first frame, so a clip must hold
 ``4k + 1`` frames (1, 5, 9, ..., 81). With ``snap=True`` the requested count is snapped
 **down** to the nearest ``4k + 1`` (a warning says so); ``num_frames=0`` takes every frame
 available from ``start`` with ``stride`` (then snapped).

@@ -84,7 +84,8 @@ class TrainConfig:
         if self.frames < 1 or (self.frames - 1) % 4:
             raise ValueError(f"frames must be 4k+1 (81, 49, 17, 5, ...), got {self.frames}")
         if self.height % 16 or self.width % 16:
-            raise ValueError(f"height and width must be multiples of 16 (VAE x16), got {self.height}x{self.width}")
+            raise ValueError(f"height and width must be multiples of 16 (one token per 16 px: the Wan2.2 VAE's x16, "
+                             f"or the Wan2.1 VAE's x8 times the 2x2 patch), got {self.height}x{self.width}")
         if self.views < 2:
             raise ValueError(f"views must be >= 2 (source + targets), got {self.views}")
         for name in ("steps", "save_every"):
@@ -366,8 +367,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m comfyui_full4d.training.train", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a scene folder or a folder of scene folders (docs/training.md)")
     p.add_argument("--out", required=True, help="output folder: checkpoint/, adapter.safetensors, log.csv")
-    p.add_argument("--model", required=True, help="Wan2.2-TI2V-5B diffusion model .safetensors")
-    p.add_argument("--vae", required=True, help="Wan2.2 VAE .safetensors")
+    p.add_argument("--model", required=True, help="Wan2.2-TI2V-5B or Wan2.1-class diffusion model .safetensors")
+    p.add_argument("--vae", required=True, help="its VAE .safetensors (Wan2.2 VAE; Wan2.1 VAE for a Wan2.1-class model)")
     p.add_argument("--text-encoder", default=None, help="umT5-XXL .safetensors (omit: use --context or zeros)")
     p.add_argument("--context", default=None, help="safetensors with key 'context' (1, L, 4096): a pre-encoded prompt")
     p.add_argument("--da3", default=None, help="Depth Anything 3 folder (model.safetensors + config.json): source "
