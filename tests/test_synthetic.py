@@ -257,7 +257,7 @@ def test_node_outputs_match_the_engine(comfy_host):
     cls = comfy_host.node("Full4DSyntheticScene")
     out = cls.execute(seed=2, num_views=3, num_frames=5, width=32, height=24, radius=1.0, elevation=10.0,
                       fov=50.0).result
-    source, views, rig, geometry, fps = out
+    source, views, rig, geometry, fps, source_geometry, truth = out
     cap = make_capture(num_views=3, num_frames=5, height=24, width=32, seed=2, elevation_deg=10.0)
     assert source.shape == (5, 24, 32, 3) and views.shape == (15, 24, 32, 3)
     torch.testing.assert_close(views[5:10], cap.views[1])  # view-major
@@ -265,6 +265,11 @@ def test_node_outputs_match_the_engine(comfy_host):
     torch.testing.assert_close(rig.cameras.R, cap.rig.cameras.R)
     torch.testing.assert_close(geometry.depth, cap.depth[0])
     assert geometry.scale == pytest.approx(cap.scale) and fps == pytest.approx(16.0)
+    # the source-only geometry has the source's depth and scale and nothing of the other views
+    torch.testing.assert_close(source_geometry.depth, cap.depth[0])
+    assert source_geometry.views_depth is None and geometry.views_depth is not None
+    assert source_geometry.scale == pytest.approx(cap.scale)
+    assert truth.scale == pytest.approx(cap.scale) and truth.time_range == (0.0, 1.0)
 
 
 @pytest.mark.server

@@ -515,8 +515,9 @@ def test_known_region_decodes_to_the_projection(comfy_host):
 
     Vn, Tn, S = 3, 5, 64
     vae = tiny_wan_vae()
-    src, _, _, geo, _ = comfy_host.node("Full4DSyntheticScene").execute(
+    scene = comfy_host.node("Full4DSyntheticScene").execute(
         seed=0, num_views=2, num_frames=Tn, width=S, height=S, radius=1.0, elevation=0.0, fov=50.0).result
+    src, geo = scene[0], scene[3]
     rig = comfy_host.node("Full4DCameraRig").execute(
         preset="arc", num_views=Vn, radius=1.0, elevation=0.0, arc_span=10.0, custom_json="", width=S, height=S,
         fov=50.0, geometry=geo).result[0]
