@@ -36,7 +36,9 @@ class Full4DSplatPreview(io.ComfyNode):
                                         "scene/frame_*.ply) gives one frame per file, sorted by name."),
                 RIG.Input("rig", optional=True, tooltip="Rig whose cameras get jump buttons and an orbit."),
                 io.Int.Input("num_frames", default=21, min=1, max=240, tooltip="Time samples sent to the browser."),
-                io.Float.Input("fps", default=16.0, min=0.1, max=120.0, tooltip="Playback rate in the widget."),
+                io.Float.Input("fps", default=16.0, min=0.1, max=120.0,
+                               tooltip="Playback rate of the play button (frames per second); a change applies "
+                                       "at once, without running the graph again."),
             ],
             outputs=[],
         )

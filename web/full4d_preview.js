@@ -23,10 +23,10 @@ const CSS = `.full4d-preview{display:flex;flex-direction:column;gap:4px;width:10
 .full4d-view canvas{position:absolute;inset:0;width:100%;height:100%;background:#141419;touch-action:none}
 .full4d-bar{display:flex;gap:4px;align-items:center;font:12px sans-serif;color:var(--input-text,#ddd)}
 .full4d-cams{display:flex;flex-wrap:wrap;gap:3px}
-.full4d-preview button,.full4d-preview input[type=number]{background:var(--comfy-input-bg,#222);color:var(--input-text,#ddd);
+.full4d-preview button{background:var(--comfy-input-bg,#222);color:var(--input-text,#ddd);
 border:1px solid var(--border-color,#4e4e4e);border-radius:4px;font:12px sans-serif;padding:2px 8px;margin:0}
 .full4d-preview button{cursor:pointer}.full4d-preview button:hover{filter:brightness(1.4)}
-.full4d-preview input[type=number]{width:44px;padding:2px 4px}.full4d-label{color:var(--descrip-text,#999)}`;
+.full4d-label{color:var(--descrip-text,#999)}`;
 el("style", { text: CSS, id: "full4d-preview-css" }, document.head);
 
 // The mouse wheel over a splat view zooms that view, never the graph. Taken in the capture phase at the window,
@@ -51,7 +51,6 @@ function buildWidget(node) {
   const bar = el("div", { className: "full4d-bar" }, root);
   const play = el("button", { text: "play", className: "full4d-play" }, bar);
   const slider = el("input", { type: "range", min: 0, max: 0, value: 0, step: 1, className: "full4d-time", style: "flex:1" }, bar);
-  const fpsIn = el("input", { type: "number", min: 1, max: 120, value: 16, title: "fps" }, bar);
   const label = el("span", { text: "no data", className: "full4d-label" }, bar);
   const cams = el("div", { className: "full4d-cams" }, root);
   const st = { data: null, renderer: null, frame: 0, drawId: 0, timer: null, follow: false, orbitIdx: 0, cams: null,
@@ -83,12 +82,15 @@ function buildWidget(node) {
     if (st.follow && st.cams?.orbit?.length) { st.orbitIdx = (st.orbitIdx + 1) % st.cams.orbit.length; setCam(st.cams.orbit[st.orbitIdx]); }
     setFrame((st.frame + 1) % st.data.t);
   };
-  const stop = () => { clearInterval(st.timer); st.timer = null; play.textContent = "play"; };
+  // one fps control: the node's own fps widget (saved with the workflow), read at every frame so a change applies
+  // at once; the buffer's fps (the same value when it was made) if the widget is missing
+  const fps = () => Number(node.widgets?.find((w) => w.name === "fps")?.value) || st.data?.fps || 16;
+  const stop = () => { clearTimeout(st.timer); st.timer = null; play.textContent = "play"; };
+  const run = () => { st.timer = setTimeout(() => { tick(); if (st.timer) run(); }, 1000 / Math.max(0.1, fps())); };
   play.onclick = () => {
     if (st.timer) return stop();
-    st.timer = setInterval(tick, 1000 / Math.max(1, Number(fpsIn.value) || 16)); play.textContent = "pause";
+    run(); play.textContent = "pause";
   };
-  fpsIn.onchange = () => { if (st.timer) { stop(); play.onclick(); } };
   slider.oninput = () => setFrame(Number(slider.value));
 
   let drag = null;
@@ -127,7 +129,7 @@ function buildWidget(node) {
     if (!r.ok) throw new Error(`preview fetch failed: ${r.status}`);
     st.data = mod.decodeF4DP(await r.arrayBuffer()); st.background = item.background ?? null;
     st.cams = camsJson ? JSON.parse(camsJson) : null;
-    fpsIn.value = String(Math.round(st.data.fps)); slider.max = String(st.data.t - 1);
+    slider.max = String(st.data.t - 1);
     if (!st.renderer) st.renderer = new mod.SplatRenderer(canvas);
     if (st.cams?.rig?.length) setCam(st.cams.rig[0]);
     else {
