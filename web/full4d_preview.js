@@ -174,7 +174,7 @@ function buildWidget(node) {
     }
   };
 
-  // item: one full4d_preview entry of the node's UI output.
+  // item: one full4d_preview entry of the node's UI output (also kept in node.properties for a page reload).
   const load = async (item) => {
     label.textContent = "loading…";
     mod = await loadRenderer();
@@ -184,7 +184,12 @@ function buildWidget(node) {
       return r.ok ? r : null;
     };
     const [r, rc] = await Promise.all([get(item.filename), item.cameras ? get(item.cameras) : null]);
-    if (!r || (item.cameras && !rc)) throw new Error("preview fetch failed: its files are not on the server");
+    if (!r || (item.cameras && !rc)) {
+      label.textContent = "no data";
+      info.textContent = "The last preview is gone from the server (ComfyUI empties its temp folder when it restarts): "
+        + "run the graph again.";
+      return;
+    }
     st.data = mod.decodeF4DP(await r.arrayBuffer()); st.background = item.background ?? null;
     st.cams = rc ? await rc.json() : null;
     slider.max = String(st.data.t - 1);
@@ -217,11 +222,22 @@ app.registerExtension({
     const show = (node, item) => node.full4d?.load(item).catch((e) => {
       console.warn("[full4d] preview:", e); node.full4d.root.querySelector(".full4d-label").textContent = String(e.message ?? e);
     });
+    // The last result is kept in the node's properties, which the workflow (and the frontend's copy of it that
+    // survives a page reload) saves; the frontend 1.32.9 keeps node outputs only in memory.
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       const item = message?.full4d_preview?.[0];
-      if (item) show(this, item);
+      if (!item) return;
+      this.properties = { ...(this.properties ?? {}), full4d_preview: item };
+      show(this, item);
+    };
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const r = onConfigure?.apply(this, arguments);
+      const item = this.properties?.full4d_preview;
+      if (item?.filename) show(this, item);
+      return r;
     };
     const onRemoved = nodeType.prototype.onRemoved;
     nodeType.prototype.onRemoved = function () { this.full4d?.onRemoved(); return onRemoved?.apply(this, arguments); };
