@@ -279,7 +279,7 @@ def test_preview_scale_says_where_it_comes_from(tmp_path):
     assert ply_recorded_scale(bare, root=str(tmp_path / "a")) == (None, "")  # the 4D file lies outside the root
     assert preview_scale(scene=sc)[0] == 4.25
     bad = write_ply(str(tmp_path / "c" / "f.ply"), *args, comments=("full4d_scale -1",))
-    with pytest.raises(ValueError, match="full4d_scale"):
+    with pytest.raises(ValueError, match="ply_path: .* full4d_scale"):
         preview_scale(ply_path=bad)
     with pytest.raises(ValueError, match="comments"):
         write_ply(str(tmp_path / "d.ply"), *args, comments=("two\nlines",))

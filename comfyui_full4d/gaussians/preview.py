@@ -194,7 +194,7 @@ def ply_recorded_scale(path: str, root: str | None = None) -> tuple[float | None
     for line in head[:end if end >= 0 else len(head)].decode("ascii", "replace").splitlines():
         p = line.split()
         if p[:2] == ["comment", SCALE_COMMENT] and len(p) >= 3:
-            return _positive(p[2], f"{path}: header comment {SCALE_COMMENT}"), "the PLY header"
+            return _positive(p[2], f"ply_path: {path}: header comment {SCALE_COMMENT}"), "the PLY header"
     beside = os.path.realpath(os.path.join(os.path.dirname(path), "scene4d.safetensors"))
     inside = root is None or os.path.commonpath([os.path.realpath(root), beside]) == os.path.realpath(root)
     if inside and os.path.isfile(beside):
@@ -206,7 +206,8 @@ def ply_recorded_scale(path: str, root: str | None = None) -> tuple[float | None
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"ply_path: {beside!r} beside the PLY is not a readable 4D scene file ({e})") from None
         if "scale" in extras:
-            return _positive(extras["scale"], f"{beside}: extras scale"), "scene4d.safetensors beside the PLY"
+            return _positive(extras["scale"], f"ply_path: {beside} beside the PLY: its scale"), \
+                "scene4d.safetensors beside the PLY"
     return None, ""
 
 
