@@ -35,28 +35,33 @@ ORBIT_CHECKED = (0, 23, 41)
 # PSNR floor (dB) of the widget's camera image against the server's render of the same camera. Measured on this
 # scene (chromium + SwiftShader): ring1-5 15.1-19.5 dB with the cameras in scene units (before issue 32; the
 # source camera, at the origin, 30.0), 33.8-39.3 dB for every camera with the metric ones (Spark and the fit's
-# rasteriser differ a little in their splat footprints, and the canvas is resampled).
+# rasteriser differ a little in their splat footprints, and the canvas is resampled). Keep the scene dense: with
+# 15,000 points its near splats grow large and the two renderers part (source camera 24 dB, cameras right).
 PSNR_FLOOR = 28.0
 SCENE = {"class_type": "Full4DTestScene",
          "inputs": {"num_views": 6, "width": W, "height": H, "world_scale": 2.0, "max_points": 30000}}
 PREVIEW = 2
 
 
-def _scene_graph() -> dict:
-    """The scene, its preview, the server's rig-grid and orbit renders (saved) and its per-frame export."""
-    return {
+def _scene_graph(orbit: bool = False) -> dict:
+    """The scene, its preview, the server's rig-grid render (saved), its per-frame export and with ``orbit`` the
+    server's orbit render (60 renders: only the orbit test pays for them)."""
+    graph = {
         "1": SCENE,
         str(PREVIEW): {"class_type": "Full4DSplatPreview",
                        "inputs": {"scene4d": ["1", 0], "rig": ["1", 1], "ply_path": "", "num_frames": 1, "fps": 8.0}},
         "3": {"class_type": "Full4DRender4DGS", "inputs": {"scene4d": ["1", 0], "rig": ["1", 1], "mode": "rig grid",
                                                            "num_frames": 1, "time_start": 0.0, "time_end": 0.0}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "cameras/rig"}},
-        "5": {"class_type": "Full4DRender4DGS", "inputs": {"scene4d": ["1", 0], "rig": ["1", 1], "mode": "orbit",
-                                                           "num_frames": ORBIT_N, "time_start": 0.0, "time_end": 0.0}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "cameras/orbit"}},
         "7": {"class_type": "Full4DSave4DGS", "inputs": {"scene4d": ["1", 0], "filename_prefix": "cameras/scene",
                                                          "num_frames": 1}},
     }
+    if orbit:
+        graph["5"] = {"class_type": "Full4DRender4DGS", "inputs": {
+            "scene4d": ["1", 0], "rig": ["1", 1], "mode": "orbit", "num_frames": ORBIT_N, "time_start": 0.0,
+            "time_end": 0.0}}
+        graph["6"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "cameras/orbit"}}
+    return graph
 
 
 def _ply_graph(ply_path: str, geometry: bool = False) -> dict:
@@ -102,7 +107,7 @@ class Cameras:
         self.b.page.wait_for_function("n => window.app.graph.nodes.length === n", arg=len(api), timeout=60_000)
         self.b.close_dialogs()
         self.place(size)
-        hist = self.b.queue_and_wait(timeout=600)
+        hist = self.b.queue_and_wait(timeout=1200)  # the first run renders on the CPU (~1 min idle, more when busy)
         assert hist.get("status", {}).get("status_str") == "success", json.dumps(hist.get("status"))[:3000]
         self.b.wait_label("t 1/1")
         return hist
@@ -179,11 +184,10 @@ def cams(comfy_server, tmp_path_factory, artifacts):
 
 @pytest.fixture(scope="module")
 def scene_run(cams, comfy_server) -> dict:
-    """The scene graph run once from the page: the server's rig and orbit renders and the export's files."""
+    """The scene graph run once from the page: the server's rig renders and the export's files."""
     hist = cams.load_and_run(_scene_graph())
     files = hist["outputs"]["7"]["text"][0].split("\n")
-    return {"rig": _saved(comfy_server, hist, "4"), "orbit": _saved(comfy_server, hist, "6"),
-            "export": files, "hist": hist}
+    return {"rig": _saved(comfy_server, hist, "4"), "export": files}
 
 
 def test_rig_cameras_show_what_the_server_renders(cams, scene_run):
@@ -228,11 +232,13 @@ def test_drag_turns_about_the_rigs_look_at_point(cams, scene_run):
     assert counts == [0, 1], f"fps controls: {counts[0]} under the view, {counts[1]} node widgets"
 
 
-def test_orbit_cameras_show_what_the_server_renders(cams, scene_run):
-    cams.load_and_run(_scene_graph())
+def test_orbit_cameras_show_what_the_server_renders(cams, scene_run, comfy_server):
+    """Orbit camera i of the widget (the 60 'follow orbit' steps through) is Full4DRender4DGS's orbit camera i."""
+    server = _saved(comfy_server, cams.load_and_run(_scene_graph(orbit=True)), "6")
+    assert len(server) == ORBIT_N
     low = {}
     for i in ORBIT_CHECKED:
-        p = cams.compare("orbit", f"orbit{i}", cams.orbit_camera(i), scene_run["orbit"][i])
+        p = cams.compare("orbit", f"orbit{i}", cams.orbit_camera(i), server[i])
         if p < PSNR_FLOOR:
             low[i] = round(p, 2)
     assert not low, f"orbit cameras differ from the server's orbit render: {low} (all: {cams.results})"
