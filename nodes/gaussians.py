@@ -185,7 +185,8 @@ class Full4DSave4DGS(io.ComfyNode):
         return io.Schema(
             node_id="Full4DSave4DGS", display_name="Full4D Save 4D Gaussians", category=CATEGORY,
             description="Writes one standard 3DGS PLY (or spz / ksplat: format) per frame and the whole 4D scene as one .safetensors file "
-                        "into a numbered folder of the output folder. The folder appears only when the export is "
+                        "into a numbered folder of the output folder. The PLYs are metric and record the scene's "
+                        "scale in a header comment, so Full4D Splat Preview places the rig's cameras right. The folder appears only when the export is "
                         "complete (files are staged in a hidden '.<name>_NNNNN.partial...' folder next to it); "
                         "cancel or an error removes the staged files, so no half-written export is left.",
             inputs=[

@@ -10,6 +10,10 @@ from comfyui_full4d.media.video import SIZE_MULTIPLE
 
 
 def _size(width: int, height: int):
+    """(height, width) for the loader, None for the automatic size; a ValueError naming both widgets otherwise."""
+    if (width == 0) != (height == 0) or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        raise ValueError(f"width={width}, height={height}: set both to multiples of {SIZE_MULTIPLE}, "
+                         "or both to 0 for the automatic size")
     return None if width == 0 and height == 0 else (height, width)
 
 
@@ -44,10 +48,9 @@ class Full4DLoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, file, width, height):
-        if (width == 0) != (height == 0) or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
-            return (f"width={width}, height={height}: set both to multiples of {SIZE_MULTIPLE}, "
-                    "or both to 0 for the automatic size")
+    def validate_inputs(cls, file):
+        # Only `file`: the host reports a failed check once for every argument this method takes (a missing video
+        # came up three times with width and height here), so the size is checked when the node runs (_size).
         if file and not input_exists(file):
             return f"Invalid video file: {file}"
         return True
@@ -58,13 +61,14 @@ class Full4DLoadVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, file, num_frames, start, stride, width, height, video=None) -> io.NodeOutput:
+        size = _size(width, height)
         step = progress(max(1, num_frames))
         if video is not None:
-            frames, fps = load_video_input(video, num_frames, start, stride, _size(width, height), on_step=step)
+            frames, fps = load_video_input(video, num_frames, start, stride, size, on_step=step)
         elif not file:
             raise ValueError("Full4DLoadVideo: no video; choose a file (upload one) or connect a VIDEO input")
         else:
-            frames, fps = load_input_video(file, num_frames, start, stride, _size(width, height), on_step=step)
+            frames, fps = load_input_video(file, num_frames, start, stride, size, on_step=step)
         return io.NodeOutput(frames, fps, int(frames.shape[0]))
 
 

@@ -337,6 +337,16 @@ MUTATIONS: list[Mutation] = [
     _m("P quaternions rounded to i8", "quaternion components truncated toward zero",
        [(PREVIEW, "qq = np.round(qn * 127).astype(np.int8)", "qq = (qn * 127).astype(np.int8)")],
        [f"{T_PREVIEW}::test_round_trip_error_within_bounds"]),
+    # ---- issue 32: the preview's cameras are the metric cameras Full4DRender4DGS renders from
+    _m("P preview cameras metric (rig.metric(scale))", "the widget's cameras in the rig's scene units",
+       [(PREVIEW, "        c = r.metric(scale)\n", "        c = r.cameras\n")],
+       [f"{T_PREVIEW}::test_cameras_json_are_the_cameras_that_saw_the_scene"]),
+    _m("P preview cameras metric (rig.metric(scale))", "the scale applied twice",
+       [(PREVIEW, "        c = r.metric(scale)\n", "        c = r.metric(scale * scale)\n")],
+       [f"{T_PREVIEW}::test_cameras_json_are_the_cameras_that_saw_the_scene"]),
+    _m("P drag-orbit pivot = the rig's metric look-at point", "look-at point in scene units",
+       [(PREVIEW, '"center": [float(v) * scale for v in rig.center]', '"center": [float(v) for v in rig.center]')],
+       [f"{T_PREVIEW}::test_cameras_json_are_the_cameras_that_saw_the_scene"]),
 ]
 
 

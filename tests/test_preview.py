@@ -106,9 +106,13 @@ def _write_ply(path: Path, n: int, seed: int = 0) -> dict:
     return dict(zip(names, v.T))
 
 
+def _temp_json(comfy_host, item: dict) -> dict:
+    return json.loads((comfy_host.base / "temp" / item["subfolder"] / item["cameras"]).read_text())
+
+
 @pytest.mark.server
 def test_node_ply_and_rig(comfy_host, tmp_path):
-    from comfyui_full4d.geometry.rig import ring_rig  # noqa: F401 (rig built below via the synthetic helper)
+    from comfyui_full4d.geometry.source import Geometry
     from comfyui_full4d.media.synthetic import make_capture
 
     (comfy_host.output_dir / "preview_test").mkdir(parents=True, exist_ok=True)
@@ -123,11 +127,20 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
     np.testing.assert_allclose(fr[0]["means"][:, 0], cols["x"], atol=1e-3 * np.ptp(cols["x"]))
     np.testing.assert_allclose(fr[0]["colors"][:, 0], np.clip(0.5 + 0.28209479 * cols["f_dc_0"], 0, 1), atol=3e-3)
     np.testing.assert_allclose(fr[0]["opacities"], 1 / (1 + np.exp(-cols["opacity"])), atol=3e-3)
-    cams = json.loads(out.ui["full4d_cameras"][0])
+    cams = _temp_json(comfy_host, item)
     assert len(cams["rig"]) == 4 and len(cams["orbit"]) > 4
+    # a PLY that records no scale, no geometry: the rig in its scene units, and the node says so
+    assert item["scale"] == cams["scale"] == 1.0 and "no geometry" in item["scale_note"]
     c0 = cap.rig.cameras
-    eye0 = -(c0.R[0].double().T @ c0.t[0].double())
-    np.testing.assert_allclose(cams["rig"][0]["eye"], eye0.numpy(), atol=1e-6)
+    eye1 = -(c0.R[1].double().T @ c0.t[1].double())
+    np.testing.assert_allclose(cams["rig"][1]["eye"], eye1.numpy(), atol=1e-6)
+    # with a geometry: its scale places the cameras (metric eyes), named in the note
+    geo = Geometry(depth=torch.ones(1, 4, 4), K=torch.eye(3), w2c=torch.eye(4)[None], scale=3.5)
+    out = cls.execute(scene4d=None, ply_path="preview_test/s.ply", rig=cap.rig, num_frames=3, fps=8.0, geometry=geo)
+    item = out.ui["full4d_preview"][0]
+    cams = _temp_json(comfy_host, item)
+    assert item["scale"] == 3.5 and "geometry input" in item["scale_note"]
+    np.testing.assert_allclose(cams["rig"][1]["eye"], 3.5 * eye1.numpy(), atol=1e-6)
     assert item["background"] is None  # a PLY carries no background: the widget's own
     with pytest.raises(ValueError, match="ply_path"):
         cls.execute(scene4d=None, ply_path="missing.ply", rig=None)
@@ -139,6 +152,24 @@ def test_node_ply_and_rig(comfy_host, tmp_path):
             cls.execute(scene4d=None, ply_path=bad, rig=None)
     with pytest.raises(ValueError, match="scene4d"):
         cls.execute(scene4d=None, ply_path="", rig=None)
+
+
+@pytest.mark.server
+def test_node_places_the_cameras_by_the_scenes_own_scale(comfy_host):
+    """A scene4d's cameras are at its own scale (what Full4DRender4DGS renders with), not a geometry's."""
+    from comfyui_full4d.geometry.source import Geometry
+    from comfyui_full4d.media.synthetic import make_capture
+
+    cap = make_capture(num_views=3, num_frames=1, height=16, width=24)
+    sc = _scene()
+    sc.extras["scale"] = 2.5
+    geo = Geometry(depth=torch.ones(1, 4, 4), K=torch.eye(3), w2c=torch.eye(4)[None], scale=7.0)
+    out = comfy_host.node("Full4DSplatPreview").execute(scene4d=sc, ply_path="", rig=cap.rig, num_frames=2,
+                                                        fps=8.0, geometry=geo)
+    item = out.ui["full4d_preview"][0]
+    cams = _temp_json(comfy_host, item)
+    assert item["scale"] == 2.5 and "scene's own" in item["scale_note"] and "7 is not used" in item["scale_note"]
+    np.testing.assert_allclose(cams["center"], 2.5 * cap.rig.center.double().numpy(), rtol=1e-6)
 
 
 @pytest.mark.server
@@ -179,3 +210,76 @@ def test_scene_frames_match_scene_at():
     _, dec = decode_frames(encode_frames(fr))
     ext = (torch.cat([fr[0]["means"], fr[1]["means"]]).amax(0) - torch.cat([fr[0]["means"], fr[1]["means"]]).amin(0))
     assert np.all(np.abs(dec[1]["means"] - m1.detach().numpy()) <= ext.numpy() / 131070 * 1.01 + 1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.7])
+def test_cameras_json_are_the_cameras_that_saw_the_scene(scale):
+    """The widget's cameras place every point of the metric scene where the camera that rendered it saw it: the
+    synthetic capture's ground-truth depth of each view, lifted to the world with the capture's own metric
+    cameras (its renders' cameras), projects through the JSON camera (eye, R, K) onto the pixel it came from.
+    The orbit passes through the rig's cameras (its knots), and the rig's look-at point (``center``, metric)
+    is in the middle of every ring camera's image."""
+    from comfyui_full4d.gaussians.preview import cameras_json
+    from comfyui_full4d.media.synthetic import make_capture
+
+    cap = make_capture(num_views=4, num_frames=1, height=24, width=40)
+    rig = cap.rig
+    cam = cap.metric_cameras  # the cameras that rendered cap.views at cap.scale
+    k = scale / cap.scale  # a world k times larger: depth * k, scale * k (as Full4DTestScene)
+    out = cameras_json(rig, cap.scale * k, orbit_n=20)
+    v, u = np.meshgrid(np.arange(0, 24, 5) + 0.5, np.arange(0, 40, 7) + 0.5, indexing="ij")
+    pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)
+
+    def project(c: dict, X: np.ndarray) -> np.ndarray:
+        xc = (X - np.array(c["eye"])) @ np.reshape(c["R"], (3, 3)).T
+        fx, fy, cx, cy = c["K"]
+        return np.stack([fx * xc[:, 0] / xc[:, 2] + cx, fy * xc[:, 1] / xc[:, 2] + cy], 1)
+
+    world = []
+    for i in range(4):
+        z = cap.depth[i, 0].double().numpy()[v.astype(int), u.astype(int)].ravel() * k
+        K, R, t = (x.double().numpy() for x in (cam.K.expand(4, 3, 3)[i], cam.R[i], cam.t[i] * k))
+        X = (z[:, None] * (pix @ np.linalg.inv(K).T) - t) @ R  # R^T (x_cam - t)
+        c = out["rig"][i]
+        assert (c["width"], c["height"]) == (40, 24) and c["name"] == rig.names[i]
+        np.testing.assert_allclose(project(c, X), pix[:, :2], atol=1e-4)
+        world.append(X)
+    eyes = np.array([c["eye"] for c in out["rig"]])
+    knots = np.array([c["eye"] for c in out["orbit"][::5]])  # 20 cameras through 4 keys: every 5th is a key
+    assert np.abs(knots[:, None] - eyes[None]).max(-1).min(1).max() < 1e-6 * max(1.0, scale)
+    centre = np.array(out["center"])
+    for c in out["rig"][1:]:
+        np.testing.assert_allclose(project(c, centre[None])[0], [20, 12], atol=1e-4)
+    assert out["scale"] == pytest.approx(cap.scale * k)
+
+
+def test_preview_scale_says_where_it_comes_from(tmp_path):
+    """A Save4DGS PLY records its scale (header comment; else the 4D file beside it); a PLY without either (core's
+    writers) takes the geometry's, else 1; a scene its own. Each case names its source."""
+    from comfyui_full4d.gaussians.export import save_scene4d, write_ply
+    from comfyui_full4d.gaussians.preview import ply_recorded_scale, preview_scale
+
+    g = _scene().gaussians
+    args = (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh)
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    commented = write_ply(str(tmp_path / "a" / "f.ply"), *args, comments=("full4d_scale 2.75",))
+    assert preview_scale(ply_path=commented, geometry_scale=9.0) == (
+        2.75, "scale 2.75 m per rig unit, from the PLY header; the geometry's 9 is not used")
+    bare = write_ply(str(tmp_path / "b" / "f.ply"), *args)
+    assert ply_recorded_scale(bare) == (None, "")
+    s, note = preview_scale(ply_path=bare, geometry_scale=1.5)
+    assert s == 1.5 and "geometry input" in note
+    s, note = preview_scale(ply_path=bare)
+    assert s == 1.0 and "no geometry" in note
+    sc = _scene()
+    sc.extras["scale"] = 4.25
+    save_scene4d(sc, str(tmp_path / "b" / "scene4d.safetensors"))
+    assert ply_recorded_scale(bare) == (4.25, "scene4d.safetensors beside the PLY")
+    assert ply_recorded_scale(bare, root=str(tmp_path / "a")) == (None, "")  # the 4D file lies outside the root
+    assert preview_scale(scene=sc)[0] == 4.25
+    bad = write_ply(str(tmp_path / "c" / "f.ply"), *args, comments=("full4d_scale -1",))
+    with pytest.raises(ValueError, match="ply_path: .* full4d_scale"):
+        preview_scale(ply_path=bad)
+    with pytest.raises(ValueError, match="comments"):
+        write_ply(str(tmp_path / "d.ply"), *args, comments=("two\nlines",))

@@ -220,13 +220,31 @@ def test_load_video_node(comfy_host, clip):
     ref = resize_center_crop(comps.images[2:7].float(), (384, 672))  # resize tested on its own above
     torch.testing.assert_close(images, ref, rtol=0, atol=1e-6)
     # checks
-    assert cls.validate_inputs(file="full4d_clip.mp4", width=96, height=64) is True
-    assert "multiples of 32" in cls.validate_inputs(file="full4d_clip.mp4", width=96, height=0)
-    assert "Invalid video file" in cls.validate_inputs(file="nope.mp4", width=0, height=0)
+    assert cls.validate_inputs(file="full4d_clip.mp4") is True
+    assert "Invalid video file" in cls.validate_inputs(file="nope.mp4")
+    for width, height in ((96, 0), (0, 64), (100, 64)):
+        with pytest.raises(ValueError, match=rf"width={width}, height={height}: set both to multiples of 32"):
+            cls.execute(file="full4d_clip.mp4", num_frames=5, start=0, stride=1, width=width, height=height)
     with pytest.raises(ValueError, match="no video"):
         cls.execute(file="", num_frames=5, start=0, stride=1, width=0, height=0)
     inputs = {i.id: i for i in cls.define_schema().inputs}
     assert inputs["file"].upload == "video_upload" and inputs["video"].optional
+
+
+@pytest.mark.server
+def test_a_missing_video_is_reported_once(comfy_host):
+    """The host's prompt validation names a missing video file once (it reports a failed validate_inputs once per
+    argument that method takes; width and height made it three times)."""
+    from host import PromptFailed
+
+    prompt = {"1": {"class_type": "Full4DLoadVideo", "inputs": {"file": "no_such_clip.mp4", "num_frames": 5,
+                                                               "start": 0, "stride": 1, "width": 0, "height": 0}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    with pytest.raises(PromptFailed) as err:
+        comfy_host.run(prompt)
+    errors = err.value.details[3]["1"]["errors"]
+    assert [(e["extra_info"]["input_name"], e["details"]) for e in errors] == [
+        ("file", "file - Invalid video file: no_such_clip.mp4")]
 
 
 @pytest.mark.server

@@ -148,6 +148,37 @@ def test_camera_matches_the_opencv_pinhole():
     np.testing.assert_allclose(res["px"][0], [res["W"] / 2, res["H"] / 2], atol=1e-3)  # the target is centred
 
 
+@needs_node
+@pytest.mark.parametrize("canvas", [(640, 300), (300, 640), (320, 192)], ids=["wider", "narrower", "same"])
+def test_rig_camera_image_fits_the_canvas(canvas):
+    """A rig camera's pinhole (fx != fy, principal point off centre) drawn in a canvas of another aspect: a world
+    point lands where the OpenCV pinhole puts it in the camera's own 160 x 96 image, that image scaled by
+    min(W / 160, H / 96) and centred in the canvas (numpy reference). So a wider canvas keeps the vertical fov,
+    a narrower one shows the whole horizontal fov."""
+    Wc, Hc = canvas
+    res = _node(f"""
+        const B = await import("{BUNDLE.as_uri()}");
+        const m = await import("{(LIB / 'splat_renderer.mjs').as_uri()}");
+        const W = {Wc}, H = {Hc}, rig = {{ K: [150, 148, 83, 45], width: 160, height: 96 }};
+        const {{ R, T }} = m.lookAt([1.5, -0.7, -2.0], [0.1, 0.2, 1.0]);
+        const cam = new B.PerspectiveCamera(50, W / H, 0.01, 100);
+        new B.Matrix4().set(...m.threeCameraToWorld(R, T)).decompose(cam.position, cam.quaternion, cam.scale);
+        cam.updateMatrixWorld();
+        cam.projectionMatrix.set(...m.projectionFromK(m.canvasIntrinsics(rig, W, H), W, H, cam.near, cam.far));
+        cam.projectionMatrixInverse.copy(cam.projectionMatrix).invert();
+        const pts = [[0.1, 0.2, 1.0], [0.5, -0.3, 1.4], [-0.4, 0.6, 0.2], [0.9, 0.4, 0.8]];
+        const px = pts.map((p) => {{ const v = new cam.position.constructor(...p).project(cam);
+                                     return [(v.x + 1) * W / 2, (1 - v.y) * H / 2]; }});
+        console.log(JSON.stringify({{ R, T, px, pts, K: rig.K }}));""")
+    R, T = np.reshape(res["R"], (3, 3)), np.array(res["T"])
+    fx, fy, cx, cy = res["K"]
+    pc = np.array(res["pts"]) @ R.T + T
+    uv = np.stack([fx * pc[:, 0] / pc[:, 2] + cx, fy * pc[:, 1] / pc[:, 2] + cy], 1)  # in the 160 x 96 image
+    s = min(Wc / 160, Hc / 96)
+    want = s * uv + [(Wc - s * 160) / 2, (Hc - s * 96) / 2]
+    np.testing.assert_allclose(res["px"], want, atol=1e-3)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm not installed")
 def test_rebuild_gives_the_committed_bundle(tmp_path):

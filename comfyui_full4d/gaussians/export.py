@@ -2,7 +2,8 @@
 
 PLY (binary little endian, float32): ``x y z nx ny nz f_dc_0..2 f_rest_0..(3K-4) opacity scale_0..2 rot_0..3``
 with opacity a logit, scales logs, rot wxyz and ``f_rest`` channel-major (all R coefficients, then G, then B),
-as the 3DGS reference writer. The 4D file holds ``gaussians.*`` (canonical), ``hexplane.*`` (state dict),
+as the 3DGS reference writer; the header records the scene's metric scale as ``comment full4d_scale <s>``
+(positions are metric; the rig is in scene units). The 4D file holds ``gaussians.*`` (canonical), ``hexplane.*`` (state dict),
 ``aabb`` and ``time_range`` tensors; its metadata holds the format tag, SH degree, HexPlaneConfig JSON and
 ``Scene4D.extras`` (JSON; e.g. ``scale``, metres per scene unit).
 
@@ -33,6 +34,7 @@ from typing import Callable
 from ..common.io import save_tensors, write_bytes
 from ..common.progress import StepFn, report
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
+from .preview import SCALE_COMMENT
 
 __all__ = ["write_ply", "export_frames", "save_scene4d", "load_scene4d", "export_scene", "SCENE4D_FORMAT", "FrameBytes"]
 
@@ -50,9 +52,13 @@ def _remove(path: str) -> None:
 
 
 
-def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, sh: Tensor) -> str:
+def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, sh: Tensor,
+              comments: tuple[str, ...] = ()) -> str:
     """Write one 3DGS PLY. means (N, 3), quats (N, 4) wxyz, log_scales (N, 3), opacity_logits (N,),
-    sh (N, K, 3) with K = (d+1)^2. Returns the path."""
+    sh (N, K, 3) with K = (d+1)^2; ``comments``: header ``comment`` lines (one line each, ASCII). Returns the
+    path."""
+    if any("\n" in c or "\r" in c or not c.isascii() for c in comments):
+        raise ValueError(f"comments={comments!r}: each PLY comment must be one line of ASCII")
     n, K = means.shape[0], sh.shape[1]
     rest = sh[:, 1:].transpose(1, 2).reshape(n, -1)  # (N, 3 (K-1)) channel-major
     names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
@@ -60,7 +66,8 @@ def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opaci
              + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
     cols = torch.cat([means, torch.zeros_like(means), sh[:, 0], rest, opacity_logits[:, None], log_scales, quats], 1)
     arr = cols.detach().cpu().float().numpy().astype("<f4")
-    header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n" % n
+    header = "ply\nformat binary_little_endian 1.0\n" + "".join(f"comment {c}\n" for c in comments)
+    header += "element vertex %d\n" % n
     header += "".join(f"property float {nm}\n" for nm in names) + "end_header\n"
     write_bytes(path, header.encode("ascii") + np.ascontiguousarray(arr).tobytes())
     return path
@@ -70,20 +77,23 @@ def write_ply(path: str, means: Tensor, quats: Tensor, log_scales: Tensor, opaci
 def export_frames(scene: Scene4D, times, folder: str, prefix: str = "frame", *, ext: str = "ply",
                   frame_bytes: FrameBytes | None = None, on_step: StepFn | None = None) -> list[str]:
     """One file per time (deformed Gaussians, ``Scene4D.at``) as ``{prefix}_{i:04d}.{ext}`` in folder: our PLY
-    writer, or ``frame_bytes`` (module docstring) when given.
+    writer, or ``frame_bytes`` (module docstring) when given. Our PLYs record the scene's metric scale (metres
+    per rig scene unit, ``extras["scale"]``) as the header line ``comment full4d_scale <s>``, so a preview of
+    the files places the rig's cameras as the scene's renders do.
 
     ``on_step(i + 1, len(times))`` after each file; if it (or a write) raises, the files written so far
     are removed before the exception propagates (all or nothing).
     """
     os.makedirs(folder, exist_ok=True)
     times = torch.as_tensor(times).reshape(-1).tolist()
+    comments = (f"{SCALE_COMMENT} {float(scene.extras['scale'])!r}",) if "scale" in scene.extras else ()
     paths: list[str] = []
     try:
         for i, t in enumerate(times):
             means, quats, scales, opacities, sh = scene.at(float(t))
             path = os.path.join(folder, f"{prefix}_{i:04d}.{ext}")
             if frame_bytes is None:
-                write_ply(path, means, quats, torch.log(scales), scene.gaussians.opacity_logits, sh)
+                write_ply(path, means, quats, torch.log(scales), scene.gaussians.opacity_logits, sh, comments)
             else:
                 write_bytes(path, frame_bytes(means, scales, quats, opacities[:, None], sh))
             paths.append(path)

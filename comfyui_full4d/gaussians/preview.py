@@ -16,6 +16,9 @@ log-scale <= (max - min) / 510, quaternion component <= 1/254 (before renormalis
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import struct
 
 import numpy as np
@@ -143,25 +146,102 @@ def read_ply_gaussians(path: str) -> dict[str, np.ndarray]:
             "colors": np.clip(0.5 + 0.28209479 * col("f_dc_0", "f_dc_1", "f_dc_2"), 0, 1)}
 
 
-def cameras_json(rig, orbit_n: int = 60) -> dict:
-    """Rig (scene units, OpenCV world-to-camera) -> {"rig": [...], "orbit": [...]} of
-    {name, eye (3,), forward (3,), up (3,), fov_y_deg} in world coordinates (world up = -y) for the widget."""
+def cameras_json(rig, scale: float, orbit_n: int = 60) -> dict:
+    """The cameras ``render_rig`` (Full4DRender4DGS) renders a scene of metric ``scale`` from, for the widget:
+    the rig's ``rig.metric(scale)`` and its orbit's ``interpolate_rig_cameras(rig, orbit_n).metric(scale)``, so
+    "orbit" camera i is Full4DRender4DGS's orbit camera i at ``num_frames = orbit_n``.
+
+    Rig (scene units, OpenCV world-to-camera) -> {"rig": [...], "orbit": [...], "center": (3,) the rig's
+    look-at point in metres (``rig.center * scale``, what drag-orbit turns about), "scale": scale}; per camera
+    {name, eye (3,) = -R^T t, R (9,) row-major world-to-camera, forward (3,) = R[2], up (3,) = -R[1],
+    fov_y_deg, K [fx, fy, cx, cy] in pixels of the rig's image, width, height}. World up = -y."""
     from ..geometry.rig import interpolate_rig_cameras
 
-    def cams(r) -> list[dict]:
-        c = r.cameras
-        R, t = c.R.double(), c.t.double()
-        eye = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
-        fy = c.K[..., 1, 1].double().expand(R.shape[0])
-        fov = 2 * torch.atan(0.5 * c.height / fy) * 180 / torch.pi
-        names = r.names or tuple(f"view{i}" for i in range(len(c)))
-        return [{"name": str(names[i]), "eye": eye[i].tolist(), "forward": R[i, 2].tolist(),
-                 "up": (-R[i, 1]).tolist(), "fov_y_deg": float(fov[i])} for i in range(R.shape[0])]
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale={scale}: the scene scale (metres per scene unit) must be positive and finite")
 
-    out = {"rig": cams(rig), "center": [float(v) for v in rig.center], "orbit": []}
+    def cams(r) -> list[dict]:
+        c = r.metric(scale)
+        R, t = c.R.double(), c.t.double()
+        V = R.shape[0]
+        eye = -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
+        K = c.K.double().expand(V, 3, 3)
+        fov = 2 * torch.atan(0.5 * c.height / K[:, 1, 1]) * 180 / torch.pi
+        names = r.names or tuple(f"view{i}" for i in range(V))
+        return [{"name": str(names[i]), "eye": eye[i].tolist(), "R": R[i].reshape(9).tolist(),
+                 "forward": R[i, 2].tolist(), "up": (-R[i, 1]).tolist(), "fov_y_deg": float(fov[i]),
+                 "K": [float(K[i, 0, 0]), float(K[i, 1, 1]), float(K[i, 0, 2]), float(K[i, 1, 2])],
+                 "width": int(c.width), "height": int(c.height)} for i in range(V)]
+
+    out = {"rig": cams(rig), "center": [float(v) * scale for v in rig.center], "orbit": [], "scale": scale}
     if rig.num_views >= 2:
         out["orbit"] = cams(interpolate_rig_cameras(rig, orbit_n))
     return out
+
+
+SCALE_COMMENT = "full4d_scale"  # PLY header line "comment full4d_scale <metres per scene unit>" (export.write_ply)
+
+
+def ply_recorded_scale(path: str, root: str | None = None) -> tuple[float | None, str]:
+    """The metric scale a per-frame PLY of Full4DSave4DGS records: its header's ``comment full4d_scale <s>``,
+    else the ``scale`` in the extras of the ``scene4d.safetensors`` written beside it (read only when it lies
+    inside the folder ``root``, if given). (None, "") when neither (e.g. a PLY from core's SplatToFile3D, which
+    writes no comment), with where it was found otherwise."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    end = head.find(b"end_header")
+    for line in head[:end if end >= 0 else len(head)].decode("ascii", "replace").splitlines():
+        p = line.split()
+        if p[:2] == ["comment", SCALE_COMMENT] and len(p) >= 3:
+            return _positive(p[2], f"ply_path: {path}: header comment {SCALE_COMMENT}"), "the PLY header"
+    beside = os.path.realpath(os.path.join(os.path.dirname(path), "scene4d.safetensors"))
+    inside = root is None or os.path.commonpath([os.path.realpath(root), beside]) == os.path.realpath(root)
+    if inside and os.path.isfile(beside):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(beside, "np") as f:
+                extras = json.loads((f.metadata() or {}).get("extras", "{}"))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"ply_path: {beside!r} beside the PLY is not a readable 4D scene file ({e})") from None
+        if "scale" in extras:
+            return _positive(extras["scale"], f"ply_path: {beside} beside the PLY: its scale"), \
+                "scene4d.safetensors beside the PLY"
+    return None, ""
+
+
+def _positive(v, what: str) -> float:
+    try:
+        s = float(v)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"{what} = {v!r} is not a positive scale")
+    return s
+
+
+def preview_scale(scene=None, ply_path: str | None = None, geometry_scale: float | None = None,
+                  root: str | None = None) -> tuple[float, str]:
+    """(scale, sentence) for the widget's cameras: a scene's own ``extras["scale"]`` (what its renders use;
+    1 when absent, as ``render_rig``); for a PLY what it records (``ply_recorded_scale``, ``root`` as there),
+    else the connected geometry's scale, else 1 (the rig's scene units)."""
+
+    def unused(s: float) -> str:
+        g = geometry_scale
+        return f"; the geometry's {float(g):.4g} is not used" if g is not None and abs(float(g) - s) > 1e-6 * s else ""
+
+    if scene is not None:
+        s = float(scene.extras.get("scale", 1.0))
+        return s, f"scale {s:.4g} m per rig unit, the scene's own (its renders use it){unused(s)}"
+    recorded, where = ply_recorded_scale(ply_path, root) if ply_path else (None, "")
+    if recorded is not None:
+        return recorded, f"scale {recorded:.4g} m per rig unit, from {where}{unused(recorded)}"
+    if geometry_scale is not None:
+        s = _positive(geometry_scale, "geometry.scale")
+        return s, f"scale {s:.4g} m per rig unit, from the geometry input (the PLY records none)"
+    return 1.0, ("scale 1: the PLY records no scale and no geometry is connected, so the rig is drawn in its scene "
+                 "units; connect the source geometry if the splats are metric")
 
 
 def scene_frames(scene, times: list[float]) -> list[dict]:

@@ -78,9 +78,48 @@ class Full4DTestGeometry(io.ComfyNode):
         return io.NodeOutput(img, Geometry(depth=depth, K=K, w2c=w2c, scale=2.5, conf=conf))
 
 
+class Full4DTestScene(io.ComfyNode):
+    """A static 4D scene made from the synthetic capture's ground truth, no fit (seconds, not minutes): one
+    Gaussian per ground-truth depth pixel of frame 0 of every ring view (subsampled to ``max_points``), sized by
+    its neighbours, nearly opaque, with the identity deformation. The whole world is enlarged ``world_scale``
+    times, so the scene's metric scale (``extras["scale"]``, what its renders use) is ``world_scale`` times the
+    synthetic one (about 2): far from 1, where a rig drawn in scene units misses the scene. Also gives the ring
+    rig (scene units) and a GEOMETRY carrying that scale (as a source geometry does)."""
+
+    @classmethod
+    def define_schema(cls):
+        from comfy_api.latest import io as _io
+        return io.Schema(node_id="Full4DTestScene", category="testing",
+                         inputs=[io.Int.Input("num_views", default=6, min=2), io.Int.Input("width", default=160),
+                                 io.Int.Input("height", default=96), io.Float.Input("world_scale", default=2.0),
+                                 io.Int.Input("max_points", default=30000, min=100)],
+                         outputs=[_io.Custom("FULL4D_SCENE4D").Output(), _io.Custom("FULL4D_RIG").Output(),
+                                  _io.Custom("FULL4D_GEOMETRY").Output()])
+
+    @classmethod
+    def execute(cls, num_views, width, height, world_scale, max_points) -> io.NodeOutput:
+        from comfyui_full4d.gaussians.fit import scene_aabb
+        from comfyui_full4d.gaussians.init import backproject_views, init_gaussians
+        from comfyui_full4d.gaussians.model import HexPlane, HexPlaneConfig, Scene4D
+        from comfyui_full4d.geometry.source import Geometry
+        from comfyui_full4d.media.synthetic import make_capture
+
+        cap = make_capture(num_views=num_views, num_frames=1, height=height, width=width)
+        scale = cap.scale * world_scale
+        cams = cap.rig.metric(scale)
+        depth = cap.depth[:, 0] * world_scale  # (V, H, W): metric depth of the enlarged world
+        pts, cols = backproject_views(depth, cap.views[:, 0], cams, max_points=max_points)
+        g = init_gaussians(pts, cols, sh_degree=0, opacity=0.95)
+        torch.manual_seed(0)
+        hp = HexPlane(HexPlaneConfig(feature_dim=2, base_res=2, time_res=2, multires=(1,), hidden=4))
+        scene = Scene4D(g, hp, (0.0, 1.0), scene_aabb(pts, cams), 0, {"scale": scale, "background": [0.0, 0.0, 0.0]})
+        geometry = Geometry(depth=depth[:1], K=cams.K[0], w2c=torch.eye(4)[None], scale=scale)
+        return io.NodeOutput(scene, cap.rig, geometry)
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry]
+        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry, Full4DTestScene]
 
 
 async def comfy_entrypoint():

@@ -131,9 +131,11 @@ export class SplatRenderer {
     this.meshes.clear();
   }
 
-  // frame: decoded frame; cam: {R: row-major 3x3 world-to-camera (OpenCV), T: [3], fovY (deg)}; background:
-  // [r, g, b] in [0, 1] where no splat covers a pixel (the scene's own, as its renders), null: the widget's.
-  // Resolves once the frame is on the canvas with Spark's sort for this view.
+  // frame: decoded frame; cam: {R: row-major 3x3 world-to-camera (OpenCV), T: [3]} and either the pinhole of the
+  // camera's own image {K: [fx, fy, cx, cy], width, height} (shown as canvasIntrinsics fits it) or {fovY} (deg,
+  // vertical, for the canvas itself); background: [r, g, b] in [0, 1] where no splat covers a pixel (the scene's
+  // own, as its renders), null: the widget's. Resolves once the frame is on the canvas with Spark's sort for
+  // this view.
   async render(frame, cam, allFrames = null, background = null) {
     const seq = ++this.seq;
     await this.ready;
@@ -147,7 +149,11 @@ export class SplatRenderer {
     if (!this.size || this.size[0] !== W || this.size[1] !== H) { this.gl.setSize(W, H, false); this.size = [W, H]; }
     new this.B.Matrix4().set(...threeCameraToWorld(R, T))
       .decompose(this.camera.position, this.camera.quaternion, this.camera.scale);
-    this.camera.fov = cam.fovY; this.camera.aspect = W / Math.max(1, H); this.camera.updateProjectionMatrix();
+    const k = cam.K ? canvasIntrinsics(cam, W, H) : fovIntrinsics(cam.fovY, W, H);
+    const c = this.camera; // the projection is set from K, never from fov / aspect (no updateProjectionMatrix)
+    c.fov = (360 / Math.PI) * Math.atan(0.5 * H / k[1]); c.aspect = W / H;
+    c.projectionMatrix.set(...projectionFromK(k, W, H, c.near, c.far));
+    c.projectionMatrixInverse.copy(c.projectionMatrix).invert();
     if (allFrames) this.prebuildRest(allFrames);
     this.changed = true;
     return new Promise((resolve, reject) => { this.waiters.push({ resolve, reject }); this.schedule(); });
@@ -202,6 +208,31 @@ export class SplatRenderer {
 export function threeCameraToWorld(R, T) {
   const c = [0, 1, 2].map((k) => -(R[k] * T[0] + R[3 + k] * T[1] + R[6 + k] * T[2]));
   return [R[0], -R[3], -R[6], c[0], R[1], -R[4], -R[7], c[1], R[2], -R[5], -R[8], c[2], 0, 0, 0, 1];
+}
+
+// The camera's image ({K: [fx, fy, cx, cy] in pixels of its width x height image}) in a W x H canvas of another
+// aspect: scaled by s = min(W / width, H / height) and centred ("contain"). A wider canvas keeps the vertical fov
+// and shows more of the scene left and right; a narrower one widens the vertical fov so that the whole horizontal
+// fov fits and shows more above and below. Either way the centred width*s x height*s rectangle of the canvas is
+// exactly the camera's image. Returns [fx, fy, cx, cy] in canvas pixels.
+export function canvasIntrinsics({ K, width, height }, W, H) {
+  const s = Math.min(W / width, H / height);
+  return [s * K[0], s * K[1], s * K[2] + 0.5 * (W - s * width), s * K[3] + 0.5 * (H - s * height)];
+}
+
+// [fx, fy, cx, cy] of a W x H canvas with vertical fov fovY (deg) and the principal point in its middle.
+export function fovIntrinsics(fovY, W, H) {
+  const f = 0.5 * H / Math.tan((Math.PI / 360) * fovY);
+  return [f, f, 0.5 * W, 0.5 * H];
+}
+
+// three.js projection (row-major 4x4, Matrix4.set order) of the OpenCV pinhole [fx, fy, cx, cy] of a W x H canvas
+// (pixel (u, v) covers [u, u+1] x [v, v+1], v down): NDC x = 2u/W - 1, NDC y = 1 - 2v/H, OpenGL depth in [near, far].
+export function projectionFromK([fx, fy, cx, cy], W, H, near, far) {
+  return [2 * fx / W, 0, 1 - 2 * cx / W, 0,
+    0, 2 * fy / H, 2 * cy / H - 1, 0,
+    0, 0, -(far + near) / (far - near), -2 * far * near / (far - near),
+    0, 0, -1, 0];
 }
 
 // OpenCV look-at with world up = -y: returns {R (row-major world-to-camera), T}.
