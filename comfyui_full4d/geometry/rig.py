@@ -287,9 +287,9 @@ def render_jobs(rig: Rig, scale: float, orbit: bool, num_frames: int, time_start
     ``num_frames`` cameras of ``interpolate_rig_cameras(rig, num_frames)``, camera ``i`` at time ``i``; else every
     rig camera at every time (view-major). Cameras ``rig.metric(scale)`` (metres)."""
     n = int(num_frames)
-    s = torch.linspace(time_start, time_end, n) if n > 1 else torch.tensor([float(time_start)])
+    s = [time_start + (time_end - time_start) * i / (n - 1) for i in range(n)] if n > 1 else [float(time_start)]
     t0, t1 = time_range
-    times = (t0 + s * (t1 - t0)).tolist()
+    times = [t0 + f * (t1 - t0) for f in s]  # plain floats: no tensor made off the render's device
     if orbit:
         cams = interpolate_rig_cameras(rig, n).metric(scale)
         return [(cams[i], times[i]) for i in range(n)]
