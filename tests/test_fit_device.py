@@ -90,6 +90,63 @@ def test_resume_on_another_device_matches_an_uninterrupted_fit(tiny, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)
 
 
+def _stream(seed: int, V: int, T: int, n: int) -> list[tuple[int, int]]:
+    """The reference: n (view, frame) draws of an independent CPU generator (mt19937) seeded with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return [(int(torch.randint(V, (1,), generator=g)), int(torch.randint(T, (1,), generator=g))) for _ in range(n)]
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("start_on, resume_on", [
+    (FIT_DEVICE, torch.device("cpu")),
+    pytest.param(torch.device("cuda"), FIT_DEVICE, marks=[pytest.mark.cuda, CUDA]),
+    pytest.param(torch.device("cpu"), torch.device("cuda"), marks=[pytest.mark.cuda, CUDA])],
+    ids=["cpu0-cpu", "cuda-cpu0", "cpu-cuda"])
+def test_random_streams_are_cpu_generators_and_resume_draws_on(tiny, tmp_path, monkeypatch, start_on, resume_on):
+    """Every generator the fit makes is a CPU generator, whatever device it is given (a generator on the fit's
+    device draws another stream there, and its state would not load on another device), and its state travels in
+    the checkpoint: the (view, frame) drawn at each iteration of a fit started on one device, interrupted at 7 and
+    resumed from the checkpoint of 5 on another, are an independent CPU stream seeded with the config's seed. On a
+    CPU-only machine ``torch.device("cpu", 0)`` stands in for the other device (it draws the same stream, so the
+    generators' requested devices are recorded too)."""
+    from dataclasses import replace
+
+    from comfyui_full4d.gaussians import DensifyConfig
+
+    cap, cams, pts, cols = tiny
+    cfg = replace(_cfg(), densify=DensifyConfig(start=10**6, stop=10**6 + 1))  # only the (view, frame) draws
+    V, T = cap.views.shape[:2]
+    ref = _stream(cfg.seed, V, T, cfg.iterations)
+    assert len(set(ref)) > 2  # the stream visits several (view, frame) pairs
+    made, drawn, real_generator = [], [], torch.Generator
+
+    class Recording(real_generator):
+        def __new__(cls, device="cpu"):
+            made.append(torch.device(device))
+            return real_generator.__new__(cls, device)
+
+    real = fit_mod.render_scene
+
+    def spy(scene, camera, time, *a, **k):
+        v = int((cams.t.to(camera.t.device) - camera.t).abs().sum(-1).argmin())
+        drawn.append((v, int((cap.times - time).abs().argmin())))
+        return real(scene, camera, time, *a, **k)
+
+    monkeypatch.setattr(torch, "Generator", Recording)
+    monkeypatch.setattr(fit_mod, "render_scene", spy)
+    ck, args = str(tmp_path / "fit.safetensors"), (cap.views, cams, cap.times, cfg, pts, cols)
+    with pytest.raises(KeyboardInterrupt):
+        fit_4dgs(*args, on_step=interrupted_at(7), checkpoint_path=ck, checkpoint_every=5, device=start_on)
+    first = list(drawn)
+    drawn.clear()
+    _, stats = fit_4dgs(*args, checkpoint_path=ck, checkpoint_every=5, device=resume_on)
+    assert stats.resumed_from == 5
+    assert made and all(d == torch.device("cpu") for d in made), made
+    assert first == ref[:7] and drawn == ref[5:]
+
+
 def test_out_of_device_memory_is_an_error_naming_the_budget_and_image_size(tiny, tmp_path, monkeypatch):
     cap, cams, pts, cols = tiny
     real, calls = fit_mod.photometric_loss, {"n": 0}
