@@ -63,6 +63,15 @@ TFREE, HOST_TFREE = "diffusion/training_free.py", "host/training_free.py"
 T_FF, T_VD, T_TFF, T_REC, T_PREVIEW = ("tests/test_fidelity_fit.py", "tests/test_view_depth.py",
                                        "tests/test_training_free_fidelity.py", "tests/test_recalibrate.py",
                                        "tests/test_preview.py")
+ALIGN, DA3CORE, HOST_SPLAT, MEMORY = "geometry/align.py", "geometry/da3_core.py", "host/splat.py", "gaussians/memory.py"
+IO, EXPORT = "common/io.py", "gaussians/export.py"
+T_ALIGN, T_SPLAT, T_DA3CORE, T_PTOK, T_POOL = ("tests/test_align.py", "tests/test_splat.py", "tests/test_da3_core.py",
+                                               "tests/test_parallel_tokens.py", "tests/test_pool.py")
+T_FDEV, T_DISK = "tests/test_fit_device.py", "tests/test_disk_full.py"
+_POOL_TEST = f"{T_POOL}::test_the_pool_carries_every_sampler_option"
+_POOL_JOB = "scheduler=scheduler, views_per_pass=views_per_pass, include_source=include_source,\n"
+_DISK_TESTS = (f"{T_DISK}::test_export_on_a_full_disk_fails_clearly_and_leaves_nothing",
+               f"{T_DISK}::test_checkpoint_on_a_full_disk_fails_clearly_and_keeps_the_last_one")
 _SLOTS_IN_PATCH = (  # a pass's fused RoPE at the views' global rig slots (what issue 22 decided against)
     "        slots = transformer_options.get(\"full4d_slots\")\n"
     "        if slots is not None:\n"
@@ -347,6 +356,69 @@ MUTATIONS: list[Mutation] = [
     _m("P drag-orbit pivot = the rig's metric look-at point", "look-at point in scene units",
        [(PREVIEW, '"center": [float(v) * scale for v in rig.center]', '"center": [float(v) for v in rig.center]')],
        [f"{T_PREVIEW}::test_cameras_json_are_the_cameras_that_saw_the_scene"]),
+    # ---- issue 31: the third pass
+    _m("TF tokens per frame ceil(h/ph) * ceil(w/pw)", "sharded cross-view layout floors an odd latent size",
+       [(HOST_TFREE, "S = -(-x.shape[3] // p[1]) * -(-x.shape[4] // p[2])", "S = (x.shape[3] // p[1]) * (x.shape[4] // p[2])")],
+       [f"{T_PTOK}::test_odd_latent_sizes_shard_like_even_ones"]),
+    _m("TF guided steps round(stop * steps)", "the guided step count truncated",
+       [(TFREE, "    k = min(n, max(0, int(math.floor(float(stop) * n + 0.5))))", "    k = min(n, max(0, int(float(stop) * n)))")],
+       [f"{T_TFF}::test_stop_fraction_rounds_the_guided_steps"]),
+    _m("5 the pool carries the Tab. 4 ablation", "the workers' job has no ablation (full model)",
+       [(SAMPLING, 'ablation=model.model_options["transformer_options"].get(ABLATION_KEY)), on_step)',
+         "ablation=None), on_step)")],
+       [_POOL_TEST]),
+    _m("5 the pool carries views per pass", "the workers sample all views in one pass",
+       [(SAMPLING, _POOL_JOB, "scheduler=scheduler, views_per_pass=0, include_source=include_source,\n")],
+       [_POOL_TEST]),
+    _m("5 the pool carries the sampler", "the workers always run Euler",
+       [(SAMPLING, "shift=shift, sampler_name=sampler_name,\n", 'shift=shift, sampler_name="euler",\n')],
+       [_POOL_TEST]),
+    _m("6 re-calibrated focal = view 0's rig focal x DA3's ratio", "each view's own rig focal x the ratio",
+       [(VDEPTH, "    K[ok, 0, 0], K[ok, 1, 1] = f[ok, 0], f[ok, 1]\n",
+         "    K[ok, 0, 0], K[ok, 1, 1] = K0[ok, 0, 0] * ratio[ok, 0], K0[ok, 1, 1] * ratio[ok, 1]\n")],
+       [f"{T_REC}::test_mixed_lens_rig_focal_from_view0_and_the_20_degree_limit"]),
+    _m("6 re-calibration zoom guard against the view's own focal", "ratio to view 0 guarded (a tele lens refused)",
+       [(VDEPTH, "    zoom = f / torch.stack([K0[:, 0, 0], K0[:, 1, 1]], -1)", "    zoom = ratio")],
+       [f"{T_REC}::test_mixed_lens_rig_focal_from_view0_and_the_20_degree_limit"]),
+    _m("6 re-calibration limit 20 degrees", "the turn measured in radians",
+       [(VDEPTH, "turned = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))", "turned = torch.arccos(cos.clamp(-1, 1))")],
+       [f"{T_REC}::test_mixed_lens_rig_focal_from_view0_and_the_20_degree_limit"]),
+    _m("6 Umeyama scale trace(D S) / sigma_x^2", "the reflection guard left out of the scale",
+       [(ALIGN, "s = float(np.trace(np.diag(D) @ S) / var)", "s = float(np.trace(np.diag(D)) / var)")],
+       [f"{T_ALIGN}::test_reflected_cloud_hand_worked"]),
+    _m("6 Umeyama scale over sigma_x^2", "divided by the target's variance",
+       [(ALIGN, "    var = (xc**2).sum() / len(x)\n", "    var = (yc**2).sum() / len(x)\n")],
+       [f"{T_ALIGN}::test_matches_scipy_kabsch_on_random_clouds"]),
+    _m("6 fit memory estimate in bytes", "the estimate counts floats, not bytes",
+       [(MEMORY, "    return int(4 * floats)\n", "    return int(floats)\n")],
+       [f"{T_FDEV}::test_the_memory_estimate_is_within_2x_of_a_measured_cpu_fit"]),
+    _m("6 fit random streams on the CPU", "the generator made on the fit's device",
+       [(FIT, "        gen = torch.Generator().manual_seed(cfg.seed)", "        gen = torch.Generator(device=dev).manual_seed(cfg.seed)")],
+       [f"{T_FDEV}::test_random_streams_are_cpu_generators_and_resume_draws_on"]),
+    _m("6 fit random state in the checkpoint", "resume re-seeds the stream",
+       [(FIT, '    gen.set_state(t["rng"])\n', "    gen.manual_seed(cfg.seed)\n")],
+       [f"{T_FDEV}::test_random_streams_are_cpu_generators_and_resume_draws_on"]),
+    _m("C core SPLAT item keeps counts[i]", "an item keeps the batch's padding",
+       [(HOST_SPLAT, 'n = int(splat.counts[index]) if getattr(splat, "counts", None) is not None else splat.positions.shape[1]',
+         "n = splat.positions.shape[1]")],
+       [f"{T_SPLAT}::test_taking_one_item_of_a_padded_splat_keeps_its_count"]),
+    _m("C core DA3 K: x row W/w, y row H/h", "the two factors swapped",
+       [(DA3CORE, "    K[:, 0] *= W / w\n    K[:, 1] *= H / h\n", "    K[:, 0] *= H / h\n    K[:, 1] *= W / w\n")],
+       [f"{T_DA3CORE}::test_working_size_rescale_is_per_axis_when_the_factors_differ"]),
+    _m("P PLY scale_* are log-scales", "read as linear sizes",
+       [(PREVIEW, '"scales": np.exp(col("scale_0", "scale_1", "scale_2")),', '"scales": col("scale_0", "scale_1", "scale_2"),')],
+       [f"{T_PREVIEW}::test_ply_scales_are_log_scales_in_the_preview"]),
+    _m("IO a full disk is a clear error", "the OS error passes through unexplained",
+       [(IO, "        if code in NO_ROOM:\n", "        if False:\n")],
+       list(_DISK_TESTS)),
+    _m("IO worker errors name files as the user picked them", "a worker's text passed on with absolute paths",
+       [("host/pool_worker.py", "could not start: {_client(info)}", "could not start: {info}")],
+       ["tests/reliability/test_bad_inputs.py::test_bad_input_fails_cleanly[pool workers given a model of another size]",
+        "tests/reliability/test_client_errors.py::test_no_server_paths_in_client_errors"]),
+    _m("IO a full disk leaves no export behind", "the staging folder kept",
+       [(EXPORT, "    except OutOfSpace as e:\n        shutil.rmtree(staging, ignore_errors=True)\n",
+         "    except OutOfSpace as e:\n")],
+       [_DISK_TESTS[0]]),
 ]
 
 

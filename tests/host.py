@@ -221,12 +221,49 @@ class InProcessHost:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ClientError:
+    """An error text a ``Server`` sent to its client (``where``: "prompt" = the /prompt answer, "execution_error" =
+    the websocket message, "history" = a failed prompt's status): ``text``, the strings the client itself sent
+    in that prompt (they may come back in the message) and the server's base folder."""
+
+    where: str
+    text: str
+    sent: frozenset[str]
+    base: Path
+
+
+CLIENT_ERRORS: list[ClientError] = []  # every error any Server of this session sent (tests/reliability)
+
+
+def _strings(obj) -> set[str]:
+    """Every string inside a prompt (input values, class types, node ids)."""
+    if isinstance(obj, str):
+        return {obj}
+    if isinstance(obj, dict):
+        return set().union(*(_strings(k) | _strings(v) for k, v in obj.items())) if obj else set()
+    if isinstance(obj, (list, tuple)):
+        return set().union(*(_strings(v) for v in obj)) if obj else set()
+    return set()
+
+
+def _error_texts(msg: dict) -> list[str]:
+    """The texts of an ``execution_error`` payload the pack is answerable for: every string in it (message, type,
+    node, the current inputs) but the ``traceback``. (The host formats the traceback itself, so its lines name the
+    server's source files, ComfyUI's own frames included, whatever a node does.)"""
+    return sorted(_strings({k: v for k, v in msg.items() if k != "traceback"}))
+
+
 @dataclass
 class Server:
     base: Path
     port: int
     proc: subprocess.Popen
     log_path: Path
+
+    def _record(self, where: str, texts: list[str], prompt: dict | None) -> None:
+        sent = frozenset(_strings(prompt or {}))
+        CLIENT_ERRORS.extend(ClientError(where, t, sent, self.base) for t in texts if t)
 
     @property
     def url(self) -> str:
@@ -279,6 +316,7 @@ class Server:
             return json.loads(self.request("/prompt", payload))
         except urllib.error.HTTPError as e:
             out = json.loads(e.read() or b"{}")
+            self._record("prompt", [json.dumps(out)], prompt)
             out["_status"] = e.code
             return out
 
@@ -290,7 +328,12 @@ class Server:
         self.request("/interrupt", {})
 
     def history(self, prompt_id: str) -> dict:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
+        h = self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
+        for kind, data in (h.get("status") or {}).get("messages") or []:
+            if kind == "execution_error" and isinstance(data, dict):
+                self._record("history", _error_texts(data), h.get("prompt", [None] * 3)[2] if isinstance(
+                    h.get("prompt"), list) and len(h["prompt"]) > 2 else None)
+        return h
 
     def wait_history(self, prompt_id: str, timeout: float = 300.0) -> dict:
         deadline = time.time() + timeout
@@ -330,6 +373,7 @@ class Server:
                 if data.get("prompt_id") not in (None, pid):
                     continue
                 if msg["type"] == "execution_error":
+                    self._record("execution_error", _error_texts(data), prompt)
                     raise PromptFailed(f"execution error: {data.get('exception_message')}", messages)
                 if msg["type"] == "execution_interrupted":
                     raise PromptFailed(f"interrupted at node {data.get('node_id')}", messages)

@@ -88,6 +88,22 @@ def test_projection_of_the_converted_geometry_is_the_analytic_shift():
     torch.testing.assert_close(renders[0, 0, :, 3:], img[0, :, :-3], rtol=0, atol=0)
 
 
+def test_working_size_rescale_is_per_axis_when_the_factors_differ():
+    """Frames 50x90 at resolution 42 run at 28x42: the x row of K scales by W/w = 90/42 and the y row by
+    H/h = 50/28, two different factors (every other packet here is scaled by 2 on both axes). A packet written from
+    a known K (fx 70, fy 66, principal point the frame centre) gives that K back, not one with the factors swapped."""
+    Hn, Wn = 50, 90
+    h, w = da3_input_size(Hn, Wn, RES)
+    assert (h, w) == (28, 42) and Wn / w != Hn / h
+    K_true = torch.tensor([[70.0, 0, Wn / 2], [0, 66.0, Hn / 2], [0, 0, 1]], dtype=torch.float64)
+    K_hw = torch.diag(torch.tensor([w / Wn, h / Hn, 1.0], dtype=torch.float64)) @ K_true  # DA3's: at (h, w)
+    E = torch.stack([torch.eye(4, dtype=torch.float64), _rigid(_rot(1, 5.0), [0.2, 0.0, 0.1])])[:, :3].float()
+    packet = {"depth": torch.full((2, Hn, Wn), 4.0), "confidence": torch.ones(2, Hn, Wn), "mode": "multiview",
+              "extrinsics": E[None], "intrinsics": K_hw.float().expand(1, 2, 3, 3).clone()}
+    geo = geometry_from_da3(packet, RES, static_camera=False)
+    torch.testing.assert_close(geo.K.double(), K_true, rtol=1e-6, atol=1e-5)
+
+
 def test_packet_errors_name_what_to_change():
     p = _packet()
     with pytest.raises(ValueError, match="resolution"):  # ran at 4x the size the inputs say
@@ -213,3 +229,26 @@ def test_core_da3_model_and_output_give_one_geometry(comfy_host):
     for g in (geo, conv):
         assert g.depth.shape == (2, 56, 84) and tuple(g.K[:2, 2].tolist()) == (42.0, 28.0)
     assert float(conv.K[0, 0]) == pytest.approx(2 * float(packet["intrinsics"][0, :, 0, 0].median()), rel=1e-5)
+
+
+@needs_core_da3
+@pytest.mark.server
+def test_core_packet_at_a_working_size_of_unequal_factors(comfy_host):
+    """Core's Run Depth Anything 3 on 50x90 frames at resolution 42 (working size 28x42: x factor 90/42, y factor
+    50/28): our converter scales each row of core's K by its own axis, so the principal point is the frame centre
+    and fx, fy are core's times W/w and H/h."""
+    from media import synthetic_frames
+
+    (model,) = comfy_host.node("LoadDA3Model").execute(model_name=_tiny_core_da3(comfy_host),
+                                                       weight_dtype="fp32").result
+    frames = synthetic_frames(2, 50, 90, 5)
+    mode = {"mode": "multiview", "ref_view_strategy": "first", "pose_method": "cam_dec"}
+    (packet,) = comfy_host.node("DA3Inference").execute(da3_model=model, image=frames, resolution=42,
+                                                        resize_method="upper_bound_resize", mode=mode).result
+    assert tuple(packet["intrinsics"][0, 0, :2, 2].tolist()) == (21.0, 14.0)  # core's K: at the working size
+    geo, _ = comfy_host.node("Full4DGeometryFromDA3").execute(
+        da3_geometry=packet, static_camera=True, resolution=42, resize_method="upper_bound_resize").result
+    assert geo.depth.shape == (2, 50, 90) and tuple(geo.K[:2, 2].tolist()) == pytest.approx((45.0, 25.0))
+    Kc = packet["intrinsics"][0].double()
+    assert float(geo.K[0, 0]) == pytest.approx(90 / 42 * float(Kc[:, 0, 0].median()), rel=1e-5)
+    assert float(geo.K[1, 1]) == pytest.approx(50 / 28 * float(Kc[:, 1, 1].median()), rel=1e-5)

@@ -87,6 +87,27 @@ def test_four_processes_cfg_times_tokens():
     assert set(res["host"]["cfg_u2_v3"][2]) == {"cfg", "ulysses", "gather"}
 
 
+ODD = (2, 3, 5)  # latent (T, h, w) odd on both axes, as 720p's 45x80: the host pads to 4x6, S = 2 x 3 = 6 tokens
+ODD_HOST = [("free_odd_tokens", "free", "1x2:tokens", 3), ("free_odd_views", "free", "1x2", 4),
+            ("call_odd_tokens", "call", "1x2:tokens", 3)]
+
+
+@pytest.mark.slow  # spawns processes
+def test_odd_latent_sizes_shard_like_even_ones():
+    """A latent odd in both axes has ceil(h/2) * ceil(w/2) tokens per frame after the host's patch padding
+    (3 x 5 -> 2 x 3 = 6, not the 1 x 2 of a floor); the training-free cross-view mode on 2 ranks, its tokens split
+    (12 per view: 6 and 6) and its views split, and the adapter's fused branch split by tokens give the one-process
+    result. The views split of the training-free mode agrees to 1e-6 of the output's size, not bit for bit: it
+    differs by ~1e-5 of outputs up to ~11 at even sizes too (4x6 latents as 3x5), the order of a float32
+    sum over the attention's split heads; a wrong token count fails the all-to-all instead."""
+    res = run_world(2, ODD_HOST, size=ODD, ctx=16)["host"]
+    assert sorted(res) == sorted(c[0] for c in ODD_HOST)
+    for name, (got, ref, _) in res.items():
+        assert got.shape == ref.shape and ref.abs().max() > 0.1, name
+        tol = TOL if name.endswith("tokens") else 1e-6 * float(ref.abs().max())
+        assert (got - ref).abs().max().item() <= tol, (name, (got - ref).abs().max().item())
+
+
 def test_layout_shard_choice():
     from comfyui_full4d.diffusion.parallel import Layout, token_split
 

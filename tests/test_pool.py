@@ -5,6 +5,7 @@ the call with a clear error within 5 s and the next call starts a new pool."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,6 +45,18 @@ def _job(files, steps: int) -> dict:
                 sampler_name="euler", scheduler="simple")
 
 
+@contextlib.contextmanager
+def workers_threads(world: int = 2):
+    """The reference runs on as many CPU threads as each of ``world`` CPU workers (``pool_worker.serve``): with
+    another thread count the CPU kernels block their sums differently, ~1e-5 apart after a few steps."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _one_process(files, job: dict) -> torch.Tensor:
     import comfy.sd
 
@@ -51,7 +64,8 @@ def _one_process(files, job: dict) -> torch.Tensor:
     from comfyui_full4d.host.sampling import sample_full4d
 
     base = comfy.sd.load_diffusion_model(str(files["model"]))
-    return sample_full4d(attach_adapter(base, make_adapter(base, str(files["adapter"]))), **job)
+    with workers_threads():
+        return sample_full4d(attach_adapter(base, make_adapter(base, str(files["adapter"]))), **job)
 
 
 @pytest.mark.slow  # starts worker processes
@@ -148,10 +162,60 @@ def test_parallel_node_feeds_the_sampler(setup, comfy_host):
     assert par.execute(model=patched, devices="cpu:1", **node_args).result[0] is patched
     assert "cpu:N" in par.validate_inputs(devices="cpu:x", layout="auto")
     pooled = par.execute(model=patched, devices="cpu:2", **node_args).result[0]
-    ref = sampler.execute(model=patched, **args).result[0]["samples"]
+    with workers_threads():
+        ref = sampler.execute(model=patched, **args).result[0]["samples"]
     out = sampler.execute(model=pooled, **args).result[0]["samples"]
     assert out.shape == ref.shape == (V - 1, 48, T, H, W)
     assert rel_err(out, ref) <= 1e-6
+
+
+# every Full4DSampler option away from its default (the ablation per case below)
+OPTIONS = dict(seed=9, steps=3, cfg=3.0, shift=2.0, sampler_name="dpmpp_2m", scheduler="normal", views_per_pass=3,
+               include_source=True)
+V_OPTIONS = 7  # two passes of the source + 3 targets: 2 views per worker, where CPU kernels give bit-equal rows
+DEFAULTS = dict(seed=4, steps=2, cfg=5.0, shift=5.0, sampler_name="euler", scheduler="simple", views_per_pass=0,
+                include_source=False)
+
+
+@pytest.mark.slow  # starts worker processes
+def test_the_pool_carries_every_sampler_option(setup, comfy_host):
+    """Full4DParallel (cpu:2, 1x2: the views of each pass split over the workers) -> Full4DSampler with every option
+    off its default and each of the paper's Tab. 4 ablations gives the latents of Full4DSampler on one device. Each
+    option changes the one-device result (checked with no_cross_half, where the views of a pass interact), so a job
+    that left one behind would differ. (Passes of 4 views, 2 per worker: with 1 view per worker, or 3 views split
+    2 + 1, CPU matmuls over fewer rows round differently and the pool differs by ~1e-5 after 3 steps.)"""
+    import shutil
+
+    import comfy.sd
+
+    from fixtures.wan import random_rig_inputs
+
+    files, _ = setup
+    for sub, key in (("diffusion_models", "model"), ("full4d", "adapter")):
+        (comfy_host.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[key], comfy_host.models_dir / sub / "pool_test.safetensors")
+    loader, par, sampler = (comfy_host.node(n) for n in ("Full4DAdapterLoader", "Full4DParallel", "Full4DSampler"))
+    base = comfy.sd.load_diffusion_model(str(comfy_host.models_dir / "diffusion_models" / "pool_test.safetensors"))
+    patched = loader.execute(model=base, adapter="pool_test.safetensors").result[0]
+    rig, src, proj, pos, neg, _ = random_rig_inputs(V_OPTIONS, T, H, W)
+    data = dict(positive=pos, negative=neg, source={"samples": src}, projections={"samples": proj}, rig=rig)
+    pooled = par.execute(model=patched, unet_name="pool_test.safetensors", devices="cpu:2", layout="1x2",
+                         weight_dtype="default").result[0]
+
+    def run(model, ablation, **kw):
+        with workers_threads():
+            return sampler.execute(model=model, **data, **{**OPTIONS, **kw}, ablation=ablation).result[0]["samples"]
+
+    ref = run(patched, "no_cross_half")
+    for name, default in DEFAULTS.items():
+        other = run(patched, "no_cross_half", **{name: default})
+        assert other.shape != ref.shape or (other - ref).abs().max() > 1e-3, f"{name} does not change the result"
+    assert (run(patched, "full") - ref).abs().max() > 1e-3
+    for ablation in ("no_cross_half", "no_intra_time", "no_fused_attention", "no_projection"):
+        want = ref if ablation == "no_cross_half" else run(patched, ablation)
+        got = run(pooled, ablation)
+        assert got.shape == want.shape == (V_OPTIONS, 48, T, H, W)
+        assert rel_err(got, want) <= 1e-6, (ablation, rel_err(got, want))
 
 
 FAULT = "1:7"  # rank 1 raises after step 1 of a 7-step job (pool.FAULT_ENV, read by the workers at start)

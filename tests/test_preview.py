@@ -283,3 +283,30 @@ def test_preview_scale_says_where_it_comes_from(tmp_path):
         preview_scale(ply_path=bad)
     with pytest.raises(ValueError, match="comments"):
         write_ply(str(tmp_path / "d.ply"), *args, comments=("two\nlines",))
+
+
+def test_ply_scales_are_log_scales_in_the_preview(tmp_path):
+    """A 3DGS PLY written by an independent writer (plyfile) with Gaussians of known sizes 0.01 .. 0.5 scene units
+    stores ``scale_* = log(size)``; the preview (read_ply_gaussians -> F4DP -> the decoder the JS mirrors) draws those
+    sizes, within the u8 log-scale quantisation ((max - min) / 510 in log units), and the opacity sigmoid(logit)."""
+    from plyfile import PlyData, PlyElement
+
+    from comfyui_full4d.gaussians.preview import read_ply_gaussians
+
+    r = np.random.default_rng(3)
+    n = 300
+    sizes = np.exp(r.uniform(np.log(0.01), np.log(0.5), size=(n, 3)))
+    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+             "rot_0", "rot_1", "rot_2", "rot_3"]
+    cols = np.concatenate([r.normal(size=(n, 3)), r.normal(size=(n, 3)) * 0.5, r.normal(size=(n, 1)), np.log(sizes),
+                           r.normal(size=(n, 4))], 1).astype("<f4")
+    vertex = np.empty(n, dtype=[(k, "<f4") for k in names])
+    for i, k in enumerate(names):
+        vertex[k] = cols[:, i]
+    PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<").write(str(tmp_path / "s.ply"))
+    frame = read_ply_gaussians(str(tmp_path / "s.ply"))
+    header, (back,) = decode_frames(encode_frames([frame]))
+    smin, smax = header["log_scale_range"]
+    assert smin == pytest.approx(np.log(sizes.astype("<f4")).min(), abs=1e-4)
+    np.testing.assert_allclose(np.log(back["scales"]), np.log(sizes), rtol=0, atol=(smax - smin) / 510 + 1e-5)
+    np.testing.assert_allclose(back["opacities"], 1 / (1 + np.exp(-cols[:, 6])), rtol=0, atol=1 / 510 + 1e-6)

@@ -146,3 +146,50 @@ def test_node_option_reports_what_changed(drift, comfy_host):
         texts[on] = fit.execute(**kw, da3_model=_da3(views, depth, true), **extra).ui.as_dict()["text"][0]
     assert "re-calibrated from DA3: view 1 (moved" in texts[True] and "view 2" in texts[True]
     assert texts[None] == texts[True] and "re-calibrated" not in texts[False]
+
+
+def _mixed_lens_rig() -> Camera:
+    """Five metric cameras on a ring about (0, 0, 2) with different lenses: focal 50 (source), 50, 80 (a tele:
+    1.6x view 0's), 40, 40 px; each keeps its own principal point."""
+    from comfyui_full4d.geometry.cameras import intrinsics_from_fov
+    from comfyui_full4d.geometry.rig import ring_rig
+
+    rig = ring_rig(5, intrinsics_from_fov(50, W, H), W, H, radius=1.0, center=(0.0, 0.0, 2.0)).metric(1.0)
+    K = torch.zeros(5, 3, 3, dtype=torch.float64)
+    for v, (f, cx, cy) in enumerate([(50, 21, 14), (50, 21, 14), (80, 20, 15), (40, 22, 13), (40, 21, 14)]):
+        K[v] = torch.tensor([[f, 0, cx], [0, f * 1.02, cy], [0, 0, 1]], dtype=torch.float64)
+    return Camera(K=K.float(), R=rig.R, t=rig.t, width=W, height=H)
+
+
+def test_mixed_lens_rig_focal_from_view0_and_the_20_degree_limit():
+    """DA3's anchored estimate (a hand-made AlignInfo) of a rig whose lenses differ: views 1, 2, 4 turned 10 degrees
+    about their own centres, view 3 turned 30 degrees. Views within 20 degrees take DA3's pose and a focal of view
+    0's rig focal times DA3's ratio to view 0 (fx and fy each by their own ratio; principal point their own): view 2
+    (a 1.6x tele that DA3 sees at 1.68x view 0) becomes 84 px, view 4 (DA3: 0.85x) 42.5 px, not the view's own rig
+    focal times the ratio (134.4, 34). View 3 (30 degrees) keeps the rig."""
+    rig = _mixed_lens_rig()
+    R, C = rig.R.double(), rig.center.double()
+    turns = {1: (10.0, 1), 2: (10.0, 0), 3: (30.0, 1), 4: (10.0, 2)}  # degrees about an axis of the camera
+    R_da3 = R.clone()
+    for v, (deg, axis) in turns.items():
+        R_da3[v] = _turn(deg, axis).double() @ R[v]
+    t_da3 = -(R_da3 @ C[..., None])[..., 0]
+    ratio = torch.tensor([[1.0, 1.0], [1.1, 1.08], [1.68, 1.66], [0.8, 0.8], [0.85, 0.86]], dtype=torch.float64)
+    info = AlignInfo(scale=torch.ones(1, 1), rotation=torch.eye(3)[None, None], translation=torch.zeros(1, 1, 3),
+                     residual=torch.zeros(1, 1), modes=(("similarity",),), chunks=((0, 1, 2, 3, 4),),
+                     poses=torch.cat([R_da3, t_da3[..., None]], -1)[None], focal_ratio=ratio[None])
+    cams, rec = recalibrate(rig, info)
+    assert rec.turned == pytest.approx([0.0, 10.0, 10.0, 30.0, 10.0], abs=1e-4)
+    assert rec.refined == (False, True, True, False, True)
+    fx0, fy0 = float(rig.K[0, 0, 0]), float(rig.K[0, 1, 1])
+    for v in (1, 2, 4):
+        assert float(cams.K[v, 0, 0]) == pytest.approx(fx0 * float(ratio[v, 0]), rel=1e-6), v
+        assert float(cams.K[v, 1, 1]) == pytest.approx(fy0 * float(ratio[v, 1]), rel=1e-6), v
+        torch.testing.assert_close(cams.K[v, :2, 2], rig.K[v, :2, 2], rtol=0, atol=0)
+        torch.testing.assert_close(cams.R[v].double(), R_da3[v], rtol=0, atol=1e-6)
+        torch.testing.assert_close(cams.center[v].double(), C[v], rtol=0, atol=1e-5)
+    assert float(cams.K[2, 0, 0]) == pytest.approx(84.0, rel=1e-6) and rec.focal[2] == pytest.approx(1.05, rel=1e-6)
+    for v in (0, 3):
+        assert torch.equal(cams.K[v], rig.K[v]) and torch.equal(cams.R[v], rig.R[v])
+        assert torch.equal(cams.t[v], rig.t[v])
+    assert "kept the rig for view 3" in rec.text()

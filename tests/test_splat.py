@@ -179,3 +179,81 @@ def test_fit_node_initialises_from_a_core_splat(comfy_host):
     scene = out.result[0]
     assert "init: core splat" in str(out.ui.as_dict()) and len(scene) == len(pts)
     torch.testing.assert_close(scene.gaussians.means.detach().sort(0).values, pts.sort(0).values, atol=1e-2, rtol=0)
+
+
+def _padded_batch(lengths: tuple[int, ...], width: int, seed: int = 0, counts: bool = True):
+    """A SPLAT-like batch as core builds one of items of different sizes (``MergeSplat``: every tensor zero-padded
+    to the longest item, ``counts`` the real lengths): the object and each item's real rows."""
+    from types import SimpleNamespace
+
+    from comfyui_full4d.gaussians.splat import SPLAT_KEYS
+
+    g = torch.Generator().manual_seed(seed)
+    tails = {"positions": (3,), "scales": (3,), "rotations": (4,), "opacities": (1,), "sh": (4, 3)}
+    items = [{k: torch.rand(n, *tails[k], generator=g) + 0.5 for k in SPLAT_KEYS} for n in lengths]
+    padded = {k: torch.zeros(len(lengths), width, *tails[k]) for k in SPLAT_KEYS}
+    for i, it in enumerate(items):
+        for k in SPLAT_KEYS:
+            padded[k][i, :len(it[k])] = it[k]
+    return SimpleNamespace(**padded, counts=torch.tensor(lengths) if counts else None), items
+
+
+@pytest.mark.server
+def test_taking_one_item_of_a_padded_splat_keeps_its_count(comfy_host):
+    """Core's SPLAT pads a batch to its largest item and carries ``counts``: item i is exactly its counts[i] real
+    Gaussians, never the padding (two items of 5 and 9 Gaussians, padded to 11). Without counts every row is real."""
+    from comfyui_full4d.host.splat import item
+
+    splat, items = _padded_batch((5, 9), 11)
+    for i, want in enumerate(items):
+        got = item(splat, i)
+        for k, v in want.items():
+            assert got[k].shape == v.shape, (i, k)
+            torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+    whole, _ = _padded_batch((11, 11), 11, counts=False)
+    assert item(whole, 1)["positions"].shape == (11, 3)
+    with pytest.raises(ValueError, match="item 2"):
+        item(splat, 2)
+
+
+@pytest.mark.server
+def test_fit_node_inits_from_the_first_items_real_gaussians(comfy_host):
+    """The Fit node's init_splat takes item 0 of a padded batch (5 real Gaussians of 12 rows; the padding's zero
+    rows are finite points at the origin): the fit starts from exactly those 5 (called directly, so on any host)."""
+    from comfyui_full4d.media.synthetic import make_capture
+
+    cap = make_capture(3, 2, 24, 40)
+    splat, items = _padded_batch((5, 12), 12, seed=3)
+    near = torch.Generator().manual_seed(1)
+    splat.positions[0, :5] = cap.geometry().scale * (1 + 0.1 * torch.randn(5, 3, generator=near))
+    items[0]["positions"] = splat.positions[0, :5].clone()
+    out = comfy_host.node("Full4DFit4DGS").execute(
+        images=cap.view_major, rig=cap.rig, iterations=1, lr_means=1.6e-4, lr_planes=0.05, lambda_dssim=0.2,
+        lambda_tv=2e-4, max_gaussians=2000, prune_opacity=0.015, sh_degree=0, checkpoint_every=500, resume=False,
+        render_time=0.0, orbit_frames=1, geometry=cap.geometry(), init_splat=splat)
+    scene = out.result[0]
+    assert len(scene) == 5
+    torch.testing.assert_close(scene.gaussians.means.detach().sort(0).values, items[0]["positions"].sort(0).values,
+                               atol=1e-2, rtol=0)
+
+
+@needs_core_splat
+@pytest.mark.server
+def test_core_merged_batch_items_keep_their_counts(comfy_host):
+    """Core's own padded batch: MergeSplat of a two-item SPLAT with counts (4, 7) and a uniform two-item one (3 each)
+    gives items of 7 and 10 Gaussians padded to 10; each item we take is the two inputs' items concatenated."""
+    from comfy_api.latest import Types
+
+    from comfyui_full4d.gaussians.splat import SPLAT_KEYS
+    from comfyui_full4d.host.splat import item
+
+    a_like, a_items = _padded_batch((4, 7), 7, seed=5)
+    b_like, b_items = _padded_batch((3, 3), 3, seed=6, counts=False)
+    a = Types.SPLAT(*(getattr(a_like, k) for k in SPLAT_KEYS), counts=a_like.counts)
+    b = Types.SPLAT(*(getattr(b_like, k) for k in SPLAT_KEYS))
+    merged = comfy_host.node("MergeSplat").execute(splats={"splat0": a, "splat1": b}).result[0]
+    assert merged.positions.shape[:2] == (2, 10) and merged.counts.tolist() == [7, 10]
+    for i in range(2):
+        got = item(merged, i)
+        for k in SPLAT_KEYS:
+            torch.testing.assert_close(got[k], torch.cat([a_items[i][k], b_items[i][k]]), rtol=0, atol=0)

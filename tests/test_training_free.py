@@ -206,7 +206,7 @@ def _inpaint_reference(base, scene, stop_steps: int, start_sigma: float) -> torc
 
 
 @pytest.mark.parametrize("stop,start_sigma,stop_steps", [(0.5, 1.0, 2), (0.8, 1.0, 3), (1.0, 0.7, 2),
-                                                           (0.5, 0.7, 1)])
+                                                           (0.5, 0.7, 1), (0.7, 1.0, 3)])  # 0.7 x 4 rounds to 3
 def test_soft_inpainting_matches_the_method_written_out(base, scene, stop, start_sigma, stop_steps):
     out = _tf(base, scene, stop=stop, start_sigma=start_sigma)
     ref = _inpaint_reference(base, scene, stop_steps, start_sigma)

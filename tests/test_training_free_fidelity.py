@@ -63,3 +63,20 @@ def test_cross_view_scenes_stay_within_one_cfg_half(base):
         cond = dm(x[:V], t[:V], ctx[:V], transformer_options=opts)
         uncond = dm(x[V:], t[V:], ctx[V:], transformer_options=opts)
     torch.testing.assert_close(both, torch.cat([cond, uncond]), rtol=1e-5, atol=1e-5)
+
+
+# (stop, steps, guided steps) worked by hand: round(stop * steps), never a truncation (no .5 ties here)
+GUIDED = [(0.7, 4, 3), (0.3, 4, 1), (0.37, 10, 4), (0.62, 4, 2), (0.83, 6, 5), (0.06, 10, 1), (0.8, 4, 3),
+          (0.0, 4, 0), (1.0, 4, 4)]
+
+
+@pytest.mark.parametrize("stop,n,guided", GUIDED)
+def test_stop_fraction_rounds_the_guided_steps(stop, n, guided):
+    """The first round(stop * steps) steps are guided: replacement is active at a model evaluation with
+    sigma > stop_sigma, so the guided steps are the schedule's sigmas (bar the final 0) above it. 0.7 of 4 steps
+    is 3 guided steps, not the 2 a truncation gives."""
+    from comfyui_full4d.diffusion.training_free import stop_sigma
+
+    sigmas = torch.linspace(1.0, 0.0, n + 1) ** 1.5  # any descending schedule ending at 0
+    s = stop_sigma(sigmas, stop)
+    assert int((sigmas[:-1] > s).sum()) == guided

@@ -4,12 +4,18 @@
 one file system), unique per process and call (ranks and concurrent prompts may write the same file);
 the temp file replaces ``path`` only when the block exits cleanly and is removed otherwise (an error or
 a cancel never leaves a partial ``path`` or a stray temp file behind).
+
+A write that fails for lack of room (disk full, quota, the process's file size limit; ``OSError`` or a
+safetensors error naming the OS error) is raised as ``OutOfSpace`` naming the file, after the temp file is
+removed; ``path`` is left as it was (an older file of that name stays whole).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +23,25 @@ from typing import Iterator
 
 from torch import Tensor
 
-__all__ = ["temp_beside", "atomic_path", "write_bytes", "write_text", "write_json", "save_tensors"]
+__all__ = ["temp_beside", "atomic_path", "write_bytes", "write_text", "write_json", "save_tensors", "OutOfSpace",
+           "NO_ROOM"]
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})  # no space, file too large, quota exceeded
+
+
+class OutOfSpace(OSError):
+    """A write failed for lack of room (module docstring); ``str`` is the message alone."""
+
+    def __str__(self) -> str:
+        return self.strerror if isinstance(self.strerror, str) else super().__str__()
+
+
+def _errno(e: BaseException) -> int | None:
+    """The OS error number of a failed write: ``OSError.errno``, or "os error N" in a safetensors error's text."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno
+    m = re.search(r"os error (\d+)", str(e))
+    return int(m.group(1)) if m else None
 
 
 def temp_beside(path: str | os.PathLike) -> Path:
@@ -31,13 +55,22 @@ def temp_beside(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temp path beside ``path``; on a clean exit it is renamed onto ``path``."""
-    tmp = temp_beside(path)
+    """Yield a hidden temp path beside ``path``; on a clean exit it is renamed onto ``path``. Raises
+    ``OutOfSpace`` when the write fails for lack of room (module docstring)."""
+    tmp = None
     try:
+        tmp = temp_beside(path)
         yield tmp
         os.replace(tmp, path)
+    except Exception as e:
+        code = _errno(e)
+        if code in NO_ROOM:
+            raise OutOfSpace(code, f"could not write {Path(path).name}: {os.strerror(code)} (the disk is full, or "
+                                   "the file is larger than this system allows); that file was not written") from None
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

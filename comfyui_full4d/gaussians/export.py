@@ -14,7 +14,8 @@ host's splat writers, ``host.splat.core_frame_bytes``): it takes the render-read
 ``export_scene`` writes both into a numbered folder that appears only when the whole export is done:
 files go to a hidden staging folder next to it (``.<name>_<NNNNN>.partial<hex>``), renamed into place at
 the end. Every file is written atomically (temp file + ``os.replace``); an ``on_step`` that raises (the
-host's interrupt) or any error removes the staging folder, so a cancelled export leaves nothing behind.
+host's interrupt) or any error removes the staging folder, so a cancelled export leaves nothing behind. A full
+disk (or a file size limit) ends the export with ``common.io.OutOfSpace`` saying so, after the same clean-up.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from typing import Callable
 
-from ..common.io import save_tensors, write_bytes
+from ..common.io import OutOfSpace, save_tensors, write_bytes
 from ..common.progress import StepFn, report
 from .model import GAUSSIAN_KEYS, Gaussians, HexPlane, HexPlaneConfig, Scene4D
 from .preview import SCALE_COMMENT
@@ -164,6 +165,10 @@ def export_scene(scene: Scene4D, output_dir: str, filename_prefix: str, num_fram
                     if not os.path.exists(folder):
                         raise
             n += 1
+    except OutOfSpace as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutOfSpace(e.errno, f"export {filename_prefix!r}: {e}. Nothing of this export is left in the output "
+                                  "folder; free space on its disk (or export fewer frames) and run again") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

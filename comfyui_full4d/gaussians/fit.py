@@ -14,7 +14,8 @@ Progress: ``on_step(done, total)`` once per iteration (may raise to cancel); liv
 ``on_metrics(dict)`` (keys iteration, loss, psnr, count) every iteration.
 Checkpoints (every ``checkpoint_every`` iterations and at the end) are one safetensors file with the
 JSON state in its metadata, written to a temp file and ``os.replace``d; ``resume=True`` continues
-from the checkpoint's iteration.
+from the checkpoint's iteration. A checkpoint that finds no room (full disk, file size limit) stops the fit
+with ``common.io.OutOfSpace`` saying so; the previous checkpoint stays whole.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..common.io import save_tensors
+from ..common.io import OutOfSpace, save_tensors
 from ..geometry.cameras import Camera
 from ..common.progress import StepFn, report
 from .densify import DensifyConfig, DensifyState, densify_step
@@ -336,10 +337,10 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
     extent = camera_extent(cameras)
     fp = _fingerprint(views, cameras, times, points, cfg, fmd)
     stats = FitStats()
-    start = 0
+    start = saved = 0  # saved: the iteration of the checkpoint on disk (0: none)
     if checkpoint_path and resume and os.path.exists(checkpoint_path):
         scene, opts, hopt, dstate, gen, start, stats.history = _load_checkpoint(checkpoint_path, fp, cfg, extent, dev)
-        stats.resumed_from = start
+        stats.resumed_from = saved = start
     else:
         g0 = init_gaussians(points, colours, cfg.sh_degree, cfg.init_opacity)
         g = Gaussians.from_dict({k: torch.nn.Parameter(v) for k, v in g0.as_dict().items()})
@@ -422,7 +423,15 @@ def fit_4dgs(views: Tensor, cameras: Camera, times: Tensor, config: FitConfig, p
         if on_metrics is not None:
             on_metrics({"iteration": it, "loss": stats.loss, "psnr": stats.psnr, "count": stats.count})
         if checkpoint_path and (it % checkpoint_every == 0 or it == total):
-            _save_checkpoint(checkpoint_path, scene, opts, hopt, dstate, gen, it, fp, stats)
+            try:
+                _save_checkpoint(checkpoint_path, scene, opts, hopt, dstate, gen, it, fp, stats)
+            except OutOfSpace as e:
+                kept = (f"the checkpoint of iteration {saved} is kept as it was (a rerun resumes from it)" if saved
+                        else "this fit had written no checkpoint yet")
+                raise OutOfSpace(e.errno, f"4DGS fit: no room for its checkpoint at iteration {it} ({e}); {kept}. "
+                                          f"Free space on the disk of {checkpoint_path!r} (the host's temp folder "
+                                          "for the node) and run again") from None
+            saved = it
         if it % cfg.snapshot_every == 0:
             snapshot = Snapshot.take(scene, it)
         report(on_step, it, total)

@@ -287,7 +287,7 @@ def estimate_view_depth(model: Union[DA3Model, torch.nn.Module], views: Tensor, 
 
 RECALIBRATE_MAX_RESIDUAL = 0.2  # DA3 centre offset from the rig (of the rig's RMS spread) up to which DA3 is trusted
 RECALIBRATE_MAX_ANGLE = 20.0  # degrees of DA3 orientation change from the rig up to which DA3 is trusted
-RECALIBRATE_MAX_ZOOM = 1.5  # DA3 focal ratio (to view 0's) beyond which (or below 1/this) DA3 is not trusted
+RECALIBRATE_MAX_ZOOM = 1.5  # DA3 focal / the view's rig focal above which (or below 1/this) DA3 is not trusted
 
 
 @dataclass(frozen=True)
@@ -316,8 +316,9 @@ def recalibrate(cameras: Camera, info: AlignInfo, frame: int = 0, max_residual: 
     """Refine the rig's metric cameras (V,) from DA3's anchored estimate (``AlignInfo.poses``, module doc) of
     the ``frame``-th requested frame: every target view whose DA3 centre lies within ``max_residual`` of the
     rig's RMS centre spread from the rig's, whose orientation is within ``max_angle`` degrees and whose focal
-    ratio is within ``RECALIBRATE_MAX_ZOOM`` takes DA3's pose and focal (view 0's focal times DA3's ratio;
-    principal point kept); view 0 (the source camera) and the others keep the rig. Returns the cameras
+    (view 0's rig focal times DA3's ratio ``f_v / f_0``) is within a factor ``RECALIBRATE_MAX_ZOOM`` of the view's
+    own rig focal (rigs may mix lenses) takes DA3's pose and that focal (principal point kept); view 0 (the source
+    camera) and the others keep the rig. Returns the cameras
     (K (V, 3, 3)) and the ``Recalibration`` record."""
     if info.poses is None or info.focal_ratio is None:
         raise ValueError("recalibrate needs the AlignInfo of estimate_view_depth (poses and focal ratios)")
@@ -331,17 +332,18 @@ def recalibrate(cameras: Camera, info: AlignInfo, frame: int = 0, max_residual: 
     residual = moved / max(_spread(c_rig), 1e-12)
     cos = ((pose[:, :, :3] @ R0.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     turned = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
-    fx = K0[0, 0, 0] * ratio[:, 0]
+    f = torch.stack([K0[0, 0, 0] * ratio[:, 0], K0[0, 1, 1] * ratio[:, 1]], -1)  # (V, 2) view 0's focal x ratio
+    zoom = f / torch.stack([K0[:, 0, 0], K0[:, 1, 1]], -1)  # against each view's own rig focal (mixed lenses)
     ok = torch.isfinite(residual) & (residual <= max_residual) & (turned <= max_angle)
-    zoom = RECALIBRATE_MAX_ZOOM
-    ok &= torch.isfinite(ratio).all(-1) & (ratio > 1 / zoom).all(-1) & (ratio < zoom).all(-1)
+    most = RECALIBRATE_MAX_ZOOM
+    ok &= torch.isfinite(zoom).all(-1) & (zoom > 1 / most).all(-1) & (zoom < most).all(-1)
     ok[0] = False
     R, t, K = R0.clone(), t0.clone(), K0.clone()
     R[ok], t[ok] = pose[ok, :, :3], pose[ok, :, 3]
-    K[ok, 0, 0], K[ok, 1, 1] = K0[0, 0, 0] * ratio[ok, 0], K0[0, 1, 1] * ratio[ok, 1]
+    K[ok, 0, 0], K[ok, 1, 1] = f[ok, 0], f[ok, 1]
     dtype = cameras.R.dtype
     out = Camera(K=K.to(dtype), R=R.to(dtype), t=t.to(dtype), width=cameras.width, height=cameras.height)
     rec = Recalibration(refined=tuple(bool(x) for x in ok), moved=tuple(float(x) for x in moved),
-                        turned=tuple(float(x) for x in turned), focal=tuple(float(x) for x in fx / K0[:, 0, 0]),
+                        turned=tuple(float(x) for x in turned), focal=tuple(float(x) for x in zoom[:, 0]),
                         residual=tuple(float(x) for x in residual))
     return out, rec

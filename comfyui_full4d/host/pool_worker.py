@@ -37,6 +37,15 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _client(text: str) -> str:
+    """A worker's error text with the server's folders named as the user knows them (``paths.client_message``:
+    ``models/full4d/x.safetensors``, not the absolute path the worker was given). Imported here, on the server:
+    a worker imports the host only inside ``serve``."""
+    from .paths import client_message
+
+    return client_message(text)
+
+
 def _fault_steps(rank: int) -> int | None:
     """The STEPS of ``FAULT_ENV`` when it names this rank (tests only), else None."""
     r, _, steps = os.environ.get(FAULT_ENV, "").partition(":")
@@ -125,7 +134,7 @@ class BasePool:
             kind, rank, info = self._next(deadline, "start")
             if kind == "error":
                 self.shutdown(kill=True)
-                raise RuntimeError(f"Full4DParallel: worker {rank} could not start: {info}")
+                raise RuntimeError(f"Full4DParallel: worker {rank} could not start: {_client(info)}")
             ready += kind == "ready"
 
     def _next(self, deadline: float, what: str):
@@ -184,7 +193,7 @@ class BasePool:
                 elif kind in ("error", "failed"):
                     broken = broken or kind == "failed"  # mid-sample: the others may wait for it in a collective
                     if failure is None:
-                        failure, t_fail = f"worker {a} ({self._who(a)}) failed: {b}", time.monotonic()
+                        failure, t_fail = f"worker {a} ({self._who(a)}) failed: {_client(b)}", time.monotonic()
                         grace = ERROR_GRACE_S if kind == "error" else DEAD_GRACE_S
         finally:
             self._tick = None

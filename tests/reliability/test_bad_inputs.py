@@ -122,7 +122,26 @@ CASES = [
     Case("non-safetensors file renamed",
          lambda s: sampler_graph(s, adapter=put_adapter_file(s, "renamed.safetensors", b"PK\x03\x04 this is a zip")),
          "2", ("adapter",)),
+    Case("pool workers given a model of another size", lambda s: pool_of_another_model(s), "7",
+         ("worker", "tiny_ok.safetensors", "another model size")),
 ]
+
+
+def pool_of_another_model(srv: Server) -> dict:
+    """Full4DParallel told a diffusion model file of another size (2 heads, dim 256) than the one the adapter was
+    loaded for (the tiny dim-128 Wan2.2): the worker processes load that file and the adapter, and refuse them."""
+    import tempfile
+
+    from fixtures.parallel import write_cli_inputs
+
+    p = sampler_graph(srv, adapter=put_adapter_file(srv, "tiny_ok.safetensors", dims=(128, 1, 2)))
+    dest = srv.models_dir / "diffusion_models" / "full4d_other_size.safetensors"
+    if not dest.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(write_cli_inputs(Path(tmp), V=3)["model"], dest)
+    p["9"] = {"class_type": "Full4DParallel", "inputs": {"model": ["2", 0], "unet_name": dest.name, "devices": "cpu:2",
+                                                         "layout": "2x1", "weight_dtype": "default"}}
+    return relink(p, "7", "model", ["9", 0])
 
 
 def load_video(file: str, **kw) -> dict:
