@@ -78,9 +78,31 @@ class Full4DTestGeometry(io.ComfyNode):
         return io.NodeOutput(img, Geometry(depth=depth, K=K, w2c=w2c, scale=2.5, conf=conf))
 
 
+class Full4DTestTinyVAE(io.ComfyNode):
+    """A small Wan2.2-layout video VAE (tests/fixtures/wan.py ``tiny_wan_vae``: 48 channels, x16 space, x4 time)
+    standing in for Load VAE, whose loader only builds the full-size Wan2.2 VAE."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="Full4DTestTinyVAE", category="testing", inputs=[io.Int.Input("seed", default=0)],
+                         outputs=[io.Vae.Output()])
+
+    @classmethod
+    def execute(cls, seed) -> io.NodeOutput:
+        import sys
+        from pathlib import Path
+
+        tests = str(Path(__file__).resolve().parents[1])  # tests/fixtures
+        if tests not in sys.path:
+            sys.path.append(tests)
+        from fixtures.wan import tiny_wan_vae
+
+        return io.NodeOutput(tiny_wan_vae(seed=seed))
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry]
+        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry, Full4DTestTinyVAE]
 
 
 async def comfy_entrypoint():
