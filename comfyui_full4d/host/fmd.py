@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -36,6 +36,38 @@ from ..gaussians.fmd import FMDConfig
 from ..geometry.source import Geometry
 from ..geometry.projection import project_rig
 from .sampling import predict_x0
+
+
+def _autograd_weights(module: torch.nn.Module) -> None:
+    """ComfyUI runs every node, its loaders too, under ``torch.inference_mode()``: a VAE loaded by a node has
+    inference tensors as weights, which autograd cannot save, so the fit's gradient through ``vae.encode`` fails
+    ("Inference tensors cannot be saved for backward") wherever the weights are not copied to another device first
+    (the CPU). Replace each such parameter and buffer of ``module`` by a normal copy (same values, frozen); once,
+    one tensor at a time."""
+    with torch.inference_mode(False):
+        for mod in module.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is not None and p.is_inference():
+                    mod._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+            for name, b in list(mod._buffers.items()):
+                if b is not None and b.is_inference():
+                    mod._buffers[name] = b.clone()
+
+
+def _per_channel_affine(fn: Callable[[Tensor], Tensor], channels: int) -> Callable[[Tensor], Tensor]:
+    """``fn`` (the model's ``process_latent_in``: ``z -> a z + b`` per channel, as every video latent format of the
+    host has it) as ``a z + b`` with ``a``, ``b`` (1, C, 1, 1, 1) read off ``fn(0)`` and ``fn(1)``: the host's latent
+    format holds its means and scales as tensors made when a node loaded the model, under inference mode, which
+    autograd cannot save for the gradient through the encoder (the same failure as ``_autograd_weights``')."""
+    with torch.inference_mode(False), torch.no_grad():
+        zero = torch.zeros(1, channels, 1, 1, 1)
+        b = fn(zero).float().clone()
+        a = fn(zero + 1).float().clone() - b
+
+    def affine(z: Tensor) -> Tensor:
+        return z * a.to(z) + b.to(z)
+
+    return affine
 
 
 def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, geometry: Geometry,
@@ -50,7 +82,9 @@ def host_fmd(model, vae, positive: list, source_latent: Tensor, source: Tensor, 
     if source_latent.dim() != 5 or source_latent.shape[0] != 1:
         raise ValueError(f"source_latent: expected one video latent (1, C, T, h, w), got {tuple(source_latent.shape)}")
     scale = float(geometry.scale)
-    to_model = model.model.process_latent_in  # VAE latent -> the model's normalised latent space
+    _autograd_weights(vae.first_stage_model)
+    # VAE latent -> the model's normalised latent space
+    to_model = _per_channel_affine(model.model.process_latent_in, int(source_latent.shape[1]))
     source_z = to_model(source_latent.float())
 
     def encode_fn(frames: Tensor) -> Tensor:
