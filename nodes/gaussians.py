@@ -167,20 +167,22 @@ class Full4DRender4DGS(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DRender4DGS", display_name="Full4D Render 4D Gaussians", category=CATEGORY,
-            description="Renders a 4D Gaussian scene from a rig (view-major V*T grid) or along its App. B "
-                        "interpolated orbit (one image per orbit camera, time sweeping time_start -> time_end).",
+            description="Renders a 4D scene as video: along a smooth closed camera path through the rig's cameras "
+                        "while time runs from time_start to time_end, or from every rig camera (all frames of view "
+                        "0, then view 1, ...).",
             inputs=[
-                SCENE4D.Input("scene4d", tooltip="A fitted 4D scene (Full4DFit4DGS)."),
-                RIG.Input("rig", tooltip="Cameras (scene units) to render from."),
+                SCENE4D.Input("scene4d", tooltip="A fitted 4D scene (Full4D Fit 4D Gaussians)."),
+                RIG.Input("rig", tooltip="The cameras to render from (or to lay the orbit through)."),
                 io.Combo.Input("mode", options=["orbit", "rig grid"], default="orbit",
-                               tooltip="orbit: the interpolated trajectory through the rig, time sweeping along it; "
-                                       "rig grid: every rig camera at num_frames times (view-major)."),
+                               tooltip="orbit: one video along a smooth path through the rig's cameras while time "
+                                       "runs; rig grid: every rig camera at num_frames moments."),
                 io.Int.Input("num_frames", default=60, min=1, max=1000,
-                             tooltip="orbit: cameras on the trajectory; rig grid: frames per view."),
+                             tooltip="orbit: frames of the video; rig grid: frames per camera."),
                 io.Float.Input("time_start", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Start time (0 = the first fitted frame, 1 = the last)."),
+                               tooltip="The first moment shown (0 = the first frame of the scene, 1 = the last)."),
                 io.Float.Input("time_end", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="End time (equal to time_start for a bullet-time orbit)."),
+                               tooltip="The last moment shown; the same as time_start freezes time while the "
+                                       "camera moves (bullet time)."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Rendered frames.")],
         )
@@ -200,21 +202,21 @@ class Full4DSave4DGS(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DSave4DGS", display_name="Full4D Save 4D Gaussians", category=CATEGORY,
-            description="Writes one standard 3DGS PLY (or spz / ksplat: format) per frame and the whole 4D scene as one .safetensors file "
-                        "into a numbered folder of the output folder. The folder appears only when the export is "
-                        "complete (files are staged in a hidden '.<name>_NNNNN.partial...' folder next to it); "
-                        "cancel or an error removes the staged files, so no half-written export is left.",
+            description="Saves the 4D scene: one Gaussian splat file per frame (PLY, or spz / ksplat) that 3D "
+                        "splat viewers open, and the whole scene as one .safetensors file, in a new numbered folder "
+                        "of the output folder. The folder appears only once every file is written; a cancelled or "
+                        "failed save leaves nothing behind.",
             inputs=[
                 SCENE4D.Input("scene4d", tooltip="A fitted 4D scene."),
                 io.String.Input("filename_prefix", default="full4d/scene",
-                                tooltip="Output sub-path and name; a numbered folder <prefix>_NNNNN is created "
-                                        "for each save, and only once all its files are written."),
+                                tooltip="Where to save, inside the output folder: each save makes a new folder "
+                                        "<prefix>_00001, _00002, ..."),
                 io.Int.Input("num_frames", default=9, min=1, max=1000,
-                             tooltip="Frames (one file each), evenly spaced over the fitted time range."),
+                             tooltip="How many moments to save (one file each), evenly spread over the scene's "
+                                     "time."),
                 io.Combo.Input("format", options=list(EXPORT_FORMATS), default="ply", optional=True,
-                               tooltip="File per frame: ply (3DGS PLY, full SH, any ComfyUI); spz (Niantic, ~10x "
-                                       "smaller) or ksplat (mkkellogg), base colour only, written by core's splat "
-                                       "writers (ComfyUI 0.33+)."),
+                               tooltip="File type per frame: ply (standard, full colour detail, any ComfyUI); spz "
+                                       "(about 10x smaller) or ksplat, base colour only (ComfyUI 0.33 and later)."),
             ],
             outputs=[], is_output_node=True,
         )
