@@ -191,6 +191,8 @@ def test_old_fmd_inputs_and_the_teacher_node_distil_the_same_teacher(host, monke
 
     def spy(teacher, *a, **kw):
         cfg = real(teacher, *a, **kw)
+        if cfg is None:  # the run without a teacher
+            return None
         calls = []
 
         def velocity(*args):
