@@ -156,8 +156,9 @@ def test_an_old_demo_prompt_runs_the_fit_its_values_ask_for(host, monkeypatch):
 
 
 def _fmd_prompt(teacher: str | None, iterations: int = 3) -> dict:
-    """A 3-view, 1-frame 32x32 synthetic scene fitted with FMD from the tiny Wan2.2 (zero-init adapter), the tiny VAE and a test
-    conditioning: ``teacher`` "old" wires the Fit node's old inputs, "new" a Full4DFMDTeacher node, None no FMD."""
+    """A 3-view, 1-frame 32x32 synthetic scene fitted with FMD from the tiny Wan2.2 (zero-init adapter), the tiny VAE
+    and a test conditioning: ``teacher`` "old" wires the Fit node's old inputs, "new" a Full4DFMDTeacher node, None
+    no FMD."""
     p = {"1": {"class_type": "Full4DSyntheticScene", "inputs": {"seed": 0, "num_views": 3, "num_frames": 1, "width": 32,
                                                                 "height": 32, "radius": 1.0, "elevation": 0.0,
                                                                 "fov": 50.0}},
