@@ -38,5 +38,5 @@ def test_fit_report_text_is_one_short_fact_a_line():
 
     rep = pipeline.FitReport(psnr=30.123, psnr_per_view=(30.1, 29.84, 30.5), init=pipeline.INIT_VIEWS_GT, count=12345,
                              stats=FitStats(skipped=2))
-    assert rep.text().split("\n") == ["training-view PSNR 30.12 dB", "per view: 30.1, 29.8, 30.5", "12,345 Gaussians",
-                                      "init: views: ground-truth depth", "2 non-finite steps skipped"]
+    assert rep.text().split("\n") == ["training-view PSNR 30.12 dB", "12,345 Gaussians", "init: views: ground-truth depth",
+                                      "per view: 30.1, 29.8, 30.5", "2 non-finite steps skipped"]

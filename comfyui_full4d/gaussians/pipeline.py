@@ -169,10 +169,10 @@ class FitReport:
     recalibration: str = ""
 
     def text(self) -> str:
-        """One fact a line (the node shows it under its widgets, where long lines would wrap mid-word)."""
-        lines = [f"training-view PSNR {self.psnr:.2f} dB",
-                 "per view: " + ", ".join(f"{p:.1f}" for p in self.psnr_per_view),
-                 f"{self.count:,} Gaussians", f"init: {self.init}"]
+        """One fact a line, the most useful first (the node shows the text under its widgets in a box two lines
+        tall, the rest a scroll away; long lines would wrap mid-word)."""
+        lines = [f"training-view PSNR {self.psnr:.2f} dB", f"{self.count:,} Gaussians", f"init: {self.init}",
+                 "per view: " + ", ".join(f"{p:.1f}" for p in self.psnr_per_view)]
         if self.stats.skipped:
             lines.append(f"{self.stats.skipped} non-finite steps skipped")
         if self.stats.restored:
