@@ -28,9 +28,17 @@ BASELINE = "source: depth of frame 0"
 
 
 def fit_values() -> dict:
-    """The demo workflow's Full4DFit4DGS widget values."""
-    (node,) = [v for v in json.loads(DEMO.read_text()).values() if v["class_type"] == "Full4DFit4DGS"]
-    return {k: v for k, v in node["inputs"].items() if not isinstance(v, list)}
+    """The demo workflow's Full4DFit4DGS widget values and its Full4DFitOptions node's (the options' defaults where
+    the demo connects none)."""
+    from dataclasses import asdict
+
+    prompt = json.loads(DEMO.read_text())
+    (node,) = [v for v in prompt.values() if v["class_type"] == "Full4DFit4DGS"]
+    values = {**asdict(pipeline.FitOptions()), **{k: v for k, v in node["inputs"].items() if not isinstance(v, list)}}
+    if "options" in node["inputs"]:
+        options = prompt[str(node["inputs"]["options"][0])]["inputs"]
+        values.update({k: v for k, v in options.items() if not isinstance(v, list)})
+    return values
 
 
 def run(cap, values: dict, init: str, orbit_frames: int) -> dict:

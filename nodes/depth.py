@@ -17,13 +17,13 @@ def _estimate_inputs() -> list:
     """static_camera, batch, process_res: shared by Full4DDA3Depth and Full4DDA3DepthFromCore (in this order)."""
     return [
         io.Boolean.Input("static_camera", default=True,
-                         tooltip="Fixed source camera (the paper's setting): identity pose for every "
-                                 "frame. Off: DA3's per-frame poses relative to frame 0."),
+                         tooltip="The source camera stands still (a tripod shot): one camera pose for every "
+                                 "frame. Off: a moving camera, its pose estimated by DA3 for every frame."),
         io.Int.Input("batch", default=8, min=2, max=256,
-                     tooltip="Frames per DA3 pass (frame 0 rides along in later passes to keep one "
-                             "scale and world). Lower it when memory runs out."),
+                     tooltip="Frames DA3 looks at together. Lower it when memory runs out (frame 0 joins "
+                             "every group so all share one scale)."),
         io.Int.Input("process_res", default=504, min=14, max=2016, step=14,
-                     tooltip="DA3 working resolution (longest side, rounded to the 14-pixel patch)."),
+                     tooltip="Size DA3 works at (longest side in pixels): higher gives finer depth, slower."),
     ]
 
 
@@ -66,8 +66,9 @@ class Full4DDA3Depth(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DDA3Depth", display_name="Full4D DA3 Depth", category="Full4D/depth",
-            description="Per-frame depth and the source camera of the video with Depth Anything 3; "
-                        "world = source camera at frame 0, scale = median depth of frame 0.",
+            description="Estimates the depth of every frame of the video and its camera with Depth Anything 3: "
+                        "the 3D shape the other views are built from. The scene is measured from the first "
+                        "frame's camera.",
             inputs=[
                 DA3_MODEL.Input("da3_model", tooltip="From Full4D Depth Anything 3 Loader."),
                 io.Image.Input("images", tooltip="Source video frames (T, H, W, 3)."),

@@ -15,7 +15,7 @@ class Full4DEvaluate(io.ComfyNode):
                         "flicker. Returns a table image and the numbers as JSON.",
             inputs=[
                 io.Image.Input("source", tooltip="The input video (T frames)."),
-                io.Image.Input("views", tooltip="Generated target views, view-major (all T frames of view 1, then "
+                io.Image.Input("views", tooltip="Generated target views (all frames of view 1, then "
                                                 "view 2, ...), the same size as the source."),
                 io.Image.Input("ground_truth", optional=True,
                                tooltip="True target views in the same layout (synthetic scenes or held-out "

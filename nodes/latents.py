@@ -30,16 +30,17 @@ class Full4DVAEEncodeViews(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DVAEEncodeViews", display_name="Full4D VAE Encode Views", category="Full4D/diffusion",
-            description="Encode a view-major multi-view batch with the video VAE, one clip per view.",
+            description="Encodes a multi-view video with the video VAE one view at a time (core VAE Encode would "
+                        "run the views together as one long clip and blend them).",
             inputs=[
-                io.Image.Input("images", tooltip="View-major frames (V*T): e.g. the projection renders."),
-                io.Vae.Input("vae", tooltip="The model's VAE: the Wan2.2 VAE (Wan2.2-TI2V-5B) or the Wan2.1 VAE "
-                                           "(Wan2.1-class models)."),
-                io.Int.Input("num_views", default=6, min=1, max=64, tooltip="Views V in the batch."),
+                io.Image.Input("images", tooltip="All frames of view 0, then view 1, ... (e.g. the projections)."),
+                io.Vae.Input("vae", tooltip="The video model's VAE (Load VAE): the Wan2.2 VAE, or the "
+                                           "Wan2.1 VAE for Wan2.1-class models."),
+                io.Int.Input("num_views", default=6, min=1, max=64, tooltip="How many views the frames hold."),
                 io.Boolean.Input("skip_source", default=True,
-                                 tooltip="Drop view 0 (the source): the sampler wants the V-1 target projections."),
+                                 tooltip="Leave out view 0 (the source): the sampler wants only the target views."),
             ],
-            outputs=[io.Latent.Output(display_name="latent", tooltip="Batch = views, view-major.")],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="One latent video per view, in view order.")],
         )
 
     @classmethod

@@ -19,8 +19,8 @@ class Full4DLoadMultiView(io.ComfyNode):
             node_id="Full4DLoadMultiView", display_name="Full4D Load Multi-View Capture", category="Full4D/inputs",
             description="Load a synchronized multi-view capture folder (Neural 3D Video, ReCamMaster "
                         "MultiCamVideo / SynCamVideo, CMU Panoptic, DyCheck / Nerfies) from the input folder: the "
-                        "selected views' frames (undistorted, resized to a multiple of 32, 4k+1 frames) as a "
-                        "view-major grid and their cameras as a rig in scene units (view 0 = the first view). "
+                        "selected views' frames (undistorted, resized to a multiple of 32, 4k+1 frames; all "
+                        "frames of view 0, then view 1, ...) and their cameras as a rig (view 0 = the first view). "
                         "See docs/cameras.md.",
             inputs=[
                 io.String.Input("folder", default="",
@@ -45,7 +45,7 @@ class Full4DLoadMultiView(io.ComfyNode):
             ],
             outputs=[
                 io.Image.Output(display_name="images",
-                                tooltip="View-major grid (V*T frames): all T frames of view 0, then view 1, ..."),
+                                tooltip="All frames of view 0, then all frames of view 1, and so on."),
                 RIG.Output(display_name="rig", tooltip="The views' cameras relative to view 0, in scene units."),
                 io.Float.Output(display_name="fps", tooltip="Frame rate of the returned frames."),
                 io.Image.Output(display_name="source", tooltip="The T frames of view 0 (the source video)."),

@@ -7,9 +7,10 @@ from comfyui_full4d.host.pool import parse_devices, with_pool
 
 UNETS = "diffusion_models"
 DTYPES = ["default", "float32", "float16", "bfloat16"]
-DESCRIPTION = ("Full4DSampler then runs in worker processes, one per device, each loading the same model and adapter "
-               "files: cond / uncond on different devices (CFG split), the views of a scene spread over devices "
-               "(Ulysses); same result as one device. One device or none: the model passes through unchanged.")
+DESCRIPTION = ("Runs Full4D Multi-View Sampler on several GPUs (or CPU workers) of this machine or of a Ray cluster, "
+               "each loading the same model and adapter files: the prompt and its negative on different devices, "
+               "and the views of a scene spread over devices. The result is the same as on one device. With one "
+               "device or none the model passes through unchanged.")
 
 
 class Full4DParallel(io.ComfyNode):
@@ -19,7 +20,7 @@ class Full4DParallel(io.ComfyNode):
             node_id="Full4DParallel", display_name="Full4D Parallel (multi-GPU)", category="Full4D/diffusion",
             description=DESCRIPTION,
             inputs=[
-                io.Model.Input("model", tooltip="MODEL from Full4DAdapterLoader."),
+                io.Model.Input("model", tooltip="The model from Full4D Adapter Loader."),
                 io.Combo.Input("unet_name", options=list_files(UNETS),
                                tooltip="The diffusion model file this MODEL was loaded from (the workers load it "
                                        "again)."),
@@ -27,8 +28,9 @@ class Full4DParallel(io.ComfyNode):
                                 tooltip="CUDA devices, e.g. 0,1,2,3; cpu:N for N CPU workers; none or one device "
                                         "= one process (today's path)."),
                 io.String.Input("layout", default="auto",
-                                tooltip="CxU: C=2 splits cond / uncond, U = devices per scene (must divide the "
-                                        "24 heads and be at most the views). auto: CFG split when even."),
+                                tooltip="How to share the work, CxU: C=2 puts the prompt and its negative on "
+                                        "different devices, U = devices per scene (must divide the model's 24 "
+                                        "attention heads and be at most the views). auto: picks one."),
                 io.Combo.Input("weight_dtype", options=DTYPES, default="default",
                                tooltip="Weight dtype the workers load the model in (as Load Diffusion Model)."),
                 io.String.Input("ray_address", default="", optional=True,
@@ -36,7 +38,7 @@ class Full4DParallel(io.ComfyNode):
                                         "machine; host:6379 / ray://host:10001 / auto: the actors of that Ray "
                                         "cluster (devices gpu:N or cpu:N; needs pip install ray)."),
             ],
-            outputs=[io.Model.Output(tooltip="The model, sampled by the workers in Full4DSampler.")],
+            outputs=[io.Model.Output(tooltip="The model; Full4D Multi-View Sampler then runs it on the workers.")],
         )
 
     @classmethod

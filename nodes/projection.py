@@ -29,8 +29,11 @@ class Full4DProjectToCameras(io.ComfyNode):
                 io.Int.Input("point_radius", default=0, min=0, max=4,
                              tooltip="Splat each point to a (2r+1)^2 pixel square (fills small holes)."),
             ],
-            outputs=[io.Image.Output(display_name="renders", tooltip="V*T frames, view-major (view 0 first)."),
-                     io.Mask.Output(display_name="masks", tooltip="1 where a point landed, V*T masks."),
+            outputs=[io.Image.Output(display_name="renders",
+                                     tooltip="What each camera sees of the source: all frames of view 0 (the source), "
+                                             "then view 1, ...; holes black."),
+                     io.Mask.Output(display_name="masks", tooltip="White where the source covers a view, black in its "
+                                                                  "holes (one mask per frame of each view)."),
                      io.Image.Output(display_name="contact_sheet", tooltip="Rows = views, columns = frames.")],
         )
 

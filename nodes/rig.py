@@ -26,9 +26,9 @@ class Full4DCameraRig(io.ComfyNode):
                         "of its frusta over the source's scene points.",
             inputs=[
                 io.Combo.Input("preset", options=list(PRESETS), default="ring",
-                               tooltip="ring: num_views on a circle about the scene centre; paper6: the paper's "
-                                       "6 views 60 degrees apart; arc: num_views spread over arc_span from the "
-                                       "source; custom: cameras from custom_json."),
+                               tooltip="ring: num_views cameras on a circle around the scene; paper6: 6 views 60 "
+                                       "degrees apart; arc: num_views spread over arc_span from the source camera; "
+                                       "custom: the cameras of custom_json."),
                 io.Int.Input("num_views", default=6, min=2, max=32,
                              tooltip="Cameras including the source (ring and arc presets)."),
                 io.Float.Input("radius", default=1.0, min=0.05, max=10.0, step=0.05,
@@ -67,15 +67,15 @@ class Full4DInterpolateRig(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="Full4DInterpolateRig", display_name="Full4D Interpolate Rig (App. B orbit)",
+            node_id="Full4DInterpolateRig", display_name="Full4D Orbit Through Rig",
             category="Full4D/rig",
-            description="A closed orbit through the rig's cameras sorted by azimuth: periodic cubic spline for "
-                        "the centres, shortest-arc SLERP for the orientations (paper App. B).",
-            inputs=[RIG.Input("rig", tooltip="Key cameras (at least 2 with distinct centres)."),
+            description="A smooth closed camera path through the rig's cameras, taken in order around the scene: "
+                        "the cameras of an orbit video.",
+            inputs=[RIG.Input("rig", tooltip="The cameras the path passes through (at least 2 in different places)."),
                     io.Int.Input("n", default=120, min=2, max=4096,
-                                 tooltip="Cameras on the orbit, sampled uniformly in [0, 1).")],
+                                 tooltip="Cameras on the path, evenly spaced: the frames of an orbit video.")],
             outputs=[RIG.Output(display_name="rig",
-                                tooltip="The orbit; its view 0 is the first key camera in azimuth order.")],
+                                tooltip="The path's cameras, starting at the first rig camera around the scene.")],
         )
 
     @classmethod

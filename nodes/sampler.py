@@ -20,12 +20,11 @@ ABLATIONS = Ablation.NAMES
 def _latent_inputs() -> list:
     """Conditioning and latents, shared by both multi-view samplers (in this order)."""
     return [
-        io.Conditioning.Input("positive", tooltip="Text conditioning (umT5), shared by all views."),
-        io.Conditioning.Input("negative", tooltip="Negative text conditioning for CFG."),
-        io.Latent.Input("source", tooltip="VAE-encoded source video, one latent (1, C, T, h, w): C = 48 from the "
-                                          "Wan2.2 VAE, 16 from the Wan2.1 VAE (the VAE of the model)."),
-        io.Latent.Input("projections", tooltip="VAE-encoded projection renders of the V-1 target views, "
-                                               "view-major batch (V-1, C, T, h, w), same VAE as the source."),
+        io.Conditioning.Input("positive", tooltip="The text prompt: what every view should show."),
+        io.Conditioning.Input("negative", tooltip="What the views should not show."),
+        io.Latent.Input("source", tooltip="The source video encoded by VAE Encode."),
+        io.Latent.Input("projections", tooltip="The source projected into each target camera, encoded one view at "
+                                               "a time (Full4D VAE Encode Views)."),
     ]
 
 
@@ -33,16 +32,18 @@ def _sampling_inputs() -> list:
     """Seed, steps, CFG, shift, host sampler and scheduler, shared by both multi-view samplers."""
     return [
         io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                     tooltip="Noise seed (noise is drawn for all views at once)."),
-        io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps."),
-        io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
+                     tooltip="Random seed: another seed gives other views of the same scene."),
+        io.Int.Input("steps", default=50, min=1, max=1000,
+                     tooltip="Denoising steps: more are slower and usually cleaner."),
+        io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1,
+                       tooltip="How closely the views follow the text prompt; too high burns colours."),
         io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.01,
-                       tooltip="Rectified-flow schedule shift: higher spends more steps at high noise "
-                               "(Wan2.2-TI2V-5B uses 5; ComfyUI's default for Wan2.1 models is 8)."),
+                       tooltip="Noise schedule shift: higher spends more steps on the overall layout "
+                               "(Wan2.2-TI2V-5B uses 5, Wan2.1-class models 8)."),
         io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
-                       tooltip="Host sampler (the paper uses Euler)."),
+                       tooltip="Sampling method (as in KSampler; euler works well)."),
         io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
-                       tooltip="Host scheduler."),
+                       tooltip="How the noise level falls over the steps (as in KSampler)."),
     ]
 
 
@@ -51,13 +52,14 @@ class Full4DAdapterLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DAdapterLoader", display_name="Full4D Adapter Loader", category="Full4D/diffusion",
-            description="Attach the Full-4D adapter (camera encoders, fused time-view attention) to the MODEL of "
-                        f"{MODELS}. Returns a patched copy; the input MODEL is unchanged.",
+            description="Turns the video model (Wan2.2-TI2V-5B or a Wan2.1-class model) into a multi-view "
+                        "model: adds the Full-4D adapter that lets the views see each other and their cameras. The "
+                        "model you connect stays as it is; a changed copy comes out.",
             inputs=[
                 io.Model.Input("model", tooltip=f"The diffusion model of {MODELS} (Load Diffusion Model)."),
                 io.Combo.Input("adapter", options=[NONE_ADAPTER] + list_files(FULL4D), default=NONE_ADAPTER,
-                               tooltip="Adapter weights from models/full4d/. 'none (zero-init)' gives exactly the "
-                                       "base model for every view (no cross-view attention effect)."),
+                               tooltip="Adapter file from models/full4d/. 'none (zero-init)' leaves the base model "
+                                       "unchanged: each view is made on its own, so the views may disagree."),
             ],
             outputs=[io.Model.Output(tooltip="The model with the adapter attached.")],
         )
@@ -72,24 +74,24 @@ class Full4DSampler(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="Full4DSampler", display_name="Full4D Multi-View Sampler", category="Full4D/diffusion",
-            description="Generate the target views of the rig jointly: source view clean, each target view "
-                        "conditioned on its projection latent and camera.",
+            description="Makes a video for every camera of the rig at once, each guided by the source projected "
+                        "into it and by its camera, while the source video itself stays as it is.",
             inputs=[
-                io.Model.Input("model", tooltip="MODEL from Full4DAdapterLoader."),
+                io.Model.Input("model", tooltip="The model from Full4D Adapter Loader."),
                 *_latent_inputs(),
-                RIG.Input("rig", tooltip="The camera rig the projections were rendered into (view 0 = source)."),
+                RIG.Input("rig", tooltip="The cameras the projections were made for (view 0 = the source)."),
                 *_sampling_inputs(),
                 io.Int.Input("views_per_pass", default=0, min=0, max=64,
-                             tooltip="Target views sampled together with the source in one pass; 0 = all. "
-                                     "Lower it when memory runs out: views in different passes do not attend "
-                                     "to each other (less cross-view consistency)."),
+                             tooltip="Views made together in one pass; 0 = all. Lower it when memory runs out: "
+                                     "views made in different passes cannot see each other and agree less."),
                 io.Boolean.Input("include_source", default=False,
-                                 tooltip="Also return the source latent as the first view."),
+                                 tooltip="Also output the source video as the first view."),
                 io.Combo.Input("ablation", options=list(ABLATIONS), default="full", optional=True,
-                               tooltip="Paper Tab. 4 variants for evaluation: turn off the fused attention, the "
-                                       "projection conditioning, or one rule of the attention mask. Keep 'full'."),
+                               tooltip="For research comparisons only: switch off one part of the model (the views "
+                                       "seeing each other, the projection guidance, or one rule of which views "
+                                       "see which). Keep 'full'."),
             ],
-            outputs=[io.Latent.Output(tooltip="Target views, view-major batch (V-1 or V latents).")],
+            outputs=[io.Latent.Output(tooltip="One latent video per view, in camera order (VAE Decode them).")],
         )
 
     @classmethod
@@ -111,36 +113,36 @@ class Full4DTrainingFreeSampler(io.ComfyNode):
         return io.Schema(
             node_id="Full4DTrainingFreeSampler", display_name="Full4D Training-Free Multi-View Sampler",
             category="Full4D/diffusion",
-            description=f"Multi-view videos from the base model alone ({MODELS}, no adapter): each target view is "
-                        "sampled by the base model as a video whose known pixels come from its projection render "
-                        "(latent inpainting with a soft mask, RePaint style), released for the last steps so "
-                        "the seams heal. Views are not coupled unless cross_view is on.",
+            description="Multi-view videos from the public Wan2.2-TI2V-5B (or a Wan2.1-class model) alone (no "
+                        "adapter): the model fills in each view around what the source shows from that camera (its "
+                        "projection), then is left free for the last steps so the seams heal. The views are made independently, so what "
+                        "no camera of the source saw can differ between views.",
             inputs=[
-                io.Model.Input("model", tooltip=f"The diffusion model of {MODELS} straight from Load Diffusion "
-                                                "Model (not through Full4DAdapterLoader)."),
+                io.Model.Input("model", tooltip="The video model straight from Load Diffusion Model "
+                                                "(not through Full4D Adapter Loader)."),
                 *_latent_inputs(),
-                io.Mask.Input("masks", tooltip="Validity masks of the projection renders (Full4DProjectToCameras "
-                                               "'masks', all V views, view 0 first), at the renders' size."),
-                RIG.Input("rig", tooltip="The camera rig the projections were rendered into (view 0 = source)."),
+                io.Mask.Input("masks", tooltip="Where each projection has pixels (the masks of Full4D Project To "
+                                               "Cameras)."),
+                RIG.Input("rig", tooltip="The cameras the projections were made for (view 0 = the source)."),
                 *_sampling_inputs(),
                 io.Float.Input("stop", default=_TF.stop, min=0.0, max=1.0, step=0.01,
-                               tooltip="Fraction of the steps during which the known (projected) region is replaced "
-                                       "by the projection latent noised to the current level; the model finishes "
-                                       "the rest freely so the seams heal. 1 = pinned to the end, 0 = no guidance."),
+                               tooltip="Share of the steps during which the projected pixels are kept; the model "
+                                       "finishes the rest freely so the seams heal. 1 = kept to the end, 0 = no "
+                                       "guidance."),
                 io.Float.Input("start_sigma", default=_TF.start_sigma, min=0.01, max=1.0, step=0.01,
-                               tooltip="1 = start from pure noise. Below 1: start from the projection latent noised "
-                                       "to this level (SDEdit) and run only the steps below it."),
+                               tooltip="1 = start from pure noise. Below 1: start from the noised projection, "
+                                       "keeping more of it the lower the value (fewer steps run)."),
                 io.Int.Input("views_per_pass", default=0, min=0, max=64,
-                             tooltip="Target views sampled together in one pass; 0 = all. Lower it when memory "
-                                     "runs out (without cross_view the views are independent anyway)."),
+                             tooltip="Views made together in one pass; 0 = all. Lower it when memory runs out "
+                                     "(without cross_view the views are independent anyway)."),
                 io.Boolean.Input("include_source", default=False,
-                                 tooltip="Also return the source latent as the first view."),
+                                 tooltip="Also output the source video as the first view."),
                 io.Boolean.Input("cross_view", default=_TF.cross_view,
-                                 tooltip="Experimental: each pass also holds the source view, and the base "
-                                         "self-attention also sees the other views' tokens at the same frame. "
-                                         "Untrained; may help or hurt consistency. More memory per pass."),
+                                 tooltip="Experimental: let each view look at the other views (and the source) at "
+                                         "the same moment while it is made. Untrained: may help or hurt agreement "
+                                         "between views. Needs more memory."),
             ],
-            outputs=[io.Latent.Output(tooltip="Target views, view-major batch (V-1 or V latents).")],
+            outputs=[io.Latent.Output(tooltip="One latent video per view, in camera order (VAE Decode them).")],
         )
 
     @classmethod

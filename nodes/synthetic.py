@@ -21,7 +21,7 @@ class Full4DSyntheticScene(io.ComfyNode):
                 io.Int.Input("num_views", default=6, min=2, max=16,
                              tooltip="Cameras in the ring, including the source (view 0)."),
                 io.Int.Input("num_frames", default=9, min=1, max=257,
-                             tooltip="Video frames T; Wan prefers 4k+1 (5, 9, 13, 17, 21, ...)."),
+                             tooltip="Frames of video; video models want 4k+1 (5, 9, 13, 17, 21, ...)."),
                 io.Int.Input("width", default=160, min=8, max=2048, step=8, tooltip="Frame width in pixels."),
                 io.Int.Input("height", default=96, min=8, max=2048, step=8, tooltip="Frame height in pixels."),
                 io.Float.Input("radius", default=1.0, min=0.9, max=2.5, step=0.05,
@@ -33,10 +33,11 @@ class Full4DSyntheticScene(io.ComfyNode):
             ],
             outputs=[
                 io.Image.Output(display_name="source", tooltip="Source video (T frames), view 0 of the ring."),
-                io.Image.Output(display_name="views", tooltip="Ground-truth views, view-major (V*T frames)."),
+                io.Image.Output(display_name="views", tooltip="What every camera sees: all frames of view 0, then "
+                                                              "view 1, ..."),
                 RIG.Output(display_name="rig", tooltip="The ring rig in scene units (view 0 = source)."),
-                GEOMETRY.Output(display_name="geometry", tooltip="Exact source depth and camera (static), plus the exact "
-                                                                 "depth of every view (the 4D fit can start from it)."),
+                GEOMETRY.Output(display_name="geometry", tooltip="The exact depth of the source (and of every "
+                                                                 "view) and its camera."),
                 io.Float.Output(display_name="fps", tooltip="Frame rate of the rendered video."),
                 GEOMETRY.Output(display_name="source_geometry",
                                 tooltip="The source view's exact depth and camera only: what a depth estimator "

@@ -1,12 +1,13 @@
-"""Template-browser thumbnails ``workflows/<name>.jpg`` (the host serves them beside each workflow's JSON at
-``/api/workflow_templates/comfyui-full4d/<name>.jpg``; the frontend shows them as square cards).
+"""Template-browser thumbnails ``workflows/<title>.jpg`` (the host serves them beside each workflow's JSON at
+``/api/workflow_templates/comfyui-full4d/<title>.jpg``; the frontend shows them as square cards).
 
 Each is a real render of what its workflow makes, by the pack's own engine on the embedded synthetic scenes
 (no downloads, CPU): 4DGS fits of the synthetic ring capture (ground-truth depth init, as in the demo), the
 ring views themselves where a workflow's output is a diffusion model's multi-view video (the stand-in for it,
-ray-cast), and the projections / rig plot of the rig workflow. A few minutes on 2 CPU cores.
+ray-cast), and the projections / rig plot of the rig workflow; under it a band with the workflow's number (its
+title's) and a few words, so the cards tell the graphs apart at a glance. A few minutes on 2 CPU cores.
 
-    .venv/bin/python scripts/make_thumbnails.py [name ...]
+    .venv/bin/python scripts/make_thumbnails.py [name ...]   (names: the API twins' short names)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 
+from comfyui_full4d.client.workflow import TEMPLATES, ui_stem  # noqa: E402
 from comfyui_full4d.common.io import write_bytes  # noqa: E402
 from comfyui_full4d.gaussians.fit import render_scene  # noqa: E402
 from comfyui_full4d.gaussians.pipeline import fit_from_grid, node_fit_config, render_rig  # noqa: E402
@@ -34,6 +36,11 @@ SIZE = 384  # square cards
 TILE = SIZE // 2
 QUALITY = 88
 MAX_BYTES = 60_000
+BAND = 56  # the caption band at the bottom
+# the few words of each card's band (its number comes from the title)
+LABELS = {"demo_synthetic": "Demo, no model files", "rig_iteration": "Rig check", "full4d_sampler": "Multi-view video",
+          "full_pipeline": "Video to 4D", "training_free_pipeline": "Video to 4D, training-free",
+          "fit_multiview": "Capture to 4D"}
 
 
 def tiles(images: list[torch.Tensor], cols: int) -> torch.Tensor:
@@ -48,12 +55,23 @@ def tiles(images: list[torch.Tensor], cols: int) -> torch.Tensor:
     return torch.cat(rows, 0)
 
 
-def jpeg(img: torch.Tensor) -> bytes:
-    """(SIZE, SIZE, 3) in [0, 1] -> JPEG bytes (the highest of a few qualities under MAX_BYTES)."""
-    from PIL import Image
+def jpeg(img: torch.Tensor, number: str, label: str) -> bytes:
+    """(SIZE, SIZE, 3) in [0, 1] with the caption band (``number`` in a disc, then ``label``) -> JPEG bytes (the
+    highest of a few qualities under MAX_BYTES)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     assert img.shape == (SIZE, SIZE, 3), img.shape
     pil = Image.fromarray((img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+    band = Image.new("RGBA", (SIZE, BAND), (16, 18, 24, 215))
+    draw = ImageDraw.Draw(band)
+    r = BAND // 2 - 8
+    draw.ellipse([12, BAND // 2 - r, 12 + 2 * r, BAND // 2 + r], fill=(245, 245, 245, 255))
+    draw.text((12 + r, BAND // 2), number, fill=(20, 20, 20, 255), font=ImageFont.load_default(size=26), anchor="mm")
+    draw.text((24 + 2 * r, BAND // 2), label, fill=(245, 245, 245, 255), font=ImageFont.load_default(size=24),
+              anchor="lm")
+    pil = pil.convert("RGBA")
+    pil.alpha_composite(band, (0, SIZE - BAND))
+    pil = pil.convert("RGB")
     for q in (QUALITY, 80, 70):
         buf = io.BytesIO()
         pil.save(buf, "JPEG", quality=q, optimize=True)
@@ -85,9 +103,15 @@ def fit_views(fit: Fit) -> torch.Tensor:
     return tiles([fit.view(v, s) for v, s in ((1, 0.0), (2, 1 / 3), (4, 2 / 3), (5, 1.0))], 2)
 
 
-def orbit(fit: Fit) -> torch.Tensor:
-    """Four cameras of the App. B orbit, time sweeping 0 -> 1 (full_pipeline's orbit video)."""
-    return tiles(list(render_rig(fit.scene, fit.cap.rig, True, 4, 0.0, 1.0)), 2)
+def video_to_4d(fit: Fit) -> torch.Tensor:
+    """What full_pipeline makes of a video: top left the source frame, top right four of the multi-view video's
+    views (ray-cast ground truth stands in for the diffusion model's), below two cameras of the orbit video of the
+    4D fit, time running."""
+    cap = fit.cap
+    half = [torch.nn.functional.avg_pool2d(cap.views[v, 0].permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)
+            for v in (1, 2, 4, 5)]
+    orb = render_rig(fit.scene, cap.rig, True, 4, 0.0, 1.0)
+    return tiles([cap.source[0], tiles(half, 2), orb[1], orb[3]], 2)
 
 
 def projections_and_fit(fit: Fit) -> torch.Tensor:
@@ -135,17 +159,19 @@ def main() -> int:
         return fits[seed]
 
     makers = {"demo_synthetic": lambda: fit_views(fit(0)), "fit_multiview": lambda: fit_views(fit(1)),
-              "full_pipeline": lambda: orbit(fit(0)), "training_free_pipeline": lambda: projections_and_fit(fit(0)),
-              "full4d_sampler": multiview_grid, "rig_iteration": rig_iteration}
-    shipped = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
-    missing = sorted(set(shipped) - set(makers))
+              "full_pipeline": lambda: video_to_4d(fit(0)),
+              "training_free_pipeline": lambda: projections_and_fit(fit(0)), "full4d_sampler": multiview_grid,
+              "rig_iteration": rig_iteration}
+    shipped = sorted(p.name[:-len("_api.json")] for p in (ROOT / "workflows" / "api").glob("*_api.json"))
+    missing = sorted(set(shipped) - set(makers) | set(shipped) - set(LABELS))
     if missing:
-        raise SystemExit(f"no thumbnail recipe for workflows {missing}: add one to scripts/make_thumbnails.py")
+        raise SystemExit(f"no thumbnail recipe or label for workflows {missing}: add them to "
+                         "scripts/make_thumbnails.py")
     for name in a.names or shipped:
         if name not in makers:
             raise SystemExit(f"{name!r}: not a shipped workflow (choose from {shipped})")
-        data = jpeg(makers[name]())
-        dest = ROOT / "workflows" / f"{name}.jpg"
+        data = jpeg(makers[name](), TEMPLATES[name].split()[0], LABELS[name])
+        dest = ROOT / "workflows" / f"{ui_stem(name)}.jpg"
         write_bytes(dest, data)
         print(f"wrote {dest.relative_to(ROOT)} ({len(data) // 1024} KB)")
     return 0

@@ -1,4 +1,5 @@
-"""Regenerate the UI graphs workflows/<name>.json from their API twins workflows/api/<name>_api.json.
+"""Regenerate the UI graphs workflows/<title>.json from their API twins workflows/api/<name>_api.json (the title:
+TEMPLATES in comfyui_full4d/client/workflow.py; UI files of no API twin are removed).
 
 Starts the real host (from scripts/setup.sh) to read /object_info, so widget order and socket
 types are the server's own. Run after changing a node's inputs:  .venv/bin/python scripts/make_workflows.py
@@ -17,7 +18,7 @@ sys.path.append(str(ROOT))
 
 from comfyui_full4d.common.io import write_text
 from comfyui_full4d.client.run import free_port, launch_server, stop_server  # noqa: E402
-from comfyui_full4d.client.workflow import api_to_ui  # noqa: E402
+from comfyui_full4d.client.workflow import api_to_ui, ui_stem  # noqa: E402
 
 
 def object_info() -> dict:
@@ -34,11 +35,16 @@ def object_info() -> dict:
 
 def main() -> int:
     info = object_info()
+    written = set()
     for api in sorted((ROOT / "workflows" / "api").glob("*_api.json")):
         ui = api_to_ui(json.loads(api.read_text()), info)
-        dest = ROOT / "workflows" / api.name.replace("_api.json", ".json")
+        dest = ROOT / "workflows" / f"{ui_stem(api.name[:-len('_api.json')])}.json"
         write_text(dest, json.dumps(ui, indent=1) + "\n")
+        written.add(dest)
         print(f"wrote {dest.relative_to(ROOT)}")
+    for stale in sorted(set((ROOT / "workflows").glob("*.json")) - written):
+        stale.unlink()
+        print(f"removed {stale.relative_to(ROOT)} (no API twin)")
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from comfyui_full4d.client.workflow import FILE_INPUTS
+from comfyui_full4d.client.workflow import FILE_INPUTS, api_stem, ui_stem
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow, pytest.mark.server,
@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.server,
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+WORKFLOW_IDS = [api_stem(p.stem) for p in WORKFLOWS]  # the API twins' short names (the UI files' are titles)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
@@ -211,7 +212,7 @@ def _is_link(v) -> bool:
 
 
 def _api_twin(workflow: Path) -> dict:
-    return json.loads((workflow.parent / "api" / f"{workflow.stem}_api.json").read_text())
+    return json.loads((workflow.parent / "api" / f"{api_stem(workflow.stem)}_api.json").read_text())
 
 
 def _prompt_mismatches(page_prompt: dict, api: dict) -> list[str]:
@@ -327,7 +328,7 @@ def test_missing_node_is_detected(browser, tmp_path):
     assert not browser.missing_nodes_dialog()
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=WORKFLOW_IDS)
 def test_workflow_loads_in_browser(browser, artifacts, workflow):
     browser.open_workflow(workflow)
     missing = browser.missing_nodes_dialog()
@@ -337,7 +338,7 @@ def test_workflow_loads_in_browser(browser, artifacts, workflow):
     try:
         browser.page.wait_for_timeout(500)  # the canvas follows the window size on the next frame
         browser.fit_view()
-        browser.page.screenshot(path=str(artifacts / f"workflow_{workflow.stem}.png"))
+        browser.page.screenshot(path=str(artifacts / f"workflow_{api_stem(workflow.stem)}.png"))
     finally:
         browser.page.set_viewport_size(VIEWPORT)
     browser.close_dialogs()
@@ -347,7 +348,7 @@ def test_workflow_loads_in_browser(browser, artifacts, workflow):
     assert not browser.pack_errors(), browser.pack_errors()
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=WORKFLOW_IDS)
 def test_workflow_widgets_match_api_twin(browser, workflow):
     """What the page would queue for an opened workflow is its API twin: every widget value of the UI file landed
     on the widget of that name (the frontend assigns widgets_values by position)."""
@@ -362,7 +363,7 @@ def test_workflow_widgets_match_api_twin(browser, workflow):
 
 def test_demo_workflow_runs_from_page(browser, artifacts):
     """Open the demo, shrink it to a CI size through its widgets, queue it from the page, scrub the preview."""
-    workflow = ROOT / "workflows" / "demo_synthetic.json"
+    workflow = ROOT / "workflows" / f"{ui_stem('demo_synthetic')}.json"
     browser.open_workflow(workflow)
     browser.close_dialogs()
     # The API twin's widget values with the test sizes on top, typed into the widgets by name (this also undoes

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_browser import (CHROMIUM, PREVIEW_JS, WORKFLOWS, Browser, _pixels, _write_frames, add_ply_preview_node,
-                          browser_page,
-                          check_wheel_zoom, preview_canvas_centre, preview_view)
+from comfyui_full4d.client.workflow import api_stem
+from test_browser import (CHROMIUM, PREVIEW_JS, WORKFLOW_IDS, WORKFLOWS, Browser, _pixels, _write_frames,
+                          add_ply_preview_node, browser_page, check_wheel_zoom, preview_canvas_centre, preview_view)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install chromium")]
@@ -134,14 +134,14 @@ def test_vue_preview_draws_orbits_scrubs_and_zooms(browser, comfy_server, artifa
     assert not browser.pack_errors(), browser.pack_errors()
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=WORKFLOW_IDS)
 def test_vue_workflow_opens(browser, artifacts, workflow):
     browser.open_workflow(workflow)
     missing = browser.missing_nodes_dialog()
     placeholders = browser.unregistered_nodes()
     browser.close_dialogs()
     browser.fit_view()
-    browser.page.screenshot(path=str(artifacts / f"vue_workflow_{workflow.stem}.png"))
+    browser.page.screenshot(path=str(artifacts / f"vue_workflow_{api_stem(workflow.stem)}.png"))
     assert not missing, f"{workflow.name}: missing-nodes report shown"
     assert not placeholders, f"{workflow.name}: unregistered nodes {placeholders}"
     nodes = json.loads(workflow.read_text())["nodes"]

@@ -42,6 +42,8 @@ def test_fit_shows_its_training_psnr_under_the_node(comfy_host, monkeypatch):
     import sys
     import types
 
+    from comfyui_full4d.common.progress import TEXT_COLUMNS
+
     sent = []
 
     class FakeServer:
@@ -55,15 +57,18 @@ def test_fit_shows_its_training_psnr_under_the_node(comfy_host, monkeypatch):
     p = {"1": {"class_type": "Full4DSyntheticScene", "inputs": {"seed": 0, "num_views": 3, "num_frames": 3, "width": 48,
                                                                 "height": 32, "radius": 1.0, "elevation": 0.0, "fov": 50.0}},
          "2": {"class_type": "Full4DFit4DGS", "inputs": {
-             "images": ["1", 1], "rig": ["1", 2], "geometry": ["1", 3], "iterations": 50, "lr_means": 1.6e-4,
-             "lr_planes": 0.05, "lambda_dssim": 0.2, "lambda_tv": 2e-4, "max_gaussians": 5000,
-             "prune_opacity": 0.015, "sh_degree": 1, "checkpoint_every": 50, "resume": False, "render_time": 0.0,
-             "orbit_frames": 2}},
-         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}}
+             "images": ["1", 1], "rig": ["1", 2], "geometry": ["1", 3], "iterations": 50, "max_gaussians": 5000,
+             "orbit_frames": 2, "render_time": 0.0, "resume": False, "options": ["4", 0]}},
+         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}},
+         "4": {"class_type": "Full4DFitOptions", "inputs": {
+             "lr_means": 1.6e-4, "lr_planes": 0.05, "lambda_dssim": 0.2, "lambda_tv": 2e-4, "prune_opacity": 0.015,
+             "sh_degree": 1, "checkpoint_every": 50, "recalibrate": True}}}
     out = comfy_host.run(p)
     texts = [t for nid, t in sent if nid == "2"]
-    assert [t.split(":")[0] for t in texts[:2]] == ["iteration 25/50", "iteration 50/50"], texts
+    assert [t.split("\n")[0] for t in texts[:2]] == ["iteration 25/50", "iteration 50/50"], texts
     assert "training PSNR ~" in texts[0] and texts[-1].startswith("training-view PSNR")
     psnr = comfy_host.outputs("2")[2][0]
-    assert f"training-view PSNR {psnr:.2f} dB" == texts[-1].split(" (")[0] and out["2"]["text"][0] == texts[-1]
+    assert f"training-view PSNR {psnr:.2f} dB" == texts[-1].split("\n")[0] and out["2"]["text"][0] == texts[-1]
     assert "init: views: ground-truth depth" in texts[-1]
+    # short lines, broken at spaces: the frontend breaks a longer line mid-word (issue 32)
+    assert all(len(line) <= TEXT_COLUMNS for t in texts for line in t.split("\n")), texts

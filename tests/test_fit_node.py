@@ -1,11 +1,11 @@
 """Full4DFit4DGS as users run it (issue 13): through the host's own executor, with the demo workflow's exact
 values and with the node's own defaults, judged against the synthetic scene's ray-cast ground truth.
 
-* demo workflow (its nodes 1, 9, 10, 11 verbatim): mean training-view PSNR >= 28 dB, measured independently
+* demo workflow (its scene, fit, fit options, orbit rig and orbit render nodes verbatim): mean training-view PSNR >= 28 dB, measured independently
   from Full4DRender4DGS's rig-grid renders (and equal to the node's own ``psnr`` output); the orbit video of
   node 11 against ray-cast ground truth at the same App. B cameras and times >= 18 dB; orbit frames not flat.
   On the code before issue 13 (source-view init, black background) this gave 14.4 dB and one flat colour.
-* node defaults (3000 iterations, SH degree 3, init auto, the default learning rates) at 32x48, with the
+* node defaults (3000 iterations, init auto, no options node: SH degree 3 and the default learning rates) at 32x48, with the
   Gaussian budget scaled down to the size (6,000; the default 120,000 is for 384x672 and would cost CI ~20 min
   of CPU): every render of the fit sees finite parameters, and the PSNR reaches 28 dB (measured ~33 dB).
 """
@@ -60,7 +60,8 @@ def test_demo_workflow_fit_is_sharp_on_training_and_orbit_views(comfy_host):
 
     synth, fit, interp, orbit = (_node(c) for c in ("Full4DSyntheticScene", "Full4DFit4DGS", "Full4DInterpolateRig",
                                                     "Full4DRender4DGS"))
-    prompt = {k: DEMO[k] for k in (synth, fit, interp, orbit)}
+    options = str(DEMO[fit]["inputs"]["options"][0])
+    prompt = {k: DEMO[k] for k in (synth, fit, options, interp, orbit)}
     assert prompt[fit]["inputs"]["geometry"] == [synth, 3] and prompt[fit]["inputs"]["init"] == "auto"
     s = prompt[synth]["inputs"]
     cap = make_capture(s["num_views"], s["num_frames"], s["height"], s["width"], seed=s["seed"], fov_y_deg=s["fov"],
@@ -104,10 +105,14 @@ def test_node_defaults_keep_parameters_finite_and_fit_well(comfy_host, monkeypat
         return real_render(scene, *a, **k)
 
     monkeypatch.setattr(fit_mod, "render_scene", checked_render)
-    defaults = {name: spec[1]["default"] for group in ("required", "optional")
-                for name, spec in comfy_host.node("Full4DFit4DGS").INPUT_TYPES().get(group, {}).items()
+    def widget_defaults(node_id: str) -> dict:
+        return {name: spec[1]["default"] for group in ("required", "optional")
+                for name, spec in comfy_host.node(node_id).INPUT_TYPES().get(group, {}).items()
                 if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
-    assert defaults["iterations"] == 3000 and defaults["sh_degree"] == 3 and defaults["init"] == "auto"
+
+    defaults = widget_defaults("Full4DFit4DGS")
+    assert defaults["iterations"] == 3000 and defaults["init"] == "auto" and "options" not in defaults
+    assert widget_defaults("Full4DFitOptions")["sh_degree"] == 3  # what the fit runs with no options node
     p = {"1": {"class_type": "Full4DSyntheticScene", "inputs": {"seed": 0, "num_views": 6, "num_frames": 5, "width": 48,
                                                                 "height": 32, "radius": 1.0, "elevation": 10.0,
                                                                 "fov": 50.0}},

@@ -13,3 +13,30 @@ def test_fit_from_grid_runs_with_its_own_defaults_and_node_rules():
     scene, orbit, rep = pipeline.fit_from_grid(cap.view_major, cap.rig, cfg, cap.geometry())
     assert orbit.shape == (1, 32, 32, 3)
     assert rep.init == pipeline.INIT_VIEWS_GT and rep.psnr > 18.0, rep.text()
+
+
+def test_fit_options_read_a_saved_prompts_values_and_name_a_bad_one():
+    """``FitOptions.from_inputs``: the Fit node's inputs as a prompt saved before the options node gives them."""
+    import pytest
+
+    saved = {"images": ["1", 1], "iterations": 1000, "lr_means": 3e-4, "sh_degree": 1.0, "checkpoint_every": 100,
+             "lambda_tv": ["7", 0], "recalibrate": False}
+    o = pipeline.FitOptions.from_inputs(saved)
+    assert (o.lr_means, o.sh_degree, o.checkpoint_every, o.recalibrate) == (3e-4, 1, 100, False)
+    assert type(o.sh_degree) is int
+    assert o.lambda_tv == pipeline.FitOptions().lambda_tv  # a link is not a value: the default
+    assert o.config_kwargs()["sh_degree"] == 1 and "checkpoint_every" not in o.config_kwargs()
+    for bad, name in (({"sh_degree": 7}, "sh_degree"), ({"lr_planes": -1.0}, "lr_planes"),
+                      ({"lambda_dssim": 1.5}, "lambda_dssim"), ({"checkpoint_every": 0}, "checkpoint_every"),
+                      ({"recalibrate": "yes"}, "recalibrate")):
+        with pytest.raises(ValueError, match=name):
+            pipeline.FitOptions.from_inputs(bad)
+
+
+def test_fit_report_text_is_one_short_fact_a_line():
+    from comfyui_full4d.gaussians.fit import FitStats
+
+    rep = pipeline.FitReport(psnr=30.123, psnr_per_view=(30.1, 29.84, 30.5), init=pipeline.INIT_VIEWS_GT, count=12345,
+                             stats=FitStats(skipped=2))
+    assert rep.text().split("\n") == ["training-view PSNR 30.12 dB", "12,345 Gaussians", "init: views: ground-truth depth",
+                                      "per view: 30.1, 29.8, 30.5", "2 non-finite steps skipped"]

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import io
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
 import pytest
 
+from comfyui_full4d.client.workflow import api_stem
 from host import PACK_NAME, ROOT
 
-WORKFLOWS = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+WORKFLOWS = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))  # the template titles
 MAX_BYTES = 100_000
 MIN_SIDE = 256
 # share of edge pixels a picture must reach (see ``detail``): the shipped renders measure 0.06 (the soft 4DGS fits)
@@ -56,16 +58,16 @@ def test_detail_rejects_flat_and_gradient_images_and_accepts_texture():
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("name", WORKFLOWS)
+@pytest.mark.parametrize("name", WORKFLOWS, ids=[api_stem(n) for n in WORKFLOWS])
 def test_thumbnail_is_served_as_a_real_image(comfy_server, name):
     from PIL import Image
 
-    url = f"{comfy_server.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg"
+    url = f"{comfy_server.url}/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}.jpg"
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
             status, ctype, data = r.status, r.headers.get("Content-Type", ""), r.read()
     except urllib.error.HTTPError as e:
-        pytest.fail(f"GET {url}: {e.code}; run .venv/bin/python scripts/make_thumbnails.py {name}")
+        pytest.fail(f"GET {url}: {e.code}; run .venv/bin/python scripts/make_thumbnails.py {api_stem(name)}")
     assert status == 200 and ctype.startswith("image/jpeg"), (status, ctype)
     assert len(data) < MAX_BYTES, f"{name}.jpg is {len(data)} bytes (keep thumbnails under {MAX_BYTES})"
     img = Image.open(io.BytesIO(data))

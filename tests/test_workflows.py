@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
+from pathlib import Path
 
 import pytest
 
-from comfyui_full4d.client.workflow import api_to_ui, validate_api
+from comfyui_full4d.client.layout import STAGES, node_stages
+from comfyui_full4d.client.workflow import TEMPLATES, api_stem, api_to_ui, ui_ids, ui_stem, validate_api
 from host import ROOT, host_version
 
 pytestmark = pytest.mark.server
 API = sorted((ROOT / "workflows" / "api").glob("*_api.json"))
+SHORT = [p.name[:-len("_api.json")] for p in API]
 # scripts/make_workflows.py lays the UI graphs out from this host's /object_info
 CANONICAL_HOST = (0, 3, 75)
 
@@ -43,12 +47,17 @@ def object_info(comfy_server):
     return comfy_server.get_json("/object_info")
 
 
+def ui_file(api: Path) -> Path:
+    """The UI twin of ``workflows/api/<short>_api.json``: ``workflows/<its template title>.json``."""
+    return ROOT / "workflows" / f"{ui_stem(api.name[:-len('_api.json')])}.json"
+
+
 def test_there_are_workflows_and_each_has_a_twin():
     assert API
     for api in API:
-        assert (ROOT / "workflows" / api.name.replace("_api.json", ".json")).is_file(), f"{api.name} has no UI twin"
+        assert ui_file(api).is_file(), f"{api.name} has no UI twin"
     for ui in (ROOT / "workflows").glob("*.json"):
-        assert (ROOT / "workflows" / "api" / ui.name.replace(".json", "_api.json")).is_file(), f"{ui.name} has no API twin"
+        assert (ROOT / "workflows" / "api" / f"{api_stem(ui.stem)}_api.json").is_file(), f"{ui.name} has no API twin"
 
 
 @pytest.mark.parametrize("api", API, ids=lambda p: p.name)
@@ -58,7 +67,7 @@ def test_api_workflow_matches_object_info(api, object_info):
 
 @pytest.mark.parametrize("api", API, ids=lambda p: p.name)
 def test_ui_workflow_is_in_sync_with_its_api_twin(api, object_info):
-    ui = json.loads((ROOT / "workflows" / api.name.replace("_api.json", ".json")).read_text())
+    ui = json.loads(ui_file(api).read_text())
     laid = api_to_ui(json.loads(api.read_text()), object_info)
     if host_version() == CANONICAL_HOST:
         assert ui == laid, "UI workflow out of date: run .venv/bin/python scripts/make_workflows.py"
@@ -115,6 +124,75 @@ def test_template_browser_lists_each_workflow_once(comfy_server):
     """The host scans example_workflows/, examples/, workflows/ ... of a pack: one folder only, or every
     graph shows twice in the template browser."""
     listed = comfy_server.get_json("/workflow_templates").get("comfyui-full4d", [])
-    names = sorted(p.name.replace("_api.json", "") for p in API)
+    names = sorted(ui_stem(s) for s in SHORT)
     assert sorted(listed) == names, listed
-    assert comfy_server.get_json("/api/workflow_templates/comfyui-full4d/demo_synthetic.json")["nodes"]
+    # the frontend asks /api/workflow_templates/<pack>/<name>.json, the name URL-encoded (spaces, commas)
+    demo = urllib.parse.quote(ui_stem("demo_synthetic"))
+    assert comfy_server.get_json(f"/api/workflow_templates/comfyui-full4d/{demo}.json")["nodes"]
+
+
+# Words a template's title must hold for each model loader its graph has (the card is all a user sees first).
+TITLE_WORDS = {"UNETLoader": "Wan2.2 TI2V 5B", "VAELoader": "VAE", "CLIPLoader": "umT5",
+               "Full4DDA3Loader": "Depth Anything 3"}
+
+
+def test_template_titles_say_what_each_graph_needs_and_number_the_demo_first():
+    """The frontend (1.32.9, 1.49.6) shows a pack's template by its file name only: title, description (the name
+    with - and _ as spaces) and, sorted A-Z, the order."""
+    numbers = sorted(int(TEMPLATES[s].split()[0]) for s in SHORT)
+    assert numbers == list(range(1, len(SHORT) + 1)), numbers
+    for short, api in zip(SHORT, API):
+        title, classes = TEMPLATES[short], {n["class_type"] for n in json.loads(api.read_text()).values()}
+        assert not set('<>:"/\\|?*') & set(title), f"{title!r}: not a file name on every system"
+        missing = [w for c, w in TITLE_WORDS.items() if c in classes and w not in title]
+        assert not missing, f"{title!r} does not name {missing}"
+        if not classes & set(TITLE_WORDS):
+            assert title.startswith("1 ") and "no model files" in title, title
+    assert TEMPLATES["demo_synthetic"].startswith("1 ")
+
+
+# Where ComfyUI looks for the files each loader names (the host's folders and the pack's, comfyui_full4d/host/paths.py)
+MODEL_DIRS = {("UNETLoader", "unet_name"): "models/diffusion_models/", ("VAELoader", "vae_name"): "models/vae/",
+              ("CLIPLoader", "clip_name"): "models/text_encoders/",
+              ("Full4DDA3Loader", "model"): "models/depth_anything_3/",
+              ("Full4DAdapterLoader", "adapter"): "models/full4d/"}
+
+
+@pytest.mark.parametrize("api", API, ids=SHORT)
+def test_note_lists_every_model_file_and_its_folder(api):
+    prompt = json.loads(api.read_text())
+    notes = [n for n in json.loads(ui_file(api).read_text())["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    wanted = [MODEL_DIRS[(n["class_type"], k)] + ("" if k == "adapter" else v) for n in prompt.values()
+              for k, v in n["inputs"].items() if (n["class_type"], k) in MODEL_DIRS]
+    assert all(w in text for w in wanted), (wanted, text)
+    if not wanted:
+        assert "no model files" in text
+
+
+def test_model_folders_are_the_hosts(comfy_host):
+    import folder_paths
+
+    from comfyui_full4d.host.paths import DEPTH, FULL4D, register
+
+    register()
+    for folder in MODEL_DIRS.values():
+        assert folder.split("/")[1] in folder_paths.folder_names_and_paths, folder
+    assert {DEPTH, FULL4D} <= {f.split("/")[1] for f in MODEL_DIRS.values()}
+
+
+@pytest.mark.parametrize("api", API, ids=SHORT)
+def test_each_stage_is_a_group_around_its_saved_nodes(api):
+    """The file's own rectangles (title bar above ``pos``); tests/test_browser_layout.py checks what the frontend
+    draws, in both node modes."""
+    prompt, ui = json.loads(api.read_text()), json.loads(ui_file(api).read_text())
+    ids, stages = ui_ids(prompt), node_stages(prompt)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    titles = {key: title for key, title, _ in STAGES}
+    assert [g["title"] for g in ui["groups"]] == [titles[k] for k in titles if k in stages.values()]
+    for g in ui["groups"]:
+        gx, gy, gw, gh = g["bounding"]
+        for nid in (n for n in prompt if titles[stages[n]] == g["title"]):
+            (x, y), (w, h) = nodes[ids[nid]]["pos"], nodes[ids[nid]]["size"]
+            assert gx <= x and gy <= y - 30 and x + w <= gx + gw and y + h <= gy + gh, (g["title"], nid)

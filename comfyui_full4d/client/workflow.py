@@ -11,22 +11,56 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["WIDGET_TYPES", "FILE_INPUTS", "validate_api", "api_to_ui"]
+from .layout import Box, arrange, model_note, node_box
+
+__all__ = ["WIDGET_TYPES", "FILE_INPUTS", "TEMPLATES", "ui_stem", "api_stem", "validate_api", "ui_ids", "api_to_ui"]
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # newer hosts (0.33) declare some combos as dynamic: each option key brings its own nested inputs,
 # which a prompt names ``<input>.<nested>``; 0.3.75 has none
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
-# Layout (issue 23). The frontend grows a loaded node to its ``computeSize()``: at least 40 px + its title's text
-# width (measured 6.1-6.9 px a character, 14 px font, frontends 1.32.9 / 1.58.1), its slot and widget labels;
-# Vue nodes grow to their content. Sizes are estimated above that, so nothing the page draws reaches a neighbour.
+# Node widths (issue 23). The frontend grows a loaded node to its ``computeSize()``: at least 40 px + its title's
+# text width (measured 6.1-6.9 px a character, 14 px font, frontends 1.32.9 / 1.58.1), its slot and widget labels.
+# Widths are estimated above that; heights and positions: ``layout``.
 CHAR_PX = 7.5
 NODE_WIDTH = 340
-COL_GAP = 80  # between a column's widest node and the next column
-ROW_GAP = 80  # from a node's bottom edge to the next node's pos (its 30 px title bar is drawn inside this gap)
 # nodes whose DOM widget needs more room than their inputs suggest: the preview canvas + its controls; the
 # loader's video preview (a 16:9 clip at this width: 425 px drawn on 1.32.9 / 1.58.1, 506 px as a Vue node)
 UI_MIN_SIZE = {"Full4DSplatPreview": (440, 560), "Full4DLoadVideo": (NODE_WIDTH, 540)}
+# the Note (core "Note": a frontend-only node with one text box) that lists the model files
+NOTE_WIDTH, NOTE_LINE, NOTE_PAD, NOTE_ROOM = 560, 20, 40, 60
+# The template browser (ComfyUI's frontend 1.32.9, and 1.49.6 alike) knows a pack's workflow only by its file name:
+# it is the card's title (one line) and, with "-" and "_" shown as spaces, its description (two lines); the cards come
+# in the order the server happens to list the folder, or sorted by that title ("A-Z"). So each UI graph's file is
+# named for what it does and the model files it needs, numbered in the order to try them. Its API twin keeps the
+# short name: workflows/api/<short>_api.json.
+TEMPLATES = {
+    "demo_synthetic": "1 Demo - synthetic scene to 4D, no model files needed",
+    "rig_iteration": "2 Rig check - video, depth and camera previews, needs Depth Anything 3",
+    "full4d_sampler": "3 Multi-view video - needs Wan2.2 TI2V 5B, Wan2.2 VAE, umT5, Depth Anything 3",
+    "full_pipeline": "4 Video to 4D - full pipeline, needs Wan2.2 TI2V 5B, Wan2.2 VAE, umT5, Depth Anything 3",
+    "training_free_pipeline": "5 Video to 4D, training-free - needs only the public Wan2.2 TI2V 5B, VAE, umT5 "
+                              "and Depth Anything 3",
+    "fit_multiview": "6 Capture to 4D - a synchronized multi-view capture folder, needs Depth Anything 3",
+}
+
+
+def ui_stem(short: str) -> str:
+    """The UI graph's file name (without .json) of the API twin ``workflows/api/<short>_api.json``."""
+    if short not in TEMPLATES:
+        raise KeyError(f"workflows/api/{short}_api.json has no template title: add one to TEMPLATES in "
+                       "comfyui_full4d/client/workflow.py")
+    return TEMPLATES[short]
+
+
+def api_stem(ui: str) -> str:
+    """The short name of the API twin of the UI graph ``workflows/<ui>.json``."""
+    short = {v: k for k, v in TEMPLATES.items()}.get(ui)
+    if short is None:
+        raise KeyError(f"workflows/{ui}.json is not a title in TEMPLATES (comfyui_full4d/client/workflow.py)")
+    return short
+
+
 # Combos that name a user's file (weights, videos): a shared workflow may name files the
 # validating server does not have.
 FILE_INPUTS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
@@ -168,16 +202,20 @@ def _node_width(title: str, inputs: list[dict], widgets: list[tuple[str, Any, di
     return max(need)
 
 
+def ui_ids(prompt: dict) -> dict[str, int]:
+    """The UI graph's node id of each API prompt node id (numbered 1, 2, ... in id order)."""
+    return {nid: i + 1 for i, nid in enumerate(sorted(prompt, key=lambda k: (len(k), k)))}
+
+
 def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
-    """LiteGraph UI workflow (version 0.4) for an API-format prompt, laid out left to right."""
+    """LiteGraph UI workflow (version 0.4) for an API-format prompt: nodes in one group per pipeline stage, the
+    groups wrapped into rows, and a Note first that lists the model files (``layout``)."""
     errs = validate_api(prompt, object_info, files_may_be_missing=True)
     if errs:
         raise ValueError("workflow does not match the node definitions:\n" + "\n".join(errs))
-    ids = {nid: i + 1 for i, nid in enumerate(sorted(prompt, key=lambda k: (len(k), k)))}
+    ids = ui_ids(prompt)
     cols = _depths(prompt)
-    rows: dict[int, int] = {}
-    col_width: dict[int, int] = {}
-    links, nodes = [], []
+    links, nodes, boxes = [], {}, {}
     out_links: dict[tuple[str, int], list[int]] = {}
     for nid in prompt:  # links first, so outputs can list them
         for name, value in prompt[nid].get("inputs", {}).items():
@@ -189,9 +227,8 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
                 out_links.setdefault((src, value[1]), []).append(lid)
     for order, nid in enumerate(sorted(prompt, key=lambda k: (cols[k], ids[k]))):
         node, info = prompt[nid], object_info[prompt[nid]["class_type"]]
-        col = cols[nid]
-        row = rows.get(col, 0)
         inputs, widgets, upload, shown = [], [], [], []
+        extra_rows = 0  # widgets without a row in a Vue node: a seed's control, an upload button
         for name, typ, opts in _inputs(info):
             value = node.get("inputs", {}).get(name, opts.get("default"))
             linked = isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
@@ -201,6 +238,7 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
                 # the frontend adds a "control after generate" widget to every INT named seed / noise_seed
                 if opts.get("control_after_generate", typ == "INT" and name in ("seed", "noise_seed")):
                     widgets.append("fixed")
+                    extra_rows += 1
                 if opts.get("video_upload") or opts.get("image_upload"):
                     upload.append("image")  # the upload button comes after all other widgets
             elif typ in WIDGET_TYPES:
@@ -216,19 +254,23 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict[str, Any]:
         outputs = [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, (n, t) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))]
         title = node.get("_meta", {}).get("title", info.get("display_name") or node["class_type"])
-        width, height = _node_width(title, inputs, shown, outputs), 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
-        if node["class_type"] in UI_MIN_SIZE:
-            width, height = (max(a, b) for a, b in zip((width, height), UI_MIN_SIZE[node["class_type"]]))
-        nodes.append({"id": ids[nid], "type": node["class_type"], "pos": [col, 60 + row],  # col: x set below
-                      "size": [width, height], "flags": {}, "order": order, "mode": 0,
+        rows = len(widgets) + sum("widget" in i for i in inputs)  # a linked widget keeps its row
+        boxes[nid] = node_box(node["class_type"], _node_width(title, inputs, shown, outputs),
+                              sum("widget" not in i for i in inputs), len(outputs), rows,
+                              sum(bool(o.get("multiline")) for _, _, o in shown), rows - extra_rows - len(upload),
+                              UI_MIN_SIZE.get(node["class_type"]))
+        nodes[nid] = {"id": ids[nid], "type": node["class_type"], "pos": [0, 0],
+                      "size": [boxes[nid].w, boxes[nid].h], "flags": {}, "order": order, "mode": 0,
                       "inputs": inputs, "outputs": outputs, "title": title,
-                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
-        rows[col] = row + height + ROW_GAP
-        col_width[col] = max(col_width.get(col, 0), width)
-    x = {0: 60}
-    for col in range(1, max(col_width) + 1):
-        x[col] = x[col - 1] + col_width.get(col - 1, 0) + COL_GAP
-    for n in nodes:
-        n["pos"][0] = x[n["pos"][0]]
-    return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets}
+    text = model_note(prompt)
+    note_h = NOTE_LINE * (text.count("\n") + 1) + NOTE_PAD
+    pos, groups = arrange(prompt, boxes, Box(NOTE_WIDTH, note_h, note_h + NOTE_ROOM))
+    for nid, n in nodes.items():
+        n["pos"] = pos[nid]
+    note = {"id": len(ids) + 1, "type": "Note", "pos": pos["note"], "size": [NOTE_WIDTH, note_h], "flags": {},
+            "order": len(ids), "mode": 0, "inputs": [], "outputs": [], "title": "Read me: model files",
+            "properties": {"text": ""}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
+    return {"last_node_id": len(ids) + 1, "last_link_id": len(links), "nodes": [*nodes.values(), note],
+            "links": links, "groups": groups, "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+            "version": 0.4}

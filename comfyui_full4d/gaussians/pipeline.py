@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, NamedTuple
 
 import torch
@@ -45,7 +45,7 @@ from .fit import FitConfig, FitStats, estimate_background, fit_4dgs, render_scen
 from .init import backproject_views
 from .model import Scene4D
 
-__all__ = ["INIT_MODES", "FitReport", "InitPoints", "fit_background", "node_fit_config", "fit_from_grid",
+__all__ = ["INIT_MODES", "FitOptions", "FitReport", "InitPoints", "fit_background", "node_fit_config", "fit_from_grid",
            "render_rig", "init_points", "init_points_cap", "resolve_init"]
 
 INIT_AUTO, INIT_VIEWS_GT, INIT_VIEWS_DA3, INIT_SOURCE, INIT_RANDOM = (
@@ -169,12 +169,64 @@ class FitReport:
     recalibration: str = ""
 
     def text(self) -> str:
-        views = ", ".join(f"{p:.1f}" for p in self.psnr_per_view)
-        extra = f"; {self.stats.skipped} non-finite steps skipped" if self.stats.skipped else ""
-        extra += f"; rolled back {self.stats.restored}x" if self.stats.restored else ""
-        extra += f"; {self.recalibration}" if self.recalibration else ""
-        return (f"training-view PSNR {self.psnr:.2f} dB (per view: {views}); {self.count:,} Gaussians; "
-                f"init: {self.init}{extra}")
+        """One fact a line, the most useful first (the node shows the text under its widgets in a box two lines
+        tall, the rest a scroll away; long lines would wrap mid-word)."""
+        lines = [f"training-view PSNR {self.psnr:.2f} dB", f"{self.count:,} Gaussians", f"init: {self.init}",
+                 "per view: " + ", ".join(f"{p:.1f}" for p in self.psnr_per_view)]
+        if self.stats.skipped:
+            lines.append(f"{self.stats.skipped} non-finite steps skipped")
+        if self.stats.restored:
+            lines.append(f"rolled back {self.stats.restored}x")
+        if self.recalibration:
+            lines.append(self.recalibration)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The fit's finer settings (the Full4DFitOptions node), defaults as the Fit node runs without it. The field
+    names are the Fit node's own input names before the options moved to their node, so a saved prompt's values
+    map one to one (``from_inputs``). Learning rates and weights as ``FitConfig``; ``prune_opacity``: above 2/3 of
+    the Gaussian budget, Gaussians below this opacity are pruned; ``checkpoint_every``: iterations between
+    resumable checkpoints; ``recalibrate``: refine the cameras from DA3 when it runs on the views."""
+
+    lr_means: float = 1.6e-4
+    lr_planes: float = 0.05
+    lambda_dssim: float = 0.2
+    lambda_tv: float = 2e-4
+    prune_opacity: float = 0.015
+    sh_degree: int = 3
+    checkpoint_every: int = 500
+    recalibrate: bool = True
+
+    def __post_init__(self) -> None:
+        for k in ("lr_means", "lr_planes", "lambda_tv", "prune_opacity"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+        if not (isinstance(self.lambda_dssim, (int, float)) and 0.0 <= self.lambda_dssim <= 1.0):
+            raise ValueError(f"lambda_dssim must be in [0, 1], got {self.lambda_dssim!r}")
+        if self.sh_degree not in (0, 1, 2, 3):
+            raise ValueError(f"sh_degree must be 0, 1, 2 or 3, got {self.sh_degree!r}")
+        if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1):
+            raise ValueError(f"checkpoint_every must be a whole number >= 1, got {self.checkpoint_every!r}")
+        if not isinstance(self.recalibrate, bool):
+            raise ValueError(f"recalibrate must be true or false, got {self.recalibrate!r}")
+
+    @classmethod
+    def from_inputs(cls, inputs: dict) -> "FitOptions":
+        """The options a saved prompt's Fit node inputs give: each field's value where ``inputs`` has it (links,
+        ``[node, slot]`` lists, are not values and are left out), the default elsewhere."""
+        kw = {f.name: inputs[f.name] for f in fields(cls) if f.name in inputs and not isinstance(inputs[f.name], list)}
+        for k in ("sh_degree", "checkpoint_every"):
+            if isinstance(kw.get(k), float) and kw[k].is_integer():
+                kw[k] = int(kw[k])
+        return cls(**kw)
+
+    def config_kwargs(self) -> dict:
+        """The ``node_fit_config`` arguments among the options."""
+        return {k: getattr(self, k) for k in ("lr_means", "lr_planes", "lambda_dssim", "lambda_tv", "prune_opacity",
+                                              "sh_degree")}
 
 
 def node_fit_config(*, iterations: int, lr_means: float, lr_planes: float, lambda_dssim: float, lambda_tv: float,
@@ -203,10 +255,10 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
     cfg: the fit (``node_fit_config`` for the node's); ``init_cloud`` (points (N, 3) metric, colours (N, 3)), e.g.
     from a core splat (``splat.splat_cloud``), replaces ``init``; ``cfg.background`` None: by the init (``fit_background``);
     ``cfg.lambda_fmd`` counts only with an ``fmd`` teacher. ``on_step(done, total)`` counts init, iterations and
-    the final PSNR renders; ``on_text(str)`` gets a line every 25 iterations (running training PSNR) and the
-    final report. Every stage (init, fit, PSNR renders, orbit) runs on ``device`` (default: the images'); the
-    scene and the orbit come back on it. ``recalibrate``: refine the cameras from DA3 when it runs on the views
-    (module doc)."""
+    the final PSNR renders; ``on_text(str)`` gets a few short lines every 25 iterations (the iteration, the mean
+    training PSNR of the last 50 images) and the final report. Every stage (init, fit, PSNR renders, orbit) runs
+    on ``device`` (default: the images'); the scene and the orbit come back on it. ``recalibrate``: refine the
+    cameras from DA3 when it runs on the views (module doc)."""
     V = rig.num_views
     if images.dim() != 4 or images.shape[0] % V:
         raise ValueError(f"images: {images.shape[0] if images.dim() == 4 else tuple(images.shape)} images are not a "
@@ -238,8 +290,8 @@ def fit_from_grid(images: Tensor, rig: Rig, cfg: FitConfig, geometry=None, *, in
         recent.append(m["psnr"])
         if on_text is not None and m["iteration"] % 25 == 0:
             run = sum(recent[-50:]) / len(recent[-50:])
-            on_text(f"iteration {m['iteration']}/{iterations}: training PSNR ~{run:.1f} dB (last 50 images), "
-                    f"{m['count']:,} Gaussians, init: {used}")
+            on_text(f"iteration {m['iteration']}/{iterations}\nrecent training PSNR ~{run:.1f} dB\n"
+                    f"{m['count']:,} Gaussians\ninit: {used}")
 
     # ComfyUI runs nodes under torch.inference_mode(): the fit needs autograd, and inference tensors
     # (everything the upstream nodes made) cannot be saved for backward, so work on normal copies.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import comfy.model_management
 import comfy.utils
 
-from ..common.progress import StepFn
+from ..common.progress import StepFn, short_lines
 
 
 def check_interrupt() -> None:
@@ -29,7 +29,8 @@ def progress(total: int = 1) -> StepFn:
 
 def progress_text(text: str) -> None:
     """Show ``text`` under the running node in the browser (the host's progress-text message, as core nodes
-    send it); does nothing when no server or no executing node is known (in-process use, tests)."""
+    send it), its lines wrapped at spaces to ``short_lines``' width so the frontend never breaks a word; does
+    nothing when no server or no executing node is known (in-process use, tests)."""
     from comfy_execution.utils import get_executing_context
 
     ctx = get_executing_context()
@@ -41,4 +42,4 @@ def progress_text(text: str) -> None:
         server = None
     if ctx is None or server is None or not hasattr(server, "send_progress_text"):
         return
-    server.send_progress_text(str(text), ctx.node_id)
+    server.send_progress_text(short_lines(text), ctx.node_id)

@@ -115,11 +115,31 @@ class Full4DTestScene(io.ComfyNode):
         scene = Scene4D(g, hp, (0.0, 1.0), scene_aabb(pts, cams), 0, {"scale": scale, "background": [0.0, 0.0, 0.0]})
         geometry = Geometry(depth=depth[:1], K=cams.K[0], w2c=torch.eye(4)[None], scale=scale)
         return io.NodeOutput(scene, cap.rig, geometry)
+class Full4DTestTinyVAE(io.ComfyNode):
+    """A small Wan2.2-layout video VAE (tests/fixtures/wan.py ``tiny_wan_vae``: 48 channels, x16 space, x4 time)
+    standing in for Load VAE, whose loader only builds the full-size Wan2.2 VAE."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="Full4DTestTinyVAE", category="testing", inputs=[io.Int.Input("seed", default=0)],
+                         outputs=[io.Vae.Output()])
+
+    @classmethod
+    def execute(cls, seed) -> io.NodeOutput:
+        import sys
+        from pathlib import Path
+
+        tests = str(Path(__file__).resolve().parents[1])  # tests/fixtures
+        if tests not in sys.path:
+            sys.path.append(tests)
+        from fixtures.wan import tiny_wan_vae
+
+        return io.NodeOutput(tiny_wan_vae(seed=seed))
 
 
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry, Full4DTestScene]
+        return [Full4DTestConditioning, Full4DTestLatents, Full4DTestGeometry, Full4DTestScene, Full4DTestTinyVAE]
 
 
 async def comfy_entrypoint():
