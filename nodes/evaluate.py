@@ -1,6 +1,6 @@
 """Full4D nodes: evaluation of generated views (SPEC 9; metrics in comfyui_full4d.media.metrics)."""
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from comfyui_full4d.media.metrics import evaluation_report
 
@@ -26,14 +26,21 @@ class Full4DEvaluate(io.ComfyNode):
                 io.Mask.Input("projection_masks", optional=True,
                               tooltip="Validity masks of the projection renders (same layout)."),
                 io.String.Input("label", default="output", tooltip="Row label in the table and the JSON."),
+                io.Boolean.Input("skip_source_view", default=False, optional=True,
+                                 tooltip="On: the inputs hold every view of the rig, view 0 the source (a sampler's "
+                                         "decoded output, the scene's true views, the projections); view 0 is "
+                                         "left out so only the new views are scored."),
             ],
             outputs=[io.Image.Output(display_name="table"), io.String.Output(display_name="json")],
+            is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, source, views, label, ground_truth=None, projections=None,
-                projection_masks=None) -> io.NodeOutput:
-        return io.NodeOutput(*evaluation_report(source, views, ground_truth, projections, projection_masks, label))
+    def execute(cls, source, views, label, ground_truth=None, projections=None, projection_masks=None,
+                skip_source_view=False) -> io.NodeOutput:
+        table, text = evaluation_report(source, views, ground_truth, projections, projection_masks, label,
+                                        skip_source_view)
+        return io.NodeOutput(table, text, ui=ui.PreviewText(text))
 
 
 NODES: list[type[io.ComfyNode]] = [Full4DEvaluate]

@@ -348,16 +348,24 @@ def _by_view(name: str, x: Tensor | None, num_frames: int) -> Tensor | None:
 
 def evaluation_report(source: Tensor, views: Tensor, ground_truth: Tensor | None = None,
                       renders: Tensor | None = None, masks: Tensor | None = None,
-                      label: str = "output") -> tuple[Tensor, str]:
+                      label: str = "output", skip_source_view: bool = False) -> tuple[Tensor, str]:
     """``evaluate_views`` on view-major batches, as a table IMAGE (1, H, W, 3) and a JSON string.
 
-    source (T, H, W, 3); views, ground_truth, renders (V'*T, H, W, 3); masks (V'*T, H, W).
-    (The Full4DEvaluate node.)
+    source (T, H, W, 3); views, ground_truth, renders (V'*T, H, W, 3); masks (V'*T, H, W). With
+    ``skip_source_view`` every batch holds all V views of the rig, view 0 the source's: its T frames are left out
+    of every batch, so only the target views are scored (a sampler's decoded output, a scene's true views and a
+    projection's renders can be connected as they come). (The Full4DEvaluate node.)
     """
     import json
 
     T = source.shape[0]
-    res = evaluate_views(source, _by_view("views", views, T), _by_view("ground_truth", ground_truth, T),
-                         _by_view("renders", renders, T), _by_view("masks", masks, T))
+    batches = [views, ground_truth, renders, masks]
+    if skip_source_view:
+        if views.shape[0] <= T:
+            raise ValueError(f"skip_source_view: views hold {views.shape[0]} frames, only the source view's "
+                             f"{T}; connect all views of the rig or turn skip_source_view off")
+        batches = [None if x is None else x[T:] for x in batches]
+    names = ("views", "ground_truth", "renders", "masks")
+    res = evaluate_views(source, *(_by_view(n, x, T) for n, x in zip(names, batches)))
     row = {"run": label, **res}
     return table_image([row]), json.dumps(row, indent=1)
