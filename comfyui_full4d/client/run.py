@@ -71,15 +71,43 @@ def format_error(answer: dict) -> str:
     return "\n".join(lines) or json.dumps(answer)[:2000]
 
 
-def _progress_printer(stream=sys.stderr) -> Callable[[dict], None]:
+def progress_printer(prompt: dict | None = None, stream=sys.stderr, tty: bool | None = None,
+                     every: float = 10.0) -> Callable[[dict], None]:
+    """A websocket message handler that says what the server is running: each node by its title (the prompt's
+    ``_meta.title``, else its class), and its progress with the elapsed time and an estimate of the time left.
+
+    On a terminal (``tty``; default: ``stream.isatty()``) the progress line is redrawn in place. Into a log file or
+    pipe it writes a short line at most every ``every`` seconds and at the end of a bar, never the carriage-return
+    redraws that pile up into one multi-kilobyte line."""
+    tty = stream.isatty() if tty is None and hasattr(stream, "isatty") else bool(tty)
+    state = {"node": None, "t0": time.monotonic(), "last": 0.0, "run0": time.monotonic()}
+
+    def name(node) -> str:
+        n = (prompt or {}).get(str(node), {})
+        return n.get("_meta", {}).get("title") or n.get("class_type") or f"node {node}"
+
     def show(msg: dict) -> None:
         t, d = msg.get("type"), msg.get("data", {})
+        now = time.monotonic()
         if t == "progress" and d.get("max"):
-            n = int(30 * d["value"] / d["max"])
-            stream.write(f"\r  node {d.get('node')}: [{'#' * n}{'.' * (30 - n)}] {d['value']}/{d['max']}")
+            value, total = int(d["value"]), int(d["max"])
+            if d.get("node") != state["node"]:
+                state.update(node=d.get("node"), t0=now, last=0.0)
+            spent = now - state["t0"]
+            left = spent / value * (total - value) if value else float("nan")
+            eta = f", about {left:.0f} s left" if value and value < total else ""
+            if tty:
+                n = int(30 * value / total)
+                stream.write(f"\r  [{'#' * n}{'.' * (30 - n)}] {value}/{total} ({spent:.0f} s{eta})  ")
+            elif value >= total or now - state["last"] >= every:
+                state["last"] = now
+                stream.write(f"  {name(d.get('node'))}: {value}/{total} ({spent:.0f} s{eta})\n")
+            else:
+                return
             stream.flush()
         elif t == "executing" and d.get("node") is not None:
-            stream.write(f"\n> executing node {d['node']}\n")
+            state.update(node=d["node"], t0=now, last=0.0)
+            stream.write(f"{chr(10) if tty else ''}> [{now - state['run0']:.0f} s] {name(d['node'])}\n")
             stream.flush()
     return show
 
@@ -211,7 +239,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         prompt = apply_overrides(prompt, a.overrides)
         pid, history = asyncio.run(run_workflow(a.server, prompt, a.timeout,
-                                                None if a.quiet else _progress_printer()))
+                                                None if a.quiet else progress_printer(prompt)))
         files = fetch_outputs(a.server, history, a.out)
     except (WorkflowError, ValueError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
