@@ -198,3 +198,25 @@ def test_evaluate_node(comfy_host):
     src, gt = _video(seed=0), _video(seed=10)
     out = cls.execute(source=src, views=gt, label="gt", ground_truth=gt).result
     assert out[0].dim() == 4 and json.loads(out[1])["psnr"] == metrics.PSNR_CAP
+
+
+def test_evaluation_report_skip_source_view_scores_the_target_views_only():
+    """With skip_source_view the first T frames of every batch (view 0, the source's) are left out: the same row
+    as the sliced batches; a batch of the source view alone is refused naming the switch."""
+    import json
+
+    from comfyui_full4d.media.metrics import evaluation_report
+
+    g = torch.Generator().manual_seed(3)
+    T, H, W = 3, 16, 20
+    src = torch.rand(T, H, W, 3, generator=g)
+    views, truth, renders = (torch.rand(3 * T, H, W, 3, generator=g) for _ in range(3))
+    views[:T] = truth[:T]  # a perfect source view would lift the PSNR if it were scored
+    masks = (torch.rand(3 * T, H, W, generator=g) > 0.5).float()
+    _, whole = evaluation_report(src, views, truth, renders, masks, "x", skip_source_view=True)
+    _, sliced = evaluation_report(src, views[T:], truth[T:], renders[T:], masks[T:], "x")
+    assert json.loads(whole) == json.loads(sliced)
+    _, unskipped = evaluation_report(src, views, truth, renders, masks, "x")
+    assert json.loads(unskipped)["psnr"] > json.loads(whole)["psnr"]
+    with pytest.raises(ValueError, match="skip_source_view"):
+        evaluation_report(src, views[:T], truth[:T], skip_source_view=True)
