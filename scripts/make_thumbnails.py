@@ -38,9 +38,9 @@ QUALITY = 88
 MAX_BYTES = 60_000
 BAND = 56  # the caption band at the bottom
 # the few words of each card's band (its number comes from the title)
-LABELS = {"demo_synthetic": "Demo, no model files", "rig_iteration": "Rig check", "full4d_sampler": "Multi-view video",
-          "full_pipeline": "Video to 4D", "training_free_pipeline": "Video to 4D, training-free",
-          "fit_multiview": "Capture to 4D"}
+LABELS = {"demo_synthetic": "Demo, no model files", "demo_training_free": "Demo, training-free",
+          "rig_iteration": "Rig check", "full4d_sampler": "Multi-view video", "full_pipeline": "Video to 4D",
+          "training_free_pipeline": "Video to 4D, training-free", "fit_multiview": "Capture to 4D"}
 
 
 def tiles(images: list[torch.Tensor], cols: int) -> torch.Tensor:
@@ -160,7 +160,8 @@ def main() -> int:
 
     makers = {"demo_synthetic": lambda: fit_views(fit(0)), "fit_multiview": lambda: fit_views(fit(1)),
               "full_pipeline": lambda: video_to_4d(fit(0)),
-              "training_free_pipeline": lambda: projections_and_fit(fit(0)), "full4d_sampler": multiview_grid,
+              "training_free_pipeline": lambda: projections_and_fit(fit(0)),
+              "demo_training_free": lambda: projections_and_fit(fit(0)), "full4d_sampler": multiview_grid,
               "rig_iteration": rig_iteration}
     shipped = sorted(p.name[:-len("_api.json")] for p in (ROOT / "workflows" / "api").glob("*_api.json"))
     missing = sorted(set(shipped) - set(makers) | set(shipped) - set(LABELS))

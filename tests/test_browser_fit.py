@@ -92,10 +92,11 @@ def test_an_old_ui_workflow_queues_the_fit_it_was_saved_with(page, object_info, 
 
 
 def test_the_old_demo_queues_todays_demo(page):
-    """Node for node and value for value, the old demo UI file queues what today's demo API twin says (its Fit
-    node's old settings on a Full4DFitOptions node)."""
+    """Node for node and value for value, the old demo UI file queues what the old demo is on today's nodes (its
+    Fit node's old settings on a Full4DFitOptions node; tests/fixtures/old_workflows/demo_synthetic_upgraded_api.json,
+    the demo's API twin before the demo ran the diffusion stage)."""
     prompt = _open(page, OLD_UI / "demo_synthetic.json")
-    today = json.loads((ROOT / "workflows" / "api" / "demo_synthetic_api.json").read_text())
+    today = json.loads((ROOT / "tests" / "fixtures" / "old_workflows" / "demo_synthetic_upgraded_api.json").read_text())
     (fit,) = [k for k, v in today.items() if v["class_type"] == "Full4DFit4DGS"]
     opt_today, opt_page = today[fit]["inputs"]["options"][0], prompt[fit]["inputs"]["options"][0]
     today[opt_page] = today.pop(opt_today)
@@ -183,7 +184,7 @@ def test_the_fit_status_text_never_cuts_a_word(page, comfy_server, artifacts):
     demo = ROOT / "workflows" / f"{ui_stem('demo_synthetic')}.json"
     _open(page, demo)
     api = json.loads((ROOT / "workflows" / "api" / "demo_synthetic_api.json").read_text())
-    (fit,) = [k for k, v in api.items() if v["class_type"] == "Full4DFit4DGS"]
+    (fit,) = [k for k, v in api.items() if v["class_type"] == "Full4DFit4DGS" and v["inputs"]["images"][0] == "1"]
     options = api[fit]["inputs"]["options"][0]
     prompt = {k: api[k] for k in ("1", fit, options)}
     prompt["1"]["inputs"].update(num_views=3, num_frames=5, width=48, height=32)

@@ -1,13 +1,15 @@
 """Full4DFit4DGS as users run it (issue 13): through the host's own executor, with the demo workflow's exact
 values and with the node's own defaults, judged against the synthetic scene's ray-cast ground truth.
 
-* demo workflow (its scene, fit, fit options, orbit rig and orbit render nodes verbatim): mean training-view PSNR >= 28 dB, measured independently
+* the previous demo workflow, a fit of the true views from their true depth (its scene, fit, fit options, orbit rig
+  and orbit render nodes verbatim; tests/fixtures/old_workflows/demo_synthetic_upgraded_api.json; today's demo fits
+  the nano model's generated views: tests/test_demo.py): mean training-view PSNR >= 28 dB, measured independently
   from Full4DRender4DGS's rig-grid renders (and equal to the node's own ``psnr`` output); the orbit video of
   node 11 against ray-cast ground truth at the same App. B cameras and times >= 18 dB; orbit frames not flat.
   On the code before issue 13 (source-view init, black background) this gave 14.4 dB and one flat colour.
-* node defaults (3000 iterations, init auto, no options node: SH degree 3 and the default learning rates) at 32x48, with the
-  Gaussian budget scaled down to the size (6,000; the default 120,000 is for 384x672 and would cost CI ~20 min
-  of CPU): every render of the fit sees finite parameters, and the PSNR reaches 28 dB (measured ~33 dB).
+* node defaults (3000 iterations, init auto, no options node: SH degree 3 and the default learning rates) at
+  32x48, with the Gaussian budget scaled down to the size (6,000; the default 120,000 is for 384x672 and would
+  cost CI ~20 min of CPU): every render of the fit sees finite parameters, and the PSNR reaches 28 dB (measured ~33 dB).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from host import ROOT
 
 pytestmark = pytest.mark.slow
 
-DEMO = json.loads((ROOT / "workflows" / "api" / "demo_synthetic_api.json").read_text())
+# the demo before it ran the diffusion stage: a fit of the true views from their true depth (the fit's own check)
+DEMO = json.loads((ROOT / "tests" / "fixtures" / "old_workflows" / "demo_synthetic_upgraded_api.json").read_text())
 TRAIN_MIN_PSNR = 28.0
 ORBIT_MIN_PSNR = 18.0
 

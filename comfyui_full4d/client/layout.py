@@ -36,16 +36,18 @@ __all__ = ["STAGES", "CLASS_STAGE", "Box", "node_stages", "arrange", "model_note
 STAGES = (("source", "1. Source video and depth", "#3f789e"),
           ("rig", "2. Cameras and projection", "#8A8"),
           ("sampling", "3. Multi-view video (diffusion model)", "#a1309b"),
-          ("fit", "4. 4D Gaussians: fit, render, save, preview", "#b58b2a"))
+          ("fit", "4. 4D Gaussians: fit, render, save, preview", "#b58b2a"),
+          ("score", "5. Scores against the truth, side-by-side video", "#444"))
 CLASS_STAGE = {
     **dict.fromkeys(("Full4DSyntheticScene", "Full4DLoadVideo", "LoadVideo", "Full4DLoadMultiView", "Full4DDA3Loader",
                      "Full4DDA3Depth", "Full4DDA3DepthFromCore", "Full4DGeometryFromDA3"), "source"),
     **dict.fromkeys(("Full4DCameraRig", "Full4DProjectToCameras"), "rig"),
     **dict.fromkeys(("UNETLoader", "CLIPLoader", "CLIPTextEncode", "VAELoader", "VAEEncode", "VAEDecode",
                      "Full4DVAEEncodeViews", "Full4DAdapterLoader", "Full4DParallel", "Full4DSampler",
-                     "Full4DTrainingFreeSampler"), "sampling"),
+                     "Full4DTrainingFreeSampler", "Full4DEmptyText"), "sampling"),
     **dict.fromkeys(("Full4DFit4DGS", "Full4DFitOptions", "Full4DFMDTeacher", "Full4DInterpolateRig",
                      "Full4DRender4DGS", "Full4DSave4DGS", "Full4DSplatPreview", "Full4DSceneToSplat"), "fit"),
+    **dict.fromkeys(("Full4DRenderTruth", "Full4DEvaluate", "Full4DStackVideos"), "score"),
 }
 
 # classic node mode
@@ -251,19 +253,23 @@ MODEL_FOLDERS = {
     ("Full4DAdapterLoader", "adapter"): ("models/full4d", "Full-4D adapter"),
 }
 NONE_ADAPTER = "none (zero-init)"  # comfyui_full4d/host/patch.py NONE_ADAPTER
+# the embedded nano Full-4D (comfyui_full4d/training/nano.py NANO_FILES): in the pack, listed by the loaders already
+NANO_FILES = ("full4d_nano_base.safetensors", "full4d_nano_vae.safetensors", "full4d_nano_adapter.safetensors")
 
 
 def model_note(prompt: dict) -> str:
     """The text of a graph's Note: each model file its loaders name and the folder it goes in, and the user's own
     input (video, capture folder)."""
-    lines, seen = [], set()
+    lines, seen, nano = [], set(), False
     for node in prompt.values():
         for (ct, name), (folder, what) in MODEL_FOLDERS.items():
             value = node.get("inputs", {}).get(name)
             if node["class_type"] != ct or not isinstance(value, str) or (ct, value) in seen:
                 continue
             seen.add((ct, value))
-            if ct == "Full4DAdapterLoader" and value == NONE_ADAPTER:
+            if value in NANO_FILES:
+                nano = True
+            elif ct == "Full4DAdapterLoader" and value == NONE_ADAPTER:
                 lines.append(f"- {folder}/ (optional): a trained {what}; '{NONE_ADAPTER}' runs without one")
             elif ct == "Full4DDA3Loader":
                 lines.append(f"- {folder}/{value}/ ({what})")
@@ -278,6 +284,9 @@ def model_note(prompt: dict) -> str:
             own.append(f"- input/{ins['folder']}/: your synchronized multi-view capture (docs/cameras.md)")
     if not lines:
         text = ["This graph needs no model files: press Run."]
+        if nano:
+            text.append("Its model is the nano Full-4D embedded in the pack (comfyui-full4d/models/nano/), "
+                        "already in the loaders' lists.")
     else:
         text = ["Model files this graph needs (folders inside your ComfyUI folder):", *lines]
     if own:

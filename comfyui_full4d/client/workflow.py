@@ -36,12 +36,13 @@ NOTE_WIDTH, NOTE_LINE, NOTE_PAD, NOTE_ROOM = 560, 20, 40, 60
 # short name: workflows/api/<short>_api.json.
 TEMPLATES = {
     "demo_synthetic": "1 Demo - synthetic scene to 4D, no model files needed",
-    "rig_iteration": "2 Rig check - video, depth and camera previews, needs Depth Anything 3",
-    "full4d_sampler": "3 Multi-view video - needs Wan2.2 TI2V 5B, Wan2.2 VAE, umT5, Depth Anything 3",
-    "full_pipeline": "4 Video to 4D - full pipeline, needs Wan2.2 TI2V 5B, Wan2.2 VAE, umT5, Depth Anything 3",
-    "training_free_pipeline": "5 Video to 4D, training-free - needs only the public Wan2.2 TI2V 5B, VAE, umT5 "
+    "demo_training_free": "2 Demo, training-free - the same scene with the nano base alone, no model files needed",
+    "rig_iteration": "3 Rig check - video, depth and camera previews, needs Depth Anything 3",
+    "full4d_sampler": "4 Multi-view video - needs Wan2.2 TI2V 5B, Wan2.2 VAE, umT5, Depth Anything 3",
+    "full_pipeline": "5 Video to 4D - full pipeline, needs Wan2.2 TI2V 5B, Wan2.2 VAE, umT5, Depth Anything 3",
+    "training_free_pipeline": "6 Video to 4D, training-free - needs only the public Wan2.2 TI2V 5B, VAE, umT5 "
                               "and Depth Anything 3",
-    "fit_multiview": "6 Capture to 4D - a synchronized multi-view capture folder, needs Depth Anything 3",
+    "fit_multiview": "7 Capture to 4D - a synchronized multi-view capture folder, needs Depth Anything 3",
 }
 
 
