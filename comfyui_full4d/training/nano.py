@@ -52,7 +52,7 @@ STAGE_CONFIGS = {
     # phase 2 of the VAE, from phase 1's weights: the colour term on (stages.VAELoss.lambda_chroma)
     "vae_color": dict(steps=900, lr=3e-4, warmup=50, lr_final=0.2, save_every=100, grad_clip=1.0),
     "base": dict(steps=5000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=200, shift=SHIFT),
-    "adapter": dict(steps=3000, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
+    "adapter": dict(steps=1500, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
                     views=6, latent_cache=0),
 }
 BASE_BATCH = 8

@@ -1,0 +1,61 @@
+"""The nano Full-4D recipe (``python -m comfyui_full4d.training.nano``) end to end at a few steps per stage: the
+training itself is not run in CI (an hour a stage), this smoke run of every stage is. The files it ships load
+through the host's own loaders (core Load Diffusion Model / Load VAE) and the adapter through the pack's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from host import HOST_DIR, require_host
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow]
+
+
+def _nano(*args: str, work: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "comfyui_full4d.training.nano", *args, "--work", str(work),
+                          "--comfyui", str(HOST_DIR)], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_every_stage_runs_resumes_and_ships(tmp_path, comfy_host):
+    require_host()
+    work = tmp_path / "nano"
+    _nano("data", "--scenes", "1", "--videos", "2", work=work)
+    assert len(list((work / "data" / "multiview").iterdir())) == 1 and len(list((work / "data" / "video").iterdir())) == 2
+    for stage in ("vae", "latents", "base", "adapter"):
+        _nano(stage, "--steps", "2", work=work)
+    for folder in ("vae", "vae_color", "base", "adapter"):
+        state = json.loads((work / folder / "checkpoint" / "state.json").read_text())
+        assert state["step"] == 2, folder
+    _nano("adapter", "--steps", "3", work=work)  # resumes from step 2: one more step, not three
+    rows = (work / "adapter" / "log.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    dest = tmp_path / "models"
+    _nano("ship", "--dest", str(dest), work=work)
+
+    from safetensors import safe_open
+
+    import comfy.model_base
+    from comfyui_full4d.host.nano import load_base, load_vae
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter
+    from comfyui_full4d.training.nano import NANO_FILES
+
+    for name in NANO_FILES.values():
+        with safe_open(str(dest / name), "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys()), name  # shipped in fp16
+            assert f.metadata().get("format") in ("full4d-nano", "full4d-adapter"), name
+    base = load_base(dest / NANO_FILES["base"])
+    assert type(base.model) is comfy.model_base.WAN21  # the host's detection: a Wan2.1-class t2v model
+    vae = load_vae(dest / NANO_FILES["vae"])
+    assert vae.latent_channels == 16
+    patched = attach_adapter(base, make_adapter(base, str(dest / NANO_FILES["adapter"])))
+    assert patched is not base
