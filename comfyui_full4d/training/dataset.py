@@ -320,12 +320,16 @@ def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: in
     """Sample a clip of ``length = 4k+1`` frames: random start, random source, shuffled targets.
 
     max_views: use at most this many views (source + random targets). depth_fn: depth for scenes
-    without ``depth.safetensors`` (e.g. DA3). Projection renders are cached under
-    ``scene/cache/`` keyed by (start, length, views) and reused.
+    without ``depth.safetensors`` (e.g. DA3). The source's projection into every view is cached under
+    ``scene/cache/`` keyed by (start, length, source) and reused by every clip with that source.
     """
     start, order = draw_clip(scene.num_frames, scene.num_views, length, rng, max_views)
     frames = torch.stack([read_video(scene.videos[v], start, length) for v in order])
-    key = hashlib.sha1(f"{start}:{length}:{order}".encode()).hexdigest()[:16]
+    # the source's projection into every view of the scene, cached once per (start, length, source): a clip takes
+    # its targets' renders from it (a render depends on the source and its target only), so clips that share a
+    # source, in any order and subset of targets, share the cached file
+    every = [order[0]] + [v for v in range(scene.num_views) if v != order[0]]
+    key = hashlib.sha1(f"{start}:{length}:{every}".encode()).hexdigest()[:16]
     path = scene.root / "cache" / f"clip_{key}.safetensors"
     if cache and path.is_file():
         from safetensors.torch import load_file
@@ -340,13 +344,15 @@ def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: in
                                  f"(DA3, see docs/training.md) to compute source depth")
             depth = depth_fn(frames[0]).float()
         scale = scene_scale(depth[0])
-        rel = _relative(scene.cameras, order, scale)
+        rel = _relative(scene.cameras, every, scale)
         renders, masks = projection_renders(frames[0], depth, rel, scale)
         renders = renders.half().float()  # what the cache holds, so hits and misses agree
         if cache:
             path.parent.mkdir(exist_ok=True)
             save_tensors(path, {"renders": renders.half(), "masks": masks.to(torch.uint8),
                                  "scale": torch.tensor(scale, dtype=torch.float64)})
+    pick = torch.tensor([every.index(v) for v in order])
+    renders, masks = renders[pick], masks[pick]
     cams = _relative(scene.cameras, order, scale)
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"{scene.root}: clip at frame {start} has an invalid scene scale {scale}")
