@@ -10,7 +10,7 @@ are the evaluation, validation and demo scenes):
 * ``<work>/data/multiview/s<seed>/``: scene folders (``docs/training.md`` format: one lossless video per
   camera, ``cameras.json``, ground-truth ``depth.safetensors``), seeds ``MULTIVIEW_SEEDS``: a ring (evenly
   spaced) or arc rig of 4-6 views, random radius, elevation (and arc span), ``NANO.frames`` frames. The
-  adapter trains on the first 64 (``ADAPTER_SEEDS``: each is visited often enough that the VAE latents of
+  adapter trains on the first 32 (``ADAPTER_SEEDS``: each is visited often enough that the VAE latents of
   its clips, cached on disk, are reused); the VAE and base see the videos of all.
 * ``<work>/data/video/v<seed>.mp4``: single-view clips from a moving camera (random orbit arc, radius,
   elevation, time window), seeds ``VIDEO_SEEDS``; the VAE and the base train on these plus every view of the
@@ -42,7 +42,7 @@ HELDOUT_BELOW = 10_000
 MULTIVIEW_SEEDS = range(100_000, 100_320)
 # the adapter's scenes: fewer than all, so the VAE latents of their clips (each view, and the source's projection into
 # each other view: 36 per scene of 6 views) are encoded once and reused from the disk cache
-ADAPTER_SEEDS = MULTIVIEW_SEEDS[:64]
+ADAPTER_SEEDS = MULTIVIEW_SEEDS[:32]
 VIDEO_SEEDS = range(200_000, 201_600)
 NANO_FILES = {"vae": "full4d_nano_vae.safetensors", "base": "full4d_nano_base.safetensors",
               "adapter": "full4d_nano_adapter.safetensors"}
@@ -54,7 +54,7 @@ STAGE_CONFIGS = {
     # phase 2 of the VAE, from phase 1's weights: the colour term on (stages.VAELoss.lambda_chroma)
     "vae_color": dict(steps=900, lr=3e-4, warmup=50, lr_final=0.2, save_every=100, grad_clip=1.0),
     "base": dict(steps=5000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=200, shift=SHIFT),
-    "adapter": dict(steps=1200, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
+    "adapter": dict(steps=1000, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
                     views=6, latent_cache=0),
 }
 BASE_BATCH = 8
