@@ -235,15 +235,22 @@ def main(argv=None) -> int:
 
 
 def results_markdown(table: str, seeds: list[int], steps: int, path: Path) -> str:
-    """docs/results.md: this table replaces the section between its markers, the rest of the file is kept."""
-    start, end = "<!-- nano-eval:start -->", "<!-- nano-eval:end -->"
-    body = (f"{start}\n## Nano Full-4D on held-out scenes (issue 29)\n\nProduced by `python bench/eval.py` "
+    """docs/results.md with this table in its section (the rest of the file is kept)."""
+    body = (f"## Nano Full-4D on held-out scenes (issue 29)\n\nProduced by `python bench/eval.py` "
             f"(seeds {', '.join(map(str, seeds))}; {steps} Euler steps, cfg 1, shift 3; mean ± standard deviation "
-            f"over scenes). Rows and columns: the docstring of `bench/eval.py`.\n\n{table}\n{end}")
+            f"over scenes). Rows and columns: the docstring of `bench/eval.py`.\n\n{table}")
+    return replace_section(path, "nano-eval", body)
+
+
+def replace_section(path: Path, name: str, body: str) -> str:
+    """The text of ``path`` with ``body`` between its ``<!-- name:start -->`` / ``<!-- name:end -->`` markers
+    (appended with them when absent); the rest of the file is kept."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     old = path.read_text() if path.is_file() else "# Results\n"
+    text = f"{start}\n{body}\n{end}"
     if start in old and end in old:
-        return old[:old.index(start)] + body + old[old.index(end) + len(end):]
-    return old.rstrip() + "\n\n" + body + "\n"
+        return old[:old.index(start)] + text + old[old.index(end) + len(end):]
+    return old.rstrip() + "\n\n" + text + "\n"
 
 
 if __name__ == "__main__":

@@ -152,15 +152,11 @@ def main(argv=None) -> int:
 
 
 def section(table: str, seeds: list[int], iterations: int, path: Path) -> str:
-    start, end = "<!-- fmd-eval:start -->", "<!-- fmd-eval:end -->"
-    body = (f"{start}\n## Tab. 5 at the nano scale: the 4D fit with and without FMD (issue 30)\n\nProduced by "
+    body = (f"## Tab. 5 at the nano scale: the 4D fit with and without FMD (issue 30)\n\nProduced by "
             f"`python bench/fmd_eval.py` (seeds {', '.join(map(str, seeds))}; {iterations} iterations; FMD setting "
             f"chosen on the validation seeds {', '.join(map(str, VALIDATION_SEEDS))} by `--validate`; mean ± "
-            f"standard deviation over scenes). Columns: the docstring of `bench/fmd_eval.py`.\n\n{table}\n{end}")
-    old = path.read_text() if path.is_file() else "# Results\n"
-    if start in old and end in old:
-        return old[:old.index(start)] + body + old[old.index(end) + len(end):]
-    return old.rstrip() + "\n\n" + body + "\n"
+            f"standard deviation over scenes). Columns: the docstring of `bench/fmd_eval.py`.\n\n{table}")
+    return nano_eval.replace_section(path, "fmd-eval", body)
 
 
 if __name__ == "__main__":
