@@ -91,3 +91,19 @@ def test_the_trained_adapter_fills_the_holes_better_than_the_untrained_one(score
 
 def test_the_adapter_uses_each_view_s_own_projection(scores):
     assert scores["full"]["all"] >= scores["swapped"]["all"] + RIGHT_OVER_SWAPPED_DB, scores
+
+
+def test_the_shipped_files_are_fp16_within_40_mb_and_say_how_they_were_made():
+    from safetensors import safe_open
+
+    from comfyui_full4d.training.nano import NANO_FILES
+
+    folder = ROOT / "models" / "nano"
+    paths = [folder / name for name in NANO_FILES.values()]
+    assert sum(p.stat().st_size for p in paths) <= 40 * 2**20
+    for p in paths:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, p.name
+        assert meta.get("data_seeds", "").startswith("multiview 100000-"), (p.name, meta)
+    assert (folder / "README.md").is_file()

@@ -244,7 +244,8 @@ def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", 
 
 
 def ship(work: Path, dest: Path = ROOT / "models" / "nano") -> list[Path]:
-    """fp16 copies of the three final files (headers kept) in ``dest``."""
+    """fp16 copies of the three final files in ``dest``; headers kept, and each says which stage of this recipe
+    made it from which data (``trained_by``, ``data_seeds``; the adapter's own header names only its base)."""
     from safetensors import safe_open
 
     from ..common.io import save_tensors
@@ -256,6 +257,9 @@ def ship(work: Path, dest: Path = ROOT / "models" / "nano") -> list[Path]:
         with safe_open(str(src), framework="pt") as f:
             meta = dict(f.metadata() or {})
             sd = {k: f.get_tensor(k).half() for k in f.keys()}
+        meta.setdefault("trained_by", f"comfyui_full4d.training.nano {stage}")
+        meta.setdefault("data_seeds", _seed_text() + (f"; adapter scenes {ADAPTER_SEEDS.start}-{ADAPTER_SEEDS.stop - 1}"
+                                                      if stage == "adapter" else ""))
         save_tensors(dest / name, sd, metadata=meta)
         out.append(dest / name)
     return out
