@@ -2,12 +2,13 @@
 as ``make demo`` queues them, at the nano model's own size with fewer sampling steps and fit iterations (CI time).
 Judged by the graphs' own Full4DEvaluate nodes against the ray-cast truth of the held-out demo scene:
 
-* the generated target views beat the projection they were given (all target pixels);
-* the 4D fit of the generated views, rendered along the App. B orbit, is scored against the truth there; its floor
-  and the reference fit's (the same fit of the true views) are set well below what the demo prints at full size
-  (docs/results.md) so a fit that learned nothing (a flat or black scene: ~8-11 dB) fails.
+* the generated target views beat the projection they were given, on all target pixels and on the pixels the
+  projection did not cover (the demo prints +11.5 dB on all pixels at 30 steps; floor 6 dB);
+* the 4D fit of the generated views, rendered along the App. B orbit, and the reference fit (the same fit of the
+  true views) beat a flat image of the true orbit's mean colour by 1 dB (the demo: 17.4 and 17.6 dB against
+  15.3; both fits start from the source's depth alone, so most of the ring is built by densification).
 
-The training-free twin must beat its projection too. Nothing downstream of the source reads the truth: the graph's
+The training-free twin must beat its projection too (its fits run 10 iterations and are not judged). Nothing downstream of the source reads the truth: the graph's
 projection, sampler and fits take the scene's source, source_geometry and rig only (checked on the prompt).
 """
 
@@ -22,9 +23,9 @@ from fixtures.demo import (DEMO, DEMO_TF, FIT, REF_FIT, SCENE, SCORE_GENERATED, 
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-SIZE = dict(views=6, frames=9, width=160, height=96, steps=12, iterations=200, orbit=8)
-GENERATED_OVER_PROJECTION_DB = 2.0
-ORBIT_FLOOR_DB = 14.0
+SIZE = dict(views=6, frames=9, width=160, height=96, steps=12, iterations=400, orbit=8)
+GENERATED_OVER_PROJECTION_DB = 6.0
+ORBIT_OVER_FLAT_DB = 1.0
 TRUTH_OUTPUTS = (1, 3, 6)  # Full4DSyntheticScene's views, geometry (with every view's depth) and truth
 
 
@@ -44,24 +45,39 @@ def _readers_of_truth(prompt: dict) -> list[str]:
             for v in node["inputs"].values() if isinstance(v, list) and v[0] == SCENE and v[1] in TRUTH_OUTPUTS]
 
 
+def _flat_orbit_psnr(prompt: dict) -> float:
+    """PSNR of a flat image of the true orbit's mean colour against that orbit (same cameras and times as the
+    graph's Full4DRenderTruth)."""
+    from comfyui_full4d.media.metrics import psnr
+    from comfyui_full4d.media.synthetic import make_capture, render_truth
+
+    s, o = prompt[SCENE]["inputs"], prompt["18"]["inputs"]
+    cap = make_capture(s["num_views"], s["num_frames"], s["height"], s["width"], seed=s["seed"], fov_y_deg=s["fov"],
+                       radius=s["radius"], elevation_deg=s["elevation"])
+    truth = render_truth(cap.truth, cap.rig, True, o["num_frames"], o["time_start"], o["time_end"])
+    return psnr(truth.mean(dim=(0, 1, 2), keepdim=True).expand_as(truth), truth)
+
+
 @pytest.mark.timeout(2400)
 def test_the_demo_generates_views_better_than_the_projection_and_fits_them(comfy_server):
     prompt = small_demo(DEMO, **SIZE)
     assert _readers_of_truth(prompt) == []
-    s = _scores(comfy_server, prompt)
-    print("demo at test size:", {k: {c: round(v[c], 2) for c in ("psnr", "psnr_uncovered") if c in v}
-                                 for k, v in s.items()})
-    assert s[SCORE_GENERATED]["psnr"] >= s[SCORE_PROJECTION]["psnr"] + GENERATED_OVER_PROJECTION_DB, s
-    assert s[SCORE_ORBIT]["psnr"] >= ORBIT_FLOOR_DB, s
-    assert s[SCORE_REF_ORBIT]["psnr"] >= ORBIT_FLOOR_DB, s
     assert prompt[FIT]["inputs"]["images"][0] != SCENE  # the fit that is scored fits generated views
+    s = _scores(comfy_server, prompt)
+    flat = _flat_orbit_psnr(prompt)
+    print("demo at test size:", {k: {c: round(v[c], 2) for c in ("psnr", "psnr_uncovered") if c in v}
+                                 for k, v in s.items()}, "flat orbit", round(flat, 2))
+    for c in ("psnr", "psnr_uncovered"):
+        assert s[SCORE_GENERATED][c] >= s[SCORE_PROJECTION][c] + GENERATED_OVER_PROJECTION_DB, (c, s)
+    assert s[SCORE_ORBIT]["psnr"] >= flat + ORBIT_OVER_FLAT_DB, (s, flat)
+    assert s[SCORE_REF_ORBIT]["psnr"] >= flat + ORBIT_OVER_FLAT_DB, (s, flat)
 
 
 @pytest.mark.timeout(2400)
 def test_the_training_free_demo_beats_its_projection(comfy_server):
-    prompt = small_demo(DEMO_TF, **SIZE)
+    prompt = small_demo(DEMO_TF, **{**SIZE, "iterations": 10})
     assert _readers_of_truth(prompt) == []
     s = _scores(comfy_server, prompt)
     print("training-free demo at test size:", {k: round(v["psnr"], 2) for k, v in s.items()})
-    assert s[SCORE_GENERATED]["psnr"] >= s[SCORE_PROJECTION]["psnr"] + GENERATED_OVER_PROJECTION_DB, s
-    assert s[SCORE_ORBIT]["psnr"] >= ORBIT_FLOOR_DB, s
+    for c in ("psnr", "psnr_uncovered"):
+        assert s[SCORE_GENERATED][c] >= s[SCORE_PROJECTION][c] + GENERATED_OVER_PROJECTION_DB, (c, s)

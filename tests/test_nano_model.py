@@ -6,14 +6,19 @@ Scene ``SEED`` 600: no training clip used a seed below ``training.nano.HELDOUT_B
 seeds 1-8 and bench/fmd_eval.py validates on 500-501, so this scene was used by neither. Inputs come from the source
 video and its depth alone; the truth of the five target views only scores.
 
-The floors are the margins docs/results.md reports over the eight evaluation scenes, halved (one scene varies more
-than a mean of eight), and the checks are relative to baselines run here on the same inputs:
+The floors are about half the margins docs/results.md reports over the eight evaluation scenes (one scene varies
+more than a mean of eight), and the checks are relative to baselines run here on the same inputs:
 
 * the trained model against the projection it was given (all target pixels: the holes filled);
 * the trained adapter against the untrained, zero-init one on the same base (the pixels the projection did not
   cover: what the adapter learned to fill);
-* the trained adapter against itself fed the wrong view's projection (views 1..5 take 5..1's): it uses the
-  projection where its camera says, so a swap must cost.
+* the trained adapter against itself with the camera encoder's input negated, and fed the wrong view's projection
+  (views 1..5 take 5..1's): a model that uses the camera and the projection as the paper says must get worse.
+
+The shipped adapter fails the last check (strict xfail, so the test says when that changes): its views are the
+same whichever projection it is given, even black ones (covered pixels 16.3 dB right, 16.3 swapped, 16.4 black, on
+scene 3), while negated cameras cost ~0.5 dB. It learned the scene family's multi-view prior from the source and
+the cameras, not to carry the projected pixels over: issue 29's open finding (models/nano/README.md).
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 600
 STEPS = 12
-ALL_OVER_PROJECTION_DB = 3.0
-UNCOVERED_OVER_ZERO_INIT_DB = 1.0
+ALL_OVER_PROJECTION_DB = 6.0
+UNCOVERED_OVER_ZERO_INIT_DB = 1.5
 RIGHT_OVER_SWAPPED_DB = 1.0
+RIGHT_OVER_NEGATED_CAMERAS_DB = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +59,26 @@ def nano(comfy_host):
     return {"cap": cap, "renders": renders, "masks": masks, "vae": vae, "models": models}
 
 
-def _generate(nano: dict, model: str, projections: torch.Tensor) -> torch.Tensor:
+def _generate(nano: dict, model: str, projections: torch.Tensor, negate_cameras: bool = False) -> torch.Tensor:
     """(V-1, T, H, W, 3) target views sampled as Full4DSampler does (Euler, simple schedule, cfg 1, shift 3)."""
+    import comfyui_full4d.diffusion.adapter as adapter_mod
     from comfyui_full4d.diffusion.nano import empty_context
+
+    cond = [[empty_context(), {}]]
+    real = adapter_mod.camera_features
+    if negate_cameras:  # what the sampler hands the camera encoders, negated
+        adapter_mod.camera_features = lambda *a, **k: -real(*a, **k)
+    try:
+        return _sample(nano, model, projections, cond)
+    finally:
+        adapter_mod.camera_features = real
+
+
+def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list) -> torch.Tensor:
     from comfyui_full4d.host.sampling import sample_rig
     from comfyui_full4d.training.nano import SHIFT
 
     vae, cap = nano["vae"], nano["cap"]
-    cond = [[empty_context(), {}]]
     with torch.inference_mode():
         src = {"samples": vae.encode(cap.source)}
         proj = {"samples": torch.cat([vae.encode(p) for p in projections])}
@@ -75,9 +93,10 @@ def scores(nano) -> dict:
 
     truth, hole, renders = nano["cap"].views[1:], ~nano["masks"][1:].bool(), nano["renders"][1:]
     out = {"projection": renders, "full": _generate(nano, "full", renders),
-           "zero-init": _generate(nano, "zero-init", renders), "swapped": _generate(nano, "full", renders.flip(0))}
+           "zero-init": _generate(nano, "zero-init", renders), "swapped": _generate(nano, "full", renders.flip(0)),
+           "negated cameras": _generate(nano, "full", renders, negate_cameras=True)}
     res = {k: {"all": psnr(v, truth), "uncovered": psnr_masked(v, truth, hole)} for k, v in out.items()}
-    print("nano model on held-out scene", SEED, {k: {c: round(x, 2) for c, x in v.items()} for k, v in res.items()})
+    print("\nnano model on held-out scene", SEED, {k: {c: round(x, 2) for c, x in v.items()} for k, v in res.items()})
     return res
 
 
@@ -89,8 +108,13 @@ def test_the_trained_adapter_fills_the_holes_better_than_the_untrained_one(score
     assert scores["full"]["uncovered"] >= scores["zero-init"]["uncovered"] + UNCOVERED_OVER_ZERO_INIT_DB, scores
 
 
+@pytest.mark.xfail(strict=True, reason="the shipped nano adapter ignores the projection's content (issue 29 finding)")
 def test_the_adapter_uses_each_view_s_own_projection(scores):
     assert scores["full"]["all"] >= scores["swapped"]["all"] + RIGHT_OVER_SWAPPED_DB, scores
+
+
+def test_the_adapter_uses_the_cameras(scores):
+    assert scores["full"]["all"] >= scores["negated cameras"]["all"] + RIGHT_OVER_NEGATED_CAMERAS_DB, scores
 
 
 def test_the_shipped_files_are_fp16_within_40_mb_and_say_how_they_were_made():
