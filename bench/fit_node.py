@@ -33,7 +33,7 @@ def fit_values() -> dict:
     from dataclasses import asdict
 
     prompt = json.loads(DEMO.read_text())
-    (node,) = [v for v in prompt.values() if v["class_type"] == "Full4DFit4DGS"]
+    node = next(v for v in prompt.values() if v["class_type"] == "Full4DFit4DGS")  # both demo fits: the same values
     values = {**asdict(pipeline.FitOptions()), **{k: v for k, v in node["inputs"].items() if not isinstance(v, list)}}
     if "options" in node["inputs"]:
         options = prompt[str(node["inputs"]["options"][0])]["inputs"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from comfyui_full4d.client.run import apply_overrides
-from host import ROOT, Server
+from fixtures.demo import small_demo
+from host import Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 GUARD = Path(__file__).resolve().parent / "netguard"
@@ -18,10 +17,7 @@ def test_demo_runs_with_network_blocked(tmp_path):
     log = tmp_path / "net.log"
     srv = Server.start(tmp_path / "base", env={"PYTHONPATH": str(GUARD), "FULL4D_NETGUARD_LOG": str(log)})
     try:
-        demo = json.loads((ROOT / "workflows" / "api" / "demo_synthetic_api.json").read_text())
-        prompt = apply_overrides(demo, ["1.num_views=3", "1.num_frames=5", "1.width=64", "1.height=48",
-                                        "4.num_views=3", "9.iterations=10", "9.orbit_frames=2", "11.num_frames=4",
-                                        "14.num_frames=2", "15.num_frames=2"])
+        prompt = small_demo(steps=2, iterations=10)  # the embedded nano model: no file to fetch
         pid, _ = srv.run_ws(prompt, timeout=600)
         assert srv.history(pid)["status"]["completed"]
     finally:
