@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from comfyui_full4d.client.workflow import FILE_INPUTS, api_stem, ui_stem
-from fixtures.demo import demo_size
+from fixtures.demo import DEMO, demo_size
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow, pytest.mark.server,
@@ -64,7 +64,7 @@ NOT_CLOSE_BUTTONS = ".workflow-tabs, .workflow-tabs-container, [data-testid=clos
 # Widget values for a CI-sized demo run, keyed by node id: the sizes tests/test_run.py sets on the API twin and a
 # 150-step 4D fit at the workflow's own learning rates, which must learn visible motion (the slider check below;
 # 40 steps moved 19 of the 975 pixels that move in the 48x64 views, 150 steps 660).
-DEMO_TEST_SIZE = {int(k): v for k, v in demo_size().items()}
+DEMO_TEST_SIZE = {int(k): v for k, v in demo_size(json.loads(DEMO.read_text())).items()}
 PREVIEW_NODE = 15
 PLY_NAMES = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
              "rot_0", "rot_1", "rot_2", "rot_3"]

@@ -18,8 +18,7 @@ import json
 
 import pytest
 
-from fixtures.demo import (DEMO, DEMO_TF, FIT, REF_FIT, SCENE, SCORE_GENERATED, SCORE_ORBIT, SCORE_PROJECTION,
-                           SCORE_REF_ORBIT, small_demo)
+from fixtures.demo import DEMO, DEMO_TF, fits, of_class, scene, score, small_demo
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -27,22 +26,26 @@ SIZE = dict(views=6, frames=9, width=160, height=96, steps=12, iterations=400, o
 GENERATED_OVER_PROJECTION_DB = 6.0
 ORBIT_OVER_FLAT_DB = 1.0
 TRUTH_OUTPUTS = (1, 3, 6)  # Full4DSyntheticScene's views, geometry (with every view's depth) and truth
+ROWS = {"projection": "projection only", "generated": "generated views", "orbit": "orbit: fit on generated",
+        "reference orbit": "orbit: fit on true"}
 
 
 def _scores(comfy_server, prompt: dict) -> dict[str, dict]:
+    """The graph's Full4DEvaluate rows (the JSON each shows), by ``ROWS`` key."""
     ans = comfy_server.post_prompt(prompt)
     assert "prompt_id" in ans, ans
     hist = comfy_server.wait_history(ans["prompt_id"], timeout=1500)
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
-    return {nid: json.loads(hist["outputs"][nid]["text"][0])
-            for nid in (SCORE_PROJECTION, SCORE_GENERATED, SCORE_ORBIT, SCORE_REF_ORBIT)}
+    return {key: json.loads(hist["outputs"][score(prompt, label)]["text"][0]) for key, label in ROWS.items()}
 
 
 def _readers_of_truth(prompt: dict) -> list[str]:
-    """Nodes that take the scene's true views, full geometry or truth, other than the scoring ones."""
+    """Nodes that take the scene's true views, full geometry or truth, other than the scoring ones and the
+    reference fit."""
     scoring = {"Full4DEvaluate", "Full4DRenderTruth", "Full4DViewGrid", "Full4DStackVideos"}
-    return [nid for nid, node in prompt.items() if node["class_type"] not in scoring and nid != REF_FIT
-            for v in node["inputs"].values() if isinstance(v, list) and v[0] == SCENE and v[1] in TRUTH_OUTPUTS]
+    src, ref = scene(prompt), fits(prompt)[1]
+    return [nid for nid, node in prompt.items() if node["class_type"] not in scoring and nid != ref
+            for v in node["inputs"].values() if isinstance(v, list) and v[0] == src and v[1] in TRUTH_OUTPUTS]
 
 
 def _flat_orbit_psnr(prompt: dict) -> float:
@@ -51,7 +54,8 @@ def _flat_orbit_psnr(prompt: dict) -> float:
     from comfyui_full4d.media.metrics import psnr
     from comfyui_full4d.media.synthetic import make_capture, render_truth
 
-    s, o = prompt[SCENE]["inputs"], prompt["18"]["inputs"]
+    (truth_orbit,) = of_class(prompt, "Full4DRenderTruth")
+    s, o = prompt[scene(prompt)]["inputs"], prompt[truth_orbit]["inputs"]
     cap = make_capture(s["num_views"], s["num_frames"], s["height"], s["width"], seed=s["seed"], fov_y_deg=s["fov"],
                        radius=s["radius"], elevation_deg=s["elevation"])
     truth = render_truth(cap.truth, cap.rig, True, o["num_frames"], o["time_start"], o["time_end"])
@@ -62,15 +66,15 @@ def _flat_orbit_psnr(prompt: dict) -> float:
 def test_the_demo_generates_views_better_than_the_projection_and_fits_them(comfy_server):
     prompt = small_demo(DEMO, **SIZE)
     assert _readers_of_truth(prompt) == []
-    assert prompt[FIT]["inputs"]["images"][0] != SCENE  # the fit that is scored fits generated views
+    assert prompt[fits(prompt)[0]]["inputs"]["images"][0] != scene(prompt)  # the scored fit fits generated views
     s = _scores(comfy_server, prompt)
     flat = _flat_orbit_psnr(prompt)
     print("demo at test size:", {k: {c: round(v[c], 2) for c in ("psnr", "psnr_uncovered") if c in v}
                                  for k, v in s.items()}, "flat orbit", round(flat, 2))
     for c in ("psnr", "psnr_uncovered"):
-        assert s[SCORE_GENERATED][c] >= s[SCORE_PROJECTION][c] + GENERATED_OVER_PROJECTION_DB, (c, s)
-    assert s[SCORE_ORBIT]["psnr"] >= flat + ORBIT_OVER_FLAT_DB, (s, flat)
-    assert s[SCORE_REF_ORBIT]["psnr"] >= flat + ORBIT_OVER_FLAT_DB, (s, flat)
+        assert s["generated"][c] >= s["projection"][c] + GENERATED_OVER_PROJECTION_DB, (c, s)
+    assert s["orbit"]["psnr"] >= flat + ORBIT_OVER_FLAT_DB, (s, flat)
+    assert s["reference orbit"]["psnr"] >= flat + ORBIT_OVER_FLAT_DB, (s, flat)
 
 
 @pytest.mark.timeout(2400)
@@ -80,4 +84,4 @@ def test_the_training_free_demo_beats_its_projection(comfy_server):
     s = _scores(comfy_server, prompt)
     print("training-free demo at test size:", {k: round(v["psnr"], 2) for k, v in s.items()})
     for c in ("psnr", "psnr_uncovered"):
-        assert s[SCORE_GENERATED][c] >= s[SCORE_PROJECTION][c] + GENERATED_OVER_PROJECTION_DB, (c, s)
+        assert s["generated"][c] >= s["projection"][c] + GENERATED_OVER_PROJECTION_DB, (c, s)

@@ -17,7 +17,7 @@ from host import ROOT
 
 def small_demo(seed: int = 0) -> dict:
     """The demo workflow at a test size (the runner's own --set overrides shrink it)."""
-    size = demo_size(steps=2, iterations=10)
+    size = demo_size(json.loads(DEMO.read_text()), steps=2, iterations=10)
     sets = [f"1.seed={seed}"] + [f"{nid}.{k}={json.dumps(v)}" for nid, values in size.items() for k, v in values.items()]
     return apply_overrides(json.loads(DEMO.read_text()), sets)
 
