@@ -27,7 +27,7 @@ from test_fit import _cfg  # the same config as the fit's own tests (the tiny ca
 
 FIT_DEVICE = torch.device("cpu", 0)
 # the engine's only CPU reads during a fit, each once per fit or per checkpoint (never per iteration):
-ONE_OFF_CPU = {"_fingerprint",  # the checkpoint fingerprint hashes the inputs' bytes
+ONE_OFF_CPU = {"_fingerprint", "_checkpoint_name",  # the checkpoint's name hashes the inputs' bytes (host.fitting)
                "nn_scales",  # the initial scales: scipy's KD-tree on the initial points
                "save_tensors",  # a checkpoint is written from CPU copies (device-independent file)
                "interpolate_rig"}  # the orbit / FMD cameras: scipy's spline and SLERP of the rig's poses
@@ -242,14 +242,14 @@ def test_the_memory_estimate_is_within_2x_of_a_measured_cpu_fit():
 def test_the_node_fits_on_the_hosts_device_and_returns_on_its_intermediate_device(comfy_host, tiny, monkeypatch):
     import comfy.model_management as mm
 
-    from comfyui_full4d.host import device as host_device
+    from comfyui_full4d.host import fitting as host_fitting
 
     cap = tiny[0]
     asked, room, seen = [], [], []
     monkeypatch.setattr(mm, "get_torch_device", lambda: asked.append("torch") or FIT_DEVICE)
     real_inter = mm.intermediate_device
     monkeypatch.setattr(mm, "intermediate_device", lambda: asked.append("intermediate") or real_inter())
-    monkeypatch.setattr(host_device, "make_room", lambda n, d: room.append((n, d)))
+    monkeypatch.setattr(host_fitting, "make_room", lambda n, d: room.append((n, d)))  # the node's path (host.fitting)
     real = pipeline.fit_4dgs
     monkeypatch.setattr(pipeline, "fit_4dgs", lambda *a, **k: seen.append(k.get("device")) or real(*a, **k))
     fit = comfy_host.node("Full4DFit4DGS")
