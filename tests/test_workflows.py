@@ -142,13 +142,21 @@ def test_template_titles_say_what_each_graph_needs_and_number_the_demo_first():
     numbers = sorted(int(TEMPLATES[s].split()[0]) for s in SHORT)
     assert numbers == list(range(1, len(SHORT) + 1)), numbers
     for short, api in zip(SHORT, API):
-        title, classes = TEMPLATES[short], {n["class_type"] for n in json.loads(api.read_text()).values()}
+        prompt = json.loads(api.read_text())
+        title, classes = TEMPLATES[short], {n["class_type"] for n in prompt.values() if not _embedded(n)}
         assert not set('<>:"/\\|?*') & set(title), f"{title!r}: not a file name on every system"
         missing = [w for c, w in TITLE_WORDS.items() if c in classes and w not in title]
         assert not missing, f"{title!r} does not name {missing}"
         if not classes & set(TITLE_WORDS):
-            assert title.startswith("1 ") and "no model files" in title, title
-    assert TEMPLATES["demo_synthetic"].startswith("1 ")
+            assert "no model files" in title, title
+    assert TEMPLATES["demo_synthetic"].startswith("1 ") and TEMPLATES["demo_training_free"].startswith("2 ")
+
+
+def _embedded(node: dict) -> bool:
+    """A loader that names a file of the nano model the pack embeds (models/nano/): not a file the user gets."""
+    from comfyui_full4d.training.nano import NANO_FILES
+
+    return any(v in NANO_FILES.values() for v in node["inputs"].values() if isinstance(v, str))
 
 
 # Where ComfyUI looks for the files each loader names (the host's folders and the pack's, comfyui_full4d/host/paths.py)
@@ -165,10 +173,12 @@ def test_note_lists_every_model_file_and_its_folder(api):
     assert len(notes) == 1
     text = notes[0]["widgets_values"][0]
     wanted = [MODEL_DIRS[(n["class_type"], k)] + ("" if k == "adapter" else v) for n in prompt.values()
-              for k, v in n["inputs"].items() if (n["class_type"], k) in MODEL_DIRS]
+              for k, v in n["inputs"].items() if (n["class_type"], k) in MODEL_DIRS and not _embedded(n)]
     assert all(w in text for w in wanted), (wanted, text)
     if not wanted:
         assert "no model files" in text
+    if any(_embedded(n) for n in prompt.values()):
+        assert "models/nano" in text and "embedded" in text, text
 
 
 def test_model_folders_are_the_hosts(comfy_host):
