@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,10 @@ report(lambda: fit_4dgs(cap.views, cams, cap.times, cfg, pts, cols, checkpoint_p
 
 
 def _run(script: str, *args) -> dict:
+    # cwd outside the repository: ``python -c`` puts the cwd first on sys.path, where the repository's own package
+    # would shadow the one the test process imports (scripts/mutations.py's changed copy, on PYTHONPATH)
     r = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=600,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
