@@ -2,7 +2,7 @@
 
 Every sharded result is compared with the one-process path (no mesh) on the same inputs: a tiny 12-head
 Wan2.2 through the host's model classes with a random non-zero adapter (camera MLP, fused branch and
-projector all non-zero, so views really interact), fp32, tolerance 1e-6 of the largest value (rel_err). One
+projector all non-zero, so views really interact), fp32, tolerance 1e-5 of the largest value (rel_err). One
 spawn per world size (``_world``), shared by the tests of that size.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from fixtures.parallel import HEADS, check_host_cases, rel_err, run_world
 
-TOL = 1e-6
+TOL = 1e-5  # of the largest value (rel_err)
 ATTENTION = {  # (V, F, S, rule switches): U dividing V or not, mask rules on and off
     2: [(4, 4, 6, {}), (3, 4, 6, {}), (4, 4, 6, {"intra_time": False}), (4, 4, 6, {"cross_half": False})],
     3: [(3, 4, 6, {}), (4, 4, 6, {}), (5, 2, 3, {})],

@@ -89,7 +89,7 @@ def test_parallel_prompt_matches_one_process_then_cancel_then_dead_worker(comfy_
     two, _ = comfy_server.run_ws(_prompt(2, True, "two"), timeout=600)
     ref, got = _latent(comfy_server, one), _latent(comfy_server, two)
     assert ref.shape == got.shape == (2, 48, 2, 4, 6) and ref.abs().max() > 0.1
-    assert rel_err(got, ref) <= 1e-6
+    assert rel_err(got, ref) <= 1e-5
     assert len(_workers(comfy_server.proc.pid)) == 2
 
     seen, t, on_message = _cancel_on_progress(comfy_server, comfy_server.interrupt)
@@ -105,7 +105,7 @@ def test_parallel_prompt_matches_one_process_then_cancel_then_dead_worker(comfy_
     assert "Full4DParallel: worker" in str(info.value) and "exited" in str(info.value), str(info.value)[:2000]
     assert time.monotonic() - t["t"] < 5.0
     again, _ = comfy_server.run_ws(_prompt(2, True, "again"), timeout=600)  # a new pool
-    assert rel_err(_latent(comfy_server, again), ref) <= 1e-6
+    assert rel_err(_latent(comfy_server, again), ref) <= 1e-5
 
 
 def _fails_then_next_runs(server, ray: str, ref: torch.Tensor, who: str) -> None:
@@ -121,7 +121,7 @@ def _fails_then_next_runs(server, ray: str, ref: torch.Tensor, who: str) -> None
     assert "the other workers were stopped" in msg
     assert time.monotonic() - t["t"] < 5.0
     again, _ = server.run_ws(_prompt(2, True, "after_fault" + ray, ray), timeout=600)
-    assert rel_err(_latent(server, again), ref) <= 1e-6
+    assert rel_err(_latent(server, again), ref) <= 1e-5
 
 
 def test_failing_worker_fails_the_prompt_then_the_next_runs(comfy_server, files):
@@ -136,7 +136,7 @@ def test_ray_workers_match_one_process_then_cancel_then_fault(comfy_server, file
     one, _ = comfy_server.run_ws(_prompt(2, False, "one_r"), timeout=600)
     ref = _latent(comfy_server, one)
     two, _ = comfy_server.run_ws(_prompt(2, True, "ray", "local"), timeout=600)
-    assert rel_err(_latent(comfy_server, two), ref) <= 1e-6
+    assert rel_err(_latent(comfy_server, two), ref) <= 1e-5
 
     seen, t, on_message = _cancel_on_progress(comfy_server, comfy_server.interrupt)
     with pytest.raises(PromptFailed) as info:

@@ -3,7 +3,7 @@ CPU with gloo, 2, 3 and 4 processes: every rank holds a contiguous chunk of ever
 and the fused branch both go through the all-to-all, the per-frame modulation and the RoPE tables are cut to the chunk.
 
 Every sharded result is compared with the one-process path (no mesh) on the same inputs: the tiny 12-head Wan2.2 of
-tests/fixtures/parallel.py with its random non-zero adapter, fp32, tolerance 1e-6 of the largest value (rel_err).
+tests/fixtures/parallel.py with its random non-zero adapter, fp32, tolerance 1e-5 of the largest value (rel_err).
 The latent sizes are chosen so that chunks end inside a frame and differ in size (2T*S = 28 tokens per view over 3
 ranks: 10, 9, 9 in frames of 7; 30 over 4: 8, 8, 7, 7 in frames of 5). One spawn per world size (``_world``), shared by the tests of that size.
 
@@ -21,9 +21,9 @@ import functools
 import pytest
 import torch
 
-from fixtures.parallel import HEADS, check_host_cases, run_world
+from fixtures.parallel import HEADS, check_host_cases, rel_err, run_world
 
-TOL = 1e-6
+TOL = 1e-5  # of the largest value (rel_err)
 SIZE = {2: (2, 2, 10), 3: (2, 2, 14), 4: (3, 2, 10)}  # latent (T, h, w): S = 5, 7, 5 tokens per frame
 TOKEN_ATTENTION = {  # (V, F, S, rule switches): engine only, TokenShard.attend vs the one-process attention
     2: [(3, 4, 5, {}), (4, 4, 5, {"intra_time": False})],
@@ -97,15 +97,14 @@ def test_odd_latent_sizes_shard_like_even_ones():
     """A latent odd in both axes has ceil(h/2) * ceil(w/2) tokens per frame after the host's patch padding
     (3 x 5 -> 2 x 3 = 6, not the 1 x 2 of a floor); the training-free cross-view mode on 2 ranks, its tokens split
     (12 per view: 6 and 6) and its views split, and the adapter's fused branch split by tokens give the one-process
-    result. The views split of the training-free mode agrees to 1e-6 of the output's size, not bit for bit: it
-    differs by ~1e-5 of outputs up to ~11 at even sizes too (4x6 latents as 3x5), the order of a float32
-    sum over the attention's split heads; a wrong token count fails the all-to-all instead."""
+    result within TOL of the output's size (rel_err): the views split of the training-free mode is not bit for bit
+    (~1e-5 of outputs up to ~11 at even sizes too, 4x6 latents as 3x5: the order of a float32 sum over the
+    attention's split heads); a wrong token count fails the all-to-all instead."""
     res = run_world(2, ODD_HOST, size=ODD, ctx=16)["host"]
     assert sorted(res) == sorted(c[0] for c in ODD_HOST)
     for name, (got, ref, _) in res.items():
         assert got.shape == ref.shape and ref.abs().max() > 0.1, name
-        tol = TOL if name.endswith("tokens") else 1e-6 * float(ref.abs().max())
-        assert (got - ref).abs().max().item() <= tol, (name, (got - ref).abs().max().item())
+        assert rel_err(got, ref) <= TOL, (name, rel_err(got, ref))
 
 
 def test_layout_shard_choice():

@@ -79,7 +79,7 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     seen = []
     out = pool.sample(job, on_step=lambda d, t: seen.append((d, t)))
     assert out.shape == ref.shape == (V - 1, 48, T, H, W)
-    assert rel_err(out, ref) <= 1e-6
+    assert rel_err(out, ref) <= 1e-5
     assert (2, 2) in seen
 
     long = _job(files, steps=200)
@@ -94,7 +94,7 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
         pool.sample(long, on_step=cancel)
     assert time.monotonic() - t_cancel["t"] < 5.0
     assert get_pool(spec) is pool and pool.alive  # reused after an interrupt
-    assert rel_err(pool.sample(job), ref) <= 1e-6
+    assert rel_err(pool.sample(job), ref) <= 1e-5
     rejected = r"worker . \(pid \d+\) failed: ValueError: steps must be >= 1"  # every rank rejects it
     with pytest.raises(RuntimeError, match=rejected):
         pool.sample(dict(job, steps=0))
@@ -112,7 +112,7 @@ def test_pool_matches_one_process_then_interrupt_then_dead_worker(setup):
     assert time.monotonic() - t_cancel["kill"]["t"] < 5.0
     fresh = get_pool(spec)
     assert fresh is not pool and fresh.alive
-    assert rel_err(fresh.sample(job), ref) <= 1e-6
+    assert rel_err(fresh.sample(job), ref) <= 1e-5
 
 
 @pytest.mark.slow  # starts worker processes
@@ -134,7 +134,7 @@ def test_pool_matches_one_process_with_a_wan21_class_model(comfy_host, tmp_path)
     finally:
         shutdown_all()
     assert out.shape == ref.shape == (V - 1, 16, T, H, W) and ref.abs().max() > 0.1
-    assert rel_err(out, ref) <= 1e-6
+    assert rel_err(out, ref) <= 1e-5
 
 
 @pytest.mark.slow  # starts worker processes
@@ -166,7 +166,7 @@ def test_parallel_node_feeds_the_sampler(setup, comfy_host):
         ref = sampler.execute(model=patched, **args).result[0]["samples"]
     out = sampler.execute(model=pooled, **args).result[0]["samples"]
     assert out.shape == ref.shape == (V - 1, 48, T, H, W)
-    assert rel_err(out, ref) <= 1e-6
+    assert rel_err(out, ref) <= 1e-5
 
 
 # every Full4DSampler option away from its default (the ablation per case below)
@@ -215,7 +215,7 @@ def test_the_pool_carries_every_sampler_option(setup, comfy_host):
         want = ref if ablation == "no_cross_half" else run(patched, ablation)
         got = run(pooled, ablation)
         assert got.shape == want.shape == (V_OPTIONS, 48, T, H, W)
-        assert rel_err(got, want) <= 1e-6, (ablation, rel_err(got, want))
+        assert rel_err(got, want) <= 1e-5, (ablation, rel_err(got, want))
 
 
 FAULT = "1:7"  # rank 1 raises after step 1 of a 7-step job (pool.FAULT_ENV, read by the workers at start)
@@ -239,7 +239,7 @@ def run_with_fault(pool, get_pool, spec, job, ref, who: str) -> None:
     assert not pool.alive
     fresh = get_pool(spec)
     assert fresh is not pool and fresh.alive
-    assert rel_err(fresh.sample(job), ref) <= 1e-6
+    assert rel_err(fresh.sample(job), ref) <= 1e-5
 
 
 @pytest.mark.slow  # starts worker processes

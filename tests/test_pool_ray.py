@@ -49,7 +49,7 @@ def test_ray_pool_matches_one_process_then_interrupt_then_fault_then_dead_actor(
     assert isinstance(pool, RayPool) and {w[1] for w in pool.where} == {"127.0.0.1"}
     out = pool.sample(job)
     assert out.shape == ref.shape == (V - 1, 48, T, H, W)
-    assert rel_err(out, ref) <= 1e-6
+    assert rel_err(out, ref) <= 1e-5
 
     t = {}
 
@@ -78,7 +78,7 @@ def test_ray_pool_matches_one_process_then_interrupt_then_fault_then_dead_actor(
     assert time.monotonic() - t["kill"] < 5.0
     fresh = get_pool(spec)
     assert fresh is not pool and fresh.alive
-    assert rel_err(fresh.sample(job), ref) <= 1e-6
+    assert rel_err(fresh.sample(job), ref) <= 1e-5
 
 
 @pytest.mark.slow  # starts a Ray instance and its actors
