@@ -46,9 +46,12 @@ def test_web_lib_is_only_lazy_mjs():
     """The host's /extensions imports every *.js under web/ on every page: the bundle must not be one."""
     assert BUNDLE.is_file() and 1_000_000 < BUNDLE.stat().st_size < 4_000_000, BUNDLE.stat().st_size
     assert not list(LIB.rglob("*.js")), "web/lib must hold .mjs modules only"
-    assert [p.name for p in WEB.rglob("*.js")] == ["full4d_preview.js"]
-    widget = (WEB / "full4d_preview.js").read_text()
-    assert not re.search(r"^\s*import .*lib/", widget, re.M), "the renderer must be imported lazily"
+    # the preview widget and the small opener of graphs saved with the Fit node's old inputs (issue 32)
+    assert sorted(p.name for p in WEB.rglob("*.js")) == ["full4d_fit_upgrade.js", "full4d_preview.js"]
+    assert (WEB / "full4d_fit_upgrade.js").stat().st_size < 20_000
+    for name in ("full4d_preview.js", "full4d_fit_upgrade.js"):
+        src = (WEB / name).read_text()
+        assert not re.search(r"^\s*import .*lib/", src, re.M), f"{name}: the renderer must be imported lazily"
 
 
 def _module_refs(src: str) -> set[str]:

@@ -17,7 +17,8 @@ DEPTH = "depth_anything_3"
 _EXT = {".safetensors"}
 # The embedded nano Full-4D (models/nano/README.md): its base, VAE and adapter are listed by core's Load Diffusion
 # Model and Load VAE and by Full4DAdapterLoader next to the user's own files.
-NANO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models", "nano")
+# realpath: a pack linked into custom_nodes (or a package linked elsewhere) still finds its own folder
+NANO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))), "models", "nano")
 
 
 def register() -> None:
