@@ -12,7 +12,7 @@ from comfyui_full4d.host.paths import client_paths, output_dir
 from comfyui_full4d.host.splat import EXPORT_FORMATS, HAS_SPLAT, core_format_error, core_frame_bytes
 from comfyui_full4d.host.progress import progress
 
-from .types import DA3_MODEL, FIT_OPTIONS, FMD_TEACHER, GEOMETRY, RIG, SCENE4D
+from .types import DA3_MODEL, FIT_OPTIONS, FMD_TEACHER, GEOMETRY, RIG, SCENE4D, render_path_inputs
 
 CATEGORY = "Full4D/4dgs"
 _OPT = FitOptions()
@@ -173,16 +173,7 @@ class Full4DRender4DGS(io.ComfyNode):
             inputs=[
                 SCENE4D.Input("scene4d", tooltip="A fitted 4D scene (Full4D Fit 4D Gaussians)."),
                 RIG.Input("rig", tooltip="The cameras to render from (or to lay the orbit through)."),
-                io.Combo.Input("mode", options=["orbit", "rig grid"], default="orbit",
-                               tooltip="orbit: one video along a smooth path through the rig's cameras while time "
-                                       "runs; rig grid: every rig camera at num_frames moments."),
-                io.Int.Input("num_frames", default=60, min=1, max=1000,
-                             tooltip="orbit: frames of the video; rig grid: frames per camera."),
-                io.Float.Input("time_start", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="The first moment shown (0 = the first frame of the scene, 1 = the last)."),
-                io.Float.Input("time_end", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="The last moment shown; the same as time_start freezes time while the "
-                                       "camera moves (bullet time)."),
+                *render_path_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Rendered frames.")],
         )

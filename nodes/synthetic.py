@@ -5,7 +5,7 @@ from comfy_api.latest import io
 from comfyui_full4d.host.progress import progress
 from comfyui_full4d.media.synthetic import make_capture, render_truth
 
-from .types import GEOMETRY, RIG, TRUTH
+from .types import GEOMETRY, RIG, TRUTH, render_path_inputs
 
 
 class Full4DSyntheticScene(io.ComfyNode):
@@ -67,15 +67,7 @@ class Full4DRenderTruth(io.ComfyNode):
             inputs=[
                 TRUTH.Input("truth", tooltip="The synthetic scene (Full4D Synthetic 4D Scene)."),
                 RIG.Input("rig", tooltip="Cameras (the rig the scene was fitted with, or any other)."),
-                io.Combo.Input("mode", options=["orbit", "rig grid"], default="orbit",
-                               tooltip="orbit: the smooth loop through the rig, time running along it; rig grid: "
-                                       "every rig camera at num_frames times (all frames of view 0 first)."),
-                io.Int.Input("num_frames", default=60, min=1, max=1000,
-                             tooltip="orbit: cameras on the loop; rig grid: frames per view."),
-                io.Float.Input("time_start", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Start time (0 = the first frame, 1 = the last)."),
-                io.Float.Input("time_end", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="End time (equal to time_start for a frozen moment)."),
+                *render_path_inputs(),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The true frames.")],
         )
