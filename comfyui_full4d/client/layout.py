@@ -253,13 +253,13 @@ MODEL_FOLDERS = {
     ("Full4DAdapterLoader", "adapter"): ("models/full4d", "Full-4D adapter"),
 }
 NONE_ADAPTER = "none (zero-init)"  # comfyui_full4d/host/patch.py NONE_ADAPTER
-# the embedded nano Full-4D (comfyui_full4d/training/nano.py NANO_FILES): in the pack, listed by the loaders already
-NANO_FILES = ("full4d_nano_base.safetensors", "full4d_nano_vae.safetensors", "full4d_nano_adapter.safetensors")
 
 
 def model_note(prompt: dict) -> str:
     """The text of a graph's Note: each model file its loaders name and the folder it goes in, and the user's own
     input (video, capture folder)."""
+    from ..diffusion.nano import NANO_FILES
+
     lines, seen, nano = [], set(), False
     for node in prompt.values():
         for (ct, name), (folder, what) in MODEL_FOLDERS.items():
@@ -267,7 +267,7 @@ def model_note(prompt: dict) -> str:
             if node["class_type"] != ct or not isinstance(value, str) or (ct, value) in seen:
                 continue
             seen.add((ct, value))
-            if value in NANO_FILES:
+            if value in NANO_FILES.values():  # embedded in the pack, listed by the loaders already
                 nano = True
             elif ct == "Full4DAdapterLoader" and value == NONE_ADAPTER:
                 lines.append(f"- {folder}/ (optional): a trained {what}; '{NONE_ADAPTER}' runs without one")

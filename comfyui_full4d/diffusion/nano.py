@@ -9,7 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["NanoSpec", "NANO", "EMPTY_CONTEXT_SHAPE", "empty_context"]
+__all__ = ["NanoSpec", "NANO", "NANO_FILES", "EMPTY_CONTEXT_SHAPE", "empty_context"]
+
+# the embedded model's files in models/nano/ (written by ``training.nano ship``, listed by the host's loaders)
+NANO_FILES = {"vae": "full4d_nano_vae.safetensors", "base": "full4d_nano_base.safetensors",
+              "adapter": "full4d_nano_adapter.safetensors"}
 
 EMPTY_CONTEXT_SHAPE = (1, 1, 4096)  # one zero umT5-sized token: the nano models' only text conditioning
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from ..common.io import write_json
+from ..diffusion.nano import NANO_FILES
 
 __all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS", "render_data", "main"]
 
@@ -44,8 +45,6 @@ MULTIVIEW_SEEDS = range(100_000, 100_320)
 # each other view: 36 per scene of 6 views) are encoded once and reused from the disk cache
 ADAPTER_SEEDS = MULTIVIEW_SEEDS[:32]
 VIDEO_SEEDS = range(200_000, 201_600)
-NANO_FILES = {"vae": "full4d_nano_vae.safetensors", "base": "full4d_nano_base.safetensors",
-              "adapter": "full4d_nano_adapter.safetensors"}
 SHIFT = 3.0  # sampling shift of the nano model (small latents need less than Wan's 5 / 8)
 
 # Loop settings per stage (``train.TrainConfig`` fields; data / out filled in by ``_config``).
