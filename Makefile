@@ -11,7 +11,7 @@ demo: setup
 
 # The full suite (CI runs exactly this). pytest's exit code 5 ("no tests collected") is not a failure here.
 test: setup
-	$(PY) scripts/run_tests.py tests
+	$(PY) scripts/run_tests.py tests --durations=40
 
 # Fast local iteration: skips tests marked slow.
 test-fast: setup

@@ -25,6 +25,10 @@ _CPU_TILE = 8  # CPU tile size (any size gives the same image)
 _BATCH_ELEMS = 1 << 17  # (pixel, Gaussian) pairs per chunk: small enough to stay in cache
 _CHUNK_G = 64  # Gaussians per depth chunk inside a tile batch
 _FAR = 1.0e4  # exponent of padding entries (alpha = exp(-1e4) = 0)
+# exponents are clamped here before exp: exp(-20) = 2e-9 < ALPHA_MIN, so the threshold zeroes those alphas exactly as
+# before, while exp of arguments below about -87 (float32) lands in the subnormal / underflow range, which CPUs
+# compute on a slow path (measured ~100x slower per element); most (pixel, Gaussian) pairs of a tile are far out
+_EXP_FLOOR = -20.0
 
 
 def _tile_intersections(proj: Projection, tile: int, tiles_x: int, tiles_y: int) -> tuple[Tensor, Tensor]:
@@ -59,7 +63,7 @@ def _pixel_basis(tile: int, dtype, device) -> Tensor:
 def _chunk_state(basis: Tensor, coef: Tensor, T: Tensor, first: bool):
     """One depth chunk: basis (B, P, 6), coef (B, 6, g), carried T (B, P, 1) -> alpha, 1 - alpha, T_excl, T_incl,
     alive (1 until the pixel stops, else 0), weights ``w = alpha T_excl alive``, each (B, P, g)."""
-    alpha = torch.bmm(basis, coef.neg()).exp_()  # o exp(-sigma)
+    alpha = torch.bmm(basis, coef.neg()).clamp_min_(_EXP_FLOOR).exp_()  # o exp(-sigma), far tails at 2e-9
     alpha.clamp_max_(ALPHA_MAX)
     F.threshold_(alpha, ALPHA_MIN, 0.0)  # alpha < 1/255 is skipped
     one_minus = torch.rsub(alpha, 1.0)
