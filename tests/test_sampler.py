@@ -6,19 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fixtures.wan import KINDS, load_tiny_wan, random_rig_inputs
+from fixtures.wan import base, kind, random_rig_inputs  # noqa: F401 (fixtures)
 
 V, T, H, W, STEPS = 3, 2, 4, 6, 3
-
-
-@pytest.fixture(scope="module", params=list(KINDS))
-def kind(request):
-    return KINDS[request.param]
-
-
-@pytest.fixture(scope="module")
-def base(comfy_host, kind):
-    return load_tiny_wan(kind=kind.name)
 
 
 @pytest.fixture(scope="module")
