@@ -146,6 +146,19 @@ def test_clip_renders_cached_and_match_ground_truth(scene, capture, projection):
     assert torch.equal(again.masks, clip.masks)
 
 
+def test_clip_renders_take_the_point_radius_and_cache_it_apart(scene, projection):
+    """``point_radius`` reaches the projection (the same renders as ``projection_renders`` with that radius, more
+    pixels covered than radius 0) and caches apart from radius 0's renders."""
+    r0 = dataset.sample_clip(scene, 5, random.Random(3))
+    r1 = dataset.sample_clip(scene, 5, random.Random(3), point_radius=1)
+    assert r1.views == r0.views and len(list((scene.root / "cache").glob("clip_*.safetensors"))) == 2
+    assert int(r1.masks[1:].sum()) > int(r0.masks[1:].sum())
+    fresh = dataset.sample_clip(scene, 5, random.Random(3), point_radius=1, cache=False)
+    torch.testing.assert_close(r1.renders, fresh.renders)
+    assert torch.equal(r1.masks, fresh.masks)
+    assert not torch.equal(r1.masks, r0.masks)
+
+
 def test_missing_depth_needs_depth_fn(scene, projection):
     (scene.root / "depth.safetensors").unlink()
     with pytest.raises(ValueError, match="no depth.safetensors and no depth_fn"):

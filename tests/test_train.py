@@ -47,6 +47,8 @@ def test_config_validation():
         tr.TrainConfig(data="d", out="o", height=100)
     with pytest.raises(ValueError, match="views"):
         tr.TrainConfig(data="d", out="o", views=1)
+    with pytest.raises(ValueError, match="point_radius"):
+        tr.TrainConfig(data="d", out="o", point_radius=5)
 
 
 class _Stub:

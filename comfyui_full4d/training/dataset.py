@@ -284,11 +284,12 @@ def _relative(cams: Camera, order: list[int], scale: float) -> Camera:
                   width=cams.width, height=cams.height)
 
 
-def projection_renders(frames: Tensor, depth: Tensor, cameras: Camera, scale: float) -> tuple[Tensor, Tensor]:
+def projection_renders(frames: Tensor, depth: Tensor, cameras: Camera, scale: float,
+                       point_radius: int = 0) -> tuple[Tensor, Tensor]:
     """Point-cloud projection (SPEC 3) of source frames (L, H, W, 3) with metric depth (L, H, W)
     into relative cameras (V,) in scene units (view 0 the source), through the inference graph's
-    own ``projection.project_rig`` -> renders (V, L, H, W, 3), masks (V, L, H, W) bool; view 0 is
-    the source itself."""
+    own ``projection.project_rig`` (splat radius ``point_radius``) -> renders (V, L, H, W, 3), masks
+    (V, L, H, W) bool; view 0 is the source itself."""
     from ..geometry.cameras import Rig
     from ..geometry.source import Geometry
     from ..geometry.projection import project_rig
@@ -296,7 +297,7 @@ def projection_renders(frames: Tensor, depth: Tensor, cameras: Camera, scale: fl
     L = frames.shape[0]
     geo = Geometry(depth=depth.float(), K=cameras.K[0].float(), w2c=torch.eye(4).expand(L, 4, 4).clone(),
                    scale=float(scale))
-    renders, masks = project_rig(frames.float(), geo, Rig(cameras=cameras))
+    renders, masks = project_rig(frames.float(), geo, Rig(cameras=cameras), point_radius=int(point_radius))
     renders[0], masks[0] = frames.to(renders.dtype), True  # SPEC 3: the source view's render is the source
     return renders, masks
 
@@ -316,12 +317,14 @@ def draw_clip(num_frames: int, num_views: int, length: int, rng: random.Random,
 
 
 def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: int | None = None,
-                depth_fn: DepthFn | None = None, cache: bool = True) -> Clip:
+                depth_fn: DepthFn | None = None, cache: bool = True, point_radius: int = 0) -> Clip:
     """Sample a clip of ``length = 4k+1`` frames: random start, random source, shuffled targets.
 
     max_views: use at most this many views (source + random targets). depth_fn: depth for scenes
-    without ``depth.safetensors`` (e.g. DA3). The source's projection into every view is cached under
-    ``scene/cache/`` keyed by (start, length, source) and reused by every clip with that source.
+    without ``depth.safetensors`` (e.g. DA3). point_radius: the projection's splat radius
+    (``Full4DProjectToCameras``' input of that name; train with the value the graphs will use). The source's
+    projection into every view is cached under ``scene/cache/`` keyed by (start, length, source, radius) and
+    reused by every clip with that source.
     """
     start, order = draw_clip(scene.num_frames, scene.num_views, length, rng, max_views)
     frames = torch.stack([read_video(scene.videos[v], start, length) for v in order])
@@ -329,7 +332,8 @@ def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: in
     # its targets' renders from it (a render depends on the source and its target only), so clips that share a
     # source, in any order and subset of targets, share the cached file
     every = [order[0]] + [v for v in range(scene.num_views) if v != order[0]]
-    key = hashlib.sha1(f"{start}:{length}:{every}".encode()).hexdigest()[:16]
+    radius = f":r{int(point_radius)}" if point_radius else ""  # radius 0 keeps the older caches' names
+    key = hashlib.sha1(f"{start}:{length}:{every}{radius}".encode()).hexdigest()[:16]
     path = scene.root / "cache" / f"clip_{key}.safetensors"
     if cache and path.is_file():
         from safetensors.torch import load_file
@@ -345,7 +349,7 @@ def sample_clip(scene: SceneInfo, length: int, rng: random.Random, max_views: in
             depth = depth_fn(frames[0]).float()
         scale = scene_scale(depth[0])
         rel = _relative(scene.cameras, every, scale)
-        renders, masks = projection_renders(frames[0], depth, rel, scale)
+        renders, masks = projection_renders(frames[0], depth, rel, scale, point_radius)
         renders = renders.half().float()  # what the cache holds, so hits and misses agree
         if cache:
             path.parent.mkdir(exist_ok=True)

@@ -53,7 +53,8 @@ class TrainConfig:
     """Hyperparameters (defaults: the paper's 384x672, 81 frames, 6 views; lr as in common
     adapter fine-tuning, the paper does not state it). Schedule: ``warmup`` linear steps, then a cosine
     to ``lr * lr_final`` (1: constant); ``ema``: decay of the weights' moving average that the inference
-    file holds (0: off, the last weights)."""
+    file holds (0: off, the last weights). ``point_radius``: the projection renders' splat radius, as
+    ``Full4DProjectToCameras`` takes it (an adapter should be sampled with the radius it was trained on)."""
 
     data: str
     out: str
@@ -78,6 +79,7 @@ class TrainConfig:
     warmup: int = 0
     lr_final: float = 1.0
     ema: float = 0.0
+    point_radius: int = 0
 
     def __post_init__(self) -> None:
         Ablation.named(self.ablation)
@@ -96,6 +98,8 @@ class TrainConfig:
         if self.ema > 0 and self.fsdp:
             raise ValueError("ema with fsdp is not supported (the average would need the full weights on every rank); "
                              "use DDP (--fsdp false) or --ema 0")
+        if not 0 <= self.point_radius <= 4:
+            raise ValueError(f"point_radius must be in [0, 4] (Full4DProjectToCameras' range), got {self.point_radius}")
         if self.warmup < 0 or not 0.0 <= self.lr_final <= 1.0 or not 0.0 <= self.ema < 1.0:
             raise ValueError(f"warmup must be >= 0, lr_final in [0, 1] and ema in [0, 1), got warmup={self.warmup}, "
                              f"lr_final={self.lr_final}, ema={self.ema}")
@@ -153,7 +157,8 @@ def encode_clip(model: "TrainModel", clip, cfg: TrainConfig, cache: _LatentCache
     with torch.no_grad():
         z0 = torch.cat([get((scene_key, v, start, *size), lambda i=i: model.encode(frames[i:i + 1]).float())
                         for i, v in enumerate(clip.views)])
-        cond = torch.cat([z0[:1]] + [get((scene_key, src, v, start, *size),
+        radius = (f"r{cfg.point_radius}",) if cfg.point_radius else ()  # radius 0: the older caches' keys
+        cond = torch.cat([z0[:1]] + [get((scene_key, src, v, start, *size, *radius),
                                          lambda i=i: model.encode(renders[i:i + 1]).float())
                                      for i, v in enumerate(clip.views) if i > 0])
     return z0, cond
@@ -262,7 +267,8 @@ class AdapterStage:
 
         cfg = self.cfg
         scene = self.scenes[rng.randrange(len(self.scenes))]
-        clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=self.depth_fn)
+        clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=self.depth_fn,
+                              point_radius=cfg.point_radius)
         z0, cond = encode_clip(self.model, clip, cfg, self.cache, str(scene.root))
         if not Ablation.named(cfg.ablation).projection:
             cond = torch.cat([cond[:1], torch.zeros_like(cond[1:])])
