@@ -138,8 +138,9 @@ def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torc
     """(V-1, T, H, W, 3) target views of one row."""
     from comfyui_full4d.diffusion.nano import empty_context
     from comfyui_full4d.diffusion.training_free import TrainingFreeConfig
-    from comfyui_full4d.host.sampling import sample_rig
+    from comfyui_full4d.host.sampling import generate_views
     from comfyui_full4d.host.training_free import sample_rig_training_free
+    from comfyui_full4d.training.nano import SHIFT
 
     cap, renders, masks = inp["cap"], inp["renders"], inp["masks"]
     if row == "projection":
@@ -149,22 +150,18 @@ def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torc
     if row == "VAE round trip":
         return models.decode(models.encode(cap.views[1:]))
     cond = [[empty_context(), {}]]
-    src = {"samples": models.encode(cap.source[None])}
-    proj = {"samples": models.encode(renders[1:])}
-    kw = dict(seed=0, steps=steps, cfg=1.0, shift=3.0, sampler_name="euler", scheduler="simple")
     if row == "training-free":
         V, T = masks.shape[:2]
+        src = {"samples": models.encode(cap.source[None])}
+        proj = {"samples": models.encode(renders[1:])}
         lat = sample_rig_training_free(models.base, cond, cond, src, proj, masks.reshape(V * T, *masks.shape[2:]).float(),
-                                       cap.rig, config=TrainingFreeConfig(), **kw)
-    elif row == "zero-init":
-        lat = sample_rig(models.patched(None), cond, cond, src, proj, cap.rig, **kw)
-    elif row == "full":
-        lat = sample_rig(models.patched(models.adapter_file), cond, cond, src, proj, cap.rig, **kw)
-    else:  # "full (ablation budget)" or an ablation: the adapters of the ablation runs
-        name = "full" if row.startswith("full") else row
-        lat = sample_rig(models.patched(work / f"adapter_ab_{name}" / "adapter.safetensors"), cond, cond, src, proj,
-                         cap.rig, ablation=name, **kw)
-    return models.decode(lat["samples"])
+                                       cap.rig, config=TrainingFreeConfig(), seed=0, steps=steps, cfg=1.0, shift=SHIFT,
+                                       sampler_name="euler", scheduler="simple")
+        return models.decode(lat["samples"])
+    name = "full" if row.startswith("full") else row  # "full (ablation budget)": the full run beside the ablations
+    adapter = {"zero-init": None, "full": models.adapter_file}.get(row, work / f"adapter_ab_{name}" / "adapter.safetensors")
+    return generate_views(models.patched(adapter), models.vae, cap.source, renders[1:], cap.rig, cond, steps=steps,
+                          shift=SHIFT, ablation=name if row not in ("zero-init", "full") else "full")
 
 
 def available_rows(work: Path) -> list[str]:

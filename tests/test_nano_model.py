@@ -75,16 +75,12 @@ def _generate(nano: dict, model: str, projections: torch.Tensor, negate_cameras:
 
 
 def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list) -> torch.Tensor:
-    from comfyui_full4d.host.sampling import sample_rig
+    from comfyui_full4d.host.sampling import generate_views
     from comfyui_full4d.training.nano import SHIFT
 
-    vae, cap = nano["vae"], nano["cap"]
-    with torch.inference_mode():
-        src = {"samples": vae.encode(cap.source)}
-        proj = {"samples": torch.cat([vae.encode(p) for p in projections])}
-        lat = sample_rig(nano["models"][model], cond, cond, src, proj, cap.rig, seed=0, steps=STEPS, cfg=1.0,
-                         shift=SHIFT, sampler_name="euler", scheduler="simple")["samples"]
-        return torch.stack([vae.decode(lat[i:i + 1])[0] for i in range(lat.shape[0])]).float().clamp(0, 1)
+    cap = nano["cap"]
+    return generate_views(nano["models"][model], nano["vae"], cap.source, projections, cap.rig, cond, steps=STEPS,
+                          shift=SHIFT)
 
 
 @pytest.fixture(scope="module")

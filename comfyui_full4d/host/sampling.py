@@ -157,6 +157,20 @@ def sample_rig(model, positive: list, negative: list, source: dict, projections:
     return {"samples": sample_full4d(model, positive, negative, source["samples"], proj, cams, **kw)}
 
 
+def generate_views(model, vae, source: Tensor, projections: Tensor, rig, positive: list, *, steps: int, shift: float,
+                   seed: int = 0, ablation: str = "full") -> Tensor:
+    """The generation stage of a graph, VAE Encode -> Full4DSampler (Euler, simple schedule, cfg 1) -> VAE Decode:
+    source (T, H, W, 3) and the target views' projection renders (V-1, T, H, W, 3) in [0, 1], each video encoded
+    on its own as VAE Encode does -> the target views (V-1, T, H, W, 3) in [0, 1]. ``positive`` is also the
+    negative (cfg 1 never runs it)."""
+    with torch.inference_mode():
+        src = {"samples": vae.encode(source)}
+        proj = {"samples": torch.cat([vae.encode(p) for p in projections])}
+        lat = sample_rig(model, positive, positive, src, proj, rig, ablation=ablation, seed=seed, steps=steps, cfg=1.0,
+                         shift=shift, sampler_name="euler", scheduler="simple")["samples"]
+        return torch.stack([vae.decode(lat[i:i + 1])[0] for i in range(lat.shape[0])]).float().clamp(0, 1)
+
+
 def predict_x0(model, positive: list, source: Tensor, projections: Tensor, cams: Tensor, z_tau: Tensor,
                tau: float, *, model_space: bool = False) -> Tensor:
     """One model call of the multi-view model (SPEC 8): ``z0_hat = z_tau - tau * v`` per target view.
