@@ -18,7 +18,8 @@ more than a mean of eight), and the checks are relative to baselines run here on
 The shipped adapter fails the last check (strict xfail, so the test says when that changes): its views are the
 same whichever projection it is given, even black ones (covered pixels 16.3 dB right, 16.3 swapped, 16.4 black, on
 scene 3), while negated cameras cost ~0.5 dB. It learned the scene family's multi-view prior from the source and
-the cameras, not to carry the projected pixels over: issue 29's open finding (models/nano/README.md).
+the cameras, not to carry the projected pixels over: issue 29's open finding (models/nano/README.md; diagnosed in
+docs/results.md: its radius-0 projections lose their content in the nano VAE).
 """
 
 from __future__ import annotations
