@@ -161,7 +161,7 @@ def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torc
     name = "full" if row.startswith("full") else row  # "full (ablation budget)": the full run beside the ablations
     adapter = {"zero-init": None, "full": models.adapter_file}.get(row, work / f"adapter_ab_{name}" / "adapter.safetensors")
     return generate_views(models.patched(adapter), models.vae, cap.source, renders[1:], cap.rig, cond, steps=steps,
-                          shift=SHIFT, ablation=name if row not in ("zero-init", "full") else "full")
+                          shift=SHIFT, ablation="full" if row == "zero-init" else name)
 
 
 def available_rows(work: Path) -> list[str]:

@@ -63,6 +63,11 @@ def _args(argv=None):
     return p.parse_args(argv)
 
 
+def row_name(lambda_fmd: float, every: int) -> str:
+    """The table's row for one setting (lambda 0: the fit without FMD)."""
+    return "4DGS" if lambda_fmd == 0 else f"4DGS + FMD (lambda {lambda_fmd:g}, every {every})"
+
+
 def held_out_cameras(rig, scale: float):
     """The six App. B orbit cameras halfway between consecutive rig cameras (metric)."""
     from comfyui_full4d.geometry.cameras import Camera
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             generated = nano_eval.run_row("full", inp, models, a.steps, ROOT / ".cache" / "nano")
         for lam, every in settings:
-            name = "4DGS" if lam == 0 else f"4DGS + FMD (lambda {lam:g}, every {every})"
+            name = row_name(lam, every)
             torch.manual_seed(0)
             res = fit_scene(inp, models, generated, a.iterations, lam, every)
             results.setdefault(name, []).append(res)
@@ -147,8 +152,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print("\n" + table)
     if a.validate:
-        names = {("4DGS" if lam == 0 else f"4DGS + FMD (lambda {lam:g}, every {every})"): (lam, every)
-                 for lam, every in settings}
+        names = {row_name(lam, every): (lam, every) for lam, every in settings}
         fmd_rows = [n for n in results if names[n][0] > 0]
         best = max(fmd_rows, key=lambda n: statistics.fmean(x["heldout_psnr"] for x in results[n]))
         print(f"\n[fmd] best FMD setting on the validation seeds {seeds}: {best}")
