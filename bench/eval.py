@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/eval.py                       # the table (8 held-out scenes, ~15 min on 2 free cores)
     .venv/bin/python bench/eval.py --scenes 1 --no-write # a quick look at one scene
+    .venv/bin/python bench/eval.py --add --rows "full (ablation budget),no_projection"  # rows added to the last table
 
 Scenes: ``make_capture(6, 9, 96, 160, seed)``, the paper's six views 60 degrees apart on the ring through the
 source camera, for the held-out seeds ``--seeds`` (no training clip used a seed below
@@ -56,6 +57,8 @@ def _args(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "results_nano.json")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--add", action="store_true",
+                   help="keep the other rows of --json (same seeds and steps) and add or replace only --rows")
     return p.parse_args(argv)
 
 
@@ -123,14 +126,16 @@ class Models:
 
 
 def scene_inputs(seed: int) -> dict:
-    """The capture, its source-only geometry and the projection of the source into the rig."""
+    """The capture, its source-only geometry and the projection of the source into the rig (at the splat radius
+    the nano adapter was trained on, as the demo graphs project)."""
     from comfyui_full4d.geometry.projection import project_rig
     from comfyui_full4d.geometry.source import Geometry
     from comfyui_full4d.media.synthetic import make_capture
+    from comfyui_full4d.training.nano import POINT_RADIUS
 
     cap = make_capture(6, 9, 96, 160, seed=seed)
     geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
-    renders, masks = project_rig(cap.source, geo, cap.rig)
+    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
     return {"cap": cap, "geometry": geo, "renders": renders, "masks": masks}
 
 
@@ -219,6 +224,8 @@ def main(argv=None) -> int:
             res["seconds"] = time.time() - t0
             per_scene[row].append(res)
             print(f"[eval] seed {seed} {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+    if a.add:
+        per_scene = merged_rows(a.json, per_scene, seeds, a.steps)
     table = aggregate(per_scene)
     text = markdown(table)
     print("\n" + text)
@@ -229,6 +236,19 @@ def main(argv=None) -> int:
                             "seconds_total": time.time() - t_all})
         write_text(a.out, results_markdown(text, seeds, a.steps, a.out))
     return 0
+
+
+def merged_rows(path: Path, new: dict[str, list[dict]], seeds: list[int], steps: int) -> dict[str, list[dict]]:
+    """The per-scene rows of an earlier run (``path``, its JSON) with ``new`` added or replacing rows of the same
+    name, in the order ``available_rows`` gives; the earlier run must have scored the same seeds at the same steps."""
+    old = json.loads(path.read_text())
+    if old["seeds"] != seeds or old["steps"] != steps:
+        raise SystemExit(f"--add: {path} scored seeds {old['seeds']} at {old['steps']} steps, this run {seeds} at "
+                         f"{steps}: run the whole table instead")
+    rows = {**old["per_scene"], **new}
+    order = {r: i for i, r in enumerate(["projection", "projection + inpainting", "training-free", "zero-init", "full",
+                                         "full (ablation budget)", *ABLATIONS, "VAE round trip"])}
+    return dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def results_markdown(table: str, seeds: list[int], steps: int, path: Path) -> str:

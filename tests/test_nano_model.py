@@ -47,14 +47,14 @@ def nano(comfy_host):
     from comfyui_full4d.host.nano import load_base, load_vae
     from comfyui_full4d.host.patch import attach_adapter, make_adapter
     from comfyui_full4d.media.synthetic import make_capture
-    from comfyui_full4d.training.nano import HELDOUT_BELOW, NANO_FILES
+    from comfyui_full4d.training.nano import HELDOUT_BELOW, NANO_FILES, POINT_RADIUS
 
     assert SEED < HELDOUT_BELOW
     folder = ROOT / "models" / "nano"
     base, vae = load_base(folder / NANO_FILES["base"]), load_vae(folder / NANO_FILES["vae"])
     cap = make_capture(6, 9, 96, 160, seed=SEED, radius=1.2, elevation_deg=15.0)
     geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
-    renders, masks = project_rig(cap.source, geo, cap.rig)
+    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
     models = {"full": attach_adapter(base, make_adapter(base, str(folder / NANO_FILES["adapter"]))),
               "zero-init": attach_adapter(base, make_adapter(base, None))}
     return {"cap": cap, "renders": renders, "masks": masks, "vae": vae, "models": models}
@@ -128,3 +128,22 @@ def test_the_shipped_files_are_fp16_within_40_mb_and_say_how_they_were_made():
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, p.name
         assert meta.get("data_seeds", "").startswith("multiview 100000-"), (p.name, meta)
     assert (folder / "README.md").is_file()
+
+
+def test_the_demo_graphs_project_at_the_radius_the_shipped_adapter_was_trained_on():
+    """A projection at another splat radius than training is a different input (coverage 26% vs 43%): the shipped
+    adapter's header, the recipe's constant and every demo graph running the nano model must agree."""
+    import json
+
+    from safetensors import safe_open
+
+    from comfyui_full4d.training.nano import NANO_FILES, POINT_RADIUS
+
+    with safe_open(str(ROOT / "models" / "nano" / NANO_FILES["adapter"]), framework="pt") as f:
+        assert (f.metadata() or {}).get("point_radius_trained") == str(POINT_RADIUS)
+    demos = [p for p in (ROOT / "workflows" / "api").glob("*_api.json") if "full4d_nano" in p.read_text()]
+    assert demos
+    for p in demos:
+        radii = [n["inputs"]["point_radius"] for n in json.loads(p.read_text()).values()
+                 if n["class_type"] == "Full4DProjectToCameras"]
+        assert radii and all(r == POINT_RADIUS for r in radii), (p.name, radii)

@@ -59,3 +59,19 @@ def test_every_stage_runs_resumes_and_ships(tmp_path, comfy_host):
     assert vae.latent_channels == 16
     patched = attach_adapter(base, make_adapter(base, str(dest / NANO_FILES["adapter"])))
     assert patched is not base
+
+
+def test_a_shorter_budget_keeps_the_schedule_shape():
+    """``nano adapter --budget N`` (the Tab. 4 ablations): warmup and EMA horizon scale with N, so the file a short
+    run writes is as far from its zero start as the full run's (an unscaled EMA of 0.998 would keep 67% of it)."""
+    from comfyui_full4d.training.nano import STAGE_CONFIGS, scaled_budget
+
+    full = STAGE_CONFIGS["adapter"]
+    assert scaled_budget(full, full["steps"]) == full
+    short = scaled_budget(full, full["steps"] // 5)
+    assert short["steps"] == full["steps"] // 5 and short["warmup"] == round(full["warmup"] / 5)
+    assert short["ema"] ** short["steps"] == pytest.approx(full["ema"] ** full["steps"], rel=0.02)
+    assert {k: v for k, v in short.items() if k not in ("steps", "warmup", "ema")} == \
+        {k: v for k, v in full.items() if k not in ("steps", "warmup", "ema")}
+    with pytest.raises(ValueError, match="--budget"):
+        scaled_budget(full, 0)

@@ -36,7 +36,7 @@ import torch
 from ..common.io import write_json
 from ..diffusion.nano import NANO_FILES
 
-__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS", "render_data", "main"]
+__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "scaled_budget", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS", "render_data", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 HELDOUT_BELOW = 10_000
@@ -45,6 +45,10 @@ MULTIVIEW_SEEDS = range(100_000, 100_320)
 # each other view: 36 per scene of 6 views) are encoded once and reused from the disk cache
 ADAPTER_SEEDS = MULTIVIEW_SEEDS[:32]
 VIDEO_SEEDS = range(200_000, 201_600)
+# the splat radius of the adapter's projection renders (Full4DProjectToCameras' point_radius; the demo graphs and
+# bench/eval.py project with it): radius 0 covers ~26% of a target and the nano VAE's round trip blurs those pixels
+# to what the base guesses anyway, radius 1 ~43% (docs/results.md, issue 29)
+POINT_RADIUS = 1
 SHIFT = 3.0  # sampling shift of the nano model (small latents need less than Wan's 5 / 8)
 
 # Loop settings per stage (``train.TrainConfig`` fields; data / out filled in by ``_config``).
@@ -54,7 +58,7 @@ STAGE_CONFIGS = {
     "vae_color": dict(steps=900, lr=3e-4, warmup=50, lr_final=0.2, save_every=100, grad_clip=1.0),
     "base": dict(steps=5000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=200, shift=SHIFT),
     "adapter": dict(steps=1000, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
-                    views=6, latent_cache=0),
+                    views=6, latent_cache=0, point_radius=POINT_RADIUS),
 }
 BASE_BATCH = 8
 
@@ -127,6 +131,19 @@ def render_data(work: Path, *, scenes: int | None = None, videos: int | None = N
         if i % 100 == 0:
             log(f"[nano data] video {i + 1}/{len(VIDEO_SEEDS)} ({time.time() - t0:.0f} s)")
     log(f"[nano data] done in {time.time() - t0:.0f} s")
+
+
+def scaled_budget(settings: dict, steps: int) -> dict:
+    """A stage's loop settings compressed to ``steps``: the warmup and the EMA's horizon (``1 / (1 - ema)`` steps)
+    scaled by ``steps / settings["steps"]``, so a short run (the Tab. 4 ablations' budget) has the same schedule
+    shape instead of an EMA still near its zero start (0.998 after 200 steps keeps 67% of the initial weights)."""
+    if steps < 1:
+        raise ValueError(f"--budget must be >= 1 step, got {steps}")
+    k = steps / settings["steps"]
+    out = dict(settings, steps=steps, warmup=round(settings.get("warmup", 0) * k))
+    if settings.get("ema"):
+        out["ema"] = max(0.0, 1.0 - (1.0 - settings["ema"]) / k)
+    return out
 
 
 def _config(stage: str, work: Path, **over) -> "TrainConfig":
@@ -220,8 +237,10 @@ def train_base(work: Path, steps: int | None = None) -> Path:
     return Path(cfg.out) / "base.safetensors"
 
 
-def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", out: str | None = None) -> Path:
-    """The adapter on the nano base, by ``train.train`` through the host (module docstring)."""
+def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", out: str | None = None,
+                  budget: int | None = None) -> Path:
+    """The adapter on the nano base, by ``train.train`` through the host (module docstring). ``budget``: a shorter
+    run with the same schedule shape (``scaled_budget``); ``steps`` overrides the step count alone (smoke runs)."""
     from ..diffusion.nano import empty_context
     from ..host.nano import load_base, load_vae
     from ..host.training import HostTrainModel
@@ -230,7 +249,9 @@ def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", 
     from ..diffusion.ablation import Ablation
 
     name = "adapter" if ablation == "full" and out is None else (out or f"adapter_{ablation}")
-    cfg = _config("adapter", work, steps=steps, ablation=ablation, out=str(work / name))
+    over = scaled_budget(STAGE_CONFIGS["adapter"], budget) if budget else {}
+    cfg = _config("adapter", work, **{**over, "steps": steps or over.get("steps")}, ablation=ablation,
+                  out=str(work / name))
     model = load_base(work / "base" / "base.safetensors")
     vae = load_vae(work / "vae_color" / "vae.safetensors")
     host = HostTrainModel(model, vae, empty_context(), ablation=Ablation.named(ablation),
@@ -257,6 +278,8 @@ def ship(work: Path, dest: Path = ROOT / "models" / "nano") -> list[Path]:
             meta = dict(f.metadata() or {})
             sd = {k: f.get_tensor(k).half() for k in f.keys()}
         meta.setdefault("trained_by", f"comfyui_full4d.training.nano {stage}")
+        if stage == "adapter":  # what Full4DProjectToCameras' point_radius should be (extra key: loaders skip it)
+            meta.setdefault("point_radius_trained", str(POINT_RADIUS))
         meta.setdefault("data_seeds", _seed_text() + (f"; adapter scenes {ADAPTER_SEEDS.start}-{ADAPTER_SEEDS.stop - 1}"
                                                       if stage == "adapter" else ""))
         save_tensors(dest / name, sd, metadata=meta)
@@ -272,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the stage's step budget (smoke runs)")
     p.add_argument("--ablation", default="full", help="adapter: full or a Tab. 4 variant (no_fused_attention, ...)")
     p.add_argument("--out", default=None, help="adapter: output folder name under --work")
+    p.add_argument("--budget", type=int, default=None,
+                   help="adapter: a shorter run (the Tab. 4 ablations), warmup and EMA horizon scaled with it")
     p.add_argument("--scenes", type=int, default=None, help="data: render only the first N multiview scenes")
     p.add_argument("--videos", type=int, default=None, help="data: render only the first N single-view clips")
     p.add_argument("--dest", type=Path, default=ROOT / "models" / "nano", help="ship: the folder of the fp16 files")
@@ -296,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         elif st == "base":
             train_base(work, a.steps)
         elif st == "adapter":
-            train_adapter(work, a.steps, a.ablation, a.out)
+            train_adapter(work, a.steps, a.ablation, a.out, a.budget)
         else:
             print("\n".join(str(x) for x in ship(work, a.dest)))
         _log_line(work, st, f"stage wall time {time.time() - t0:.0f} s")
