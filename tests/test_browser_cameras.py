@@ -253,7 +253,7 @@ def test_preview_is_drawn_after_a_page_reload(cams, scene_run):
     page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
     page.keyboard.press("Escape")
     cams.b.close_dialogs()
-    cams.b.wait_label("t 1/1", timeout=60_000)
+    cams.b.wait_label("t 1/1", timeout=120_000)
     page.wait_for_timeout(500)
     page.screenshot(path=str(cams.artifacts / "cameras_after_reload_page.png"))
     p = cams.compare("reload", "source", cams.b.canvas_png(), scene_run["rig"][0])
