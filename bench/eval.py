@@ -57,6 +57,7 @@ def _args(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "results_nano.json")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--table-only", action="store_true", help="rewrite the tables from --json, sample nothing")
     p.add_argument("--add", action="store_true",
                    help="keep the other rows of --json (same seeds and steps) and add or replace only --rows")
     return p.parse_args(argv)
@@ -192,6 +193,29 @@ def aggregate(per_scene: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
+PAIRED = ("psnr_all", "psnr_uncovered", "reproj_l1")
+ABLATION_REFERENCE = "full (ablation budget)"
+
+
+def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE) -> str:
+    """Each Tab. 4 ablation minus the full adapter trained at its budget, scene by scene: mean ± standard deviation
+    of the differences and how many scenes got worse (PSNR down, reprojection error up); empty without them."""
+    rows = [r for r in per_scene if r in ABLATIONS]
+    if ref not in per_scene or not rows:
+        return ""
+    head = "| ablation minus full (same budget) | " + " | ".join(f"{c} (scenes worse)" for c in PAIRED) + " |\n"
+    out = head + "|---|" + "---|" * len(PAIRED) + "\n"
+    for r in rows:
+        cells = []
+        for c in PAIRED:
+            diffs = [a[c] - b[c] for a, b in zip(per_scene[r], per_scene[ref])]
+            worse = sum(d > 0 if c == "reproj_l1" else d < 0 for d in diffs)
+            sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+            cells.append(f"{statistics.fmean(diffs):+.3f} ± {sd:.3f} ({worse}/{len(diffs)})")
+        out += f"| {r} | " + " | ".join(cells) + " |\n"
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     head = "| row | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     fmt = lambda m, s: "n/a" if not math.isfinite(m) else f"{m:.3f} ± {s:.3f}"  # noqa: E731
@@ -200,6 +224,14 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     a = _args(argv)
+    if a.table_only:
+        from comfyui_full4d.common.io import write_text
+
+        old = json.loads(a.json.read_text())
+        text = markdown(aggregate(old["per_scene"])) + _paired_section(old["per_scene"])
+        print(text)
+        write_text(a.out, results_markdown(text, old["seeds"], old["steps"], a.out))
+        return 0
     from comfyui_full4d.host.boot import import_host
 
     import_host(a.comfyui, cpu=not torch.cuda.is_available())
@@ -227,7 +259,7 @@ def main(argv=None) -> int:
     if a.add:
         per_scene = merged_rows(a.json, per_scene, seeds, a.steps)
     table = aggregate(per_scene)
-    text = markdown(table)
+    text = markdown(table) + _paired_section(per_scene)
     print("\n" + text)
     if not a.no_write:
         from comfyui_full4d.common.io import write_json, write_text
@@ -249,6 +281,11 @@ def merged_rows(path: Path, new: dict[str, list[dict]], seeds: list[int], steps:
     order = {r: i for i, r in enumerate(["projection", "projection + inpainting", "training-free", "zero-init", "full",
                                          "full (ablation budget)", *ABLATIONS, "VAE round trip"])}
     return dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def _paired_section(per_scene: dict[str, list[dict]]) -> str:
+    paired = paired_markdown(per_scene)
+    return f"\nTab. 4 ablations, paired by scene against `{ABLATION_REFERENCE}`:\n\n{paired}" if paired else ""
 
 
 def results_markdown(table: str, seeds: list[int], steps: int, path: Path) -> str:
