@@ -36,7 +36,8 @@ import torch
 from ..common.io import write_json
 from ..diffusion.nano import NANO_FILES
 
-__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "scaled_budget", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS", "render_data", "main"]
+__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS",
+           "render_data", "scaled_budget", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 HELDOUT_BELOW = 10_000
