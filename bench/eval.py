@@ -170,12 +170,18 @@ def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torc
                           shift=SHIFT, ablation="full" if row == "zero-init" else name)
 
 
+ABLATION_REFERENCE = "full (ablation budget)"
+ROWS = ("projection", "projection + inpainting", "training-free", "zero-init", "full", ABLATION_REFERENCE,
+        *ABLATIONS, "VAE round trip")  # the table's order
+
+
 def available_rows(work: Path) -> list[str]:
-    rows = ["projection", "projection + inpainting", "training-free", "zero-init", "full"]
-    if (work / "adapter_ab_full" / "adapter.safetensors").is_file():
-        rows.append("full (ablation budget)")
-    rows += [a for a in ABLATIONS if (work / f"adapter_ab_{a}" / "adapter.safetensors").is_file()]
-    return rows + ["VAE round trip"]
+    """``ROWS`` but the ablation-budget adapters not trained in ``work``."""
+    def trained(row: str) -> bool:
+        name = "full" if row == ABLATION_REFERENCE else row
+        return (work / f"adapter_ab_{name}" / "adapter.safetensors").is_file()
+
+    return [r for r in ROWS if (r != ABLATION_REFERENCE and r not in ABLATIONS) or trained(r)]
 
 
 # ---- the table ------------------------------------------------------------------------------
@@ -194,7 +200,6 @@ def aggregate(per_scene: dict[str, list[dict]]) -> list[dict]:
 
 
 PAIRED = ("psnr_all", "psnr_uncovered", "reproj_l1")
-ABLATION_REFERENCE = "full (ablation budget)"
 
 
 def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE) -> str:
@@ -228,7 +233,7 @@ def main(argv=None) -> int:
         from comfyui_full4d.common.io import write_text
 
         old = json.loads(a.json.read_text())
-        text = markdown(aggregate(old["per_scene"])) + _paired_section(old["per_scene"])
+        text = tables(old["per_scene"])
         print(text)
         write_text(a.out, results_markdown(text, old["seeds"], old["steps"], a.out))
         return 0
@@ -258,8 +263,7 @@ def main(argv=None) -> int:
             print(f"[eval] seed {seed} {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
     if a.add:
         per_scene = merged_rows(a.json, per_scene, seeds, a.steps)
-    table = aggregate(per_scene)
-    text = markdown(table) + _paired_section(per_scene)
+    text = tables(per_scene)
     print("\n" + text)
     if not a.no_write:
         from comfyui_full4d.common.io import write_json, write_text
@@ -272,20 +276,21 @@ def main(argv=None) -> int:
 
 def merged_rows(path: Path, new: dict[str, list[dict]], seeds: list[int], steps: int) -> dict[str, list[dict]]:
     """The per-scene rows of an earlier run (``path``, its JSON) with ``new`` added or replacing rows of the same
-    name, in the order ``available_rows`` gives; the earlier run must have scored the same seeds at the same steps."""
+    name, in ``ROWS``' order; the earlier run must have scored the same seeds at the same steps."""
     old = json.loads(path.read_text())
     if old["seeds"] != seeds or old["steps"] != steps:
         raise SystemExit(f"--add: {path} scored seeds {old['seeds']} at {old['steps']} steps, this run {seeds} at "
                          f"{steps}: run the whole table instead")
     rows = {**old["per_scene"], **new}
-    order = {r: i for i, r in enumerate(["projection", "projection + inpainting", "training-free", "zero-init", "full",
-                                         "full (ablation budget)", *ABLATIONS, "VAE round trip"])}
+    order = {r: i for i, r in enumerate(ROWS)}
     return dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
-def _paired_section(per_scene: dict[str, list[dict]]) -> str:
+def tables(per_scene: dict[str, list[dict]]) -> str:
+    """The markdown of the main table and, with ablation rows, the paired one under it."""
     paired = paired_markdown(per_scene)
-    return f"\nTab. 4 ablations, paired by scene against `{ABLATION_REFERENCE}`:\n\n{paired}" if paired else ""
+    note = f"\nTab. 4 ablations, paired by scene against `{ABLATION_REFERENCE}`:\n\n{paired}" if paired else ""
+    return markdown(aggregate(per_scene)) + note
 
 
 def results_markdown(table: str, seeds: list[int], steps: int, path: Path) -> str:
