@@ -178,6 +178,9 @@ MUTATIONS: list[Mutation] = [
     _m("5 velocity target eps - z0", "training target z0 - eps",
        [(TRAIN, "(eps[1:] - z0[1:]).float()", "(z0[1:] - eps[1:]).float()")],
        [f"{T_TRAIN}::test_noisy_latents_and_loss_follow_the_formulas"]),
+    _m("5 (recipe, not SPEC) oracle phase: steps < oracle_steps", "one step more of oracle conditions",
+       [(TRAIN, "        if step < cfg.oracle_steps:", "        if step <= cfg.oracle_steps:")],
+       [f"{T_TRAIN}::test_the_oracle_phase_conditions_targets_on_their_own_latents_then_on_their_projections"]),
     # ---- SPEC 6: 4D Gaussian reconstruction
     _m("6 init fuses all views", "auto init from the source view's depth only (the old node path)",
        [(PIPELINE, "            return INIT_VIEWS_GT\n", "            return INIT_SOURCE\n")],

@@ -70,8 +70,9 @@ def test_a_shorter_budget_keeps_the_schedule_shape():
     assert scaled_budget(full, full["steps"]) == full
     short = scaled_budget(full, full["steps"] // 5)
     assert short["steps"] == full["steps"] // 5 and short["warmup"] == round(full["warmup"] / 5)
+    assert short["oracle_steps"] == round(full["oracle_steps"] / 5) > 0  # the curriculum keeps its share
     assert short["ema"] ** short["steps"] == pytest.approx(full["ema"] ** full["steps"], rel=0.02)
-    assert {k: v for k, v in short.items() if k not in ("steps", "warmup", "ema")} == \
-        {k: v for k, v in full.items() if k not in ("steps", "warmup", "ema")}
+    assert {k: v for k, v in short.items() if k not in ("steps", "warmup", "ema", "oracle_steps")} == \
+        {k: v for k, v in full.items() if k not in ("steps", "warmup", "ema", "oracle_steps")}
     with pytest.raises(ValueError, match="--budget"):
         scaled_budget(full, 0)

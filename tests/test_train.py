@@ -87,6 +87,49 @@ def test_checkpoint_roundtrip(tmp_path):
         assert torch.equal(a, b)
 
 
+class _RecordingModel:
+    """A TrainModel that records what the stage gives it: the latents it encodes (frames subsampled to latent
+    size) and the condition halves the velocity call sees."""
+
+    trainable = nn.Linear(1, 1)
+
+    def __init__(self):
+        self.encoded, self.conds = [], []
+
+    def encode(self, frames):
+        z = frames.permute(0, 4, 1, 2, 3)[:, :, ::4, ::16, ::16].contiguous()  # (1, 3, T, h, w)
+        self.encoded.append(z)
+        return z
+
+    def velocity(self, x, cond, tau, cams):
+        self.conds.append(cond)
+        return torch.zeros_like(x)
+
+
+def test_the_oracle_phase_conditions_targets_on_their_own_latents_then_on_their_projections(tmp_path):
+    """TrainConfig.oracle_steps: steps before it give each target its own clean latent as condition (view 0
+    keeps the source); from it on, the latent of its projection render, as without the curriculum."""
+    from comfyui_full4d.media.synthetic import make_capture
+    from comfyui_full4d.training import dataset as ds
+
+    scene = ds.write_synthetic_scene(tmp_path / "s0", make_capture(num_views=3, num_frames=5, height=64, width=64,
+                                                                   seed=0))
+    cfg = tr.TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), steps=10, oracle_steps=4, frames=5, views=3,
+                         height=64, width=64, bf16=False, latent_cache=0)
+    seen = {}
+    for step in (0, 3, 4, 9):
+        model = _RecordingModel()
+        tr.AdapterStage(cfg, model, [scene]).loss(random.Random(5), torch.Generator().manual_seed(5), step)
+        z0, renders, cond = torch.cat(model.encoded[:3]), torch.cat(model.encoded[3:]), model.conds[0]
+        torch.testing.assert_close(cond[:1], z0[:1])  # the source, in both phases
+        seen[step] = (cond[1:], z0[1:], renders)
+    for step, (targets, z0, renders) in seen.items():
+        assert not torch.equal(z0, renders)  # the two phases are told apart
+        torch.testing.assert_close(targets, z0 if step < 4 else renders, msg=f"step {step}")
+    with pytest.raises(ValueError, match="oracle_steps"):
+        tr.TrainConfig(data="d", out="o", steps=10, oracle_steps=10)
+
+
 # ---- the real loop on the host's tiny Wan2.2 ----------------------------------------------------
 
 @pytest.fixture(scope="module")

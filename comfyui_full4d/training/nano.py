@@ -59,7 +59,7 @@ STAGE_CONFIGS = {
     "vae_color": dict(steps=900, lr=3e-4, warmup=50, lr_final=0.2, save_every=100, grad_clip=1.0),
     "base": dict(steps=5000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=200, shift=SHIFT),
     "adapter": dict(steps=1000, lr=4e-4, warmup=100, lr_final=0.1, ema=0.998, save_every=100, shift=SHIFT,
-                    views=6, latent_cache=0, point_radius=POINT_RADIUS),
+                    views=6, latent_cache=0, point_radius=POINT_RADIUS, oracle_steps=200),
 }
 BASE_BATCH = 8
 
@@ -135,13 +135,16 @@ def render_data(work: Path, *, scenes: int | None = None, videos: int | None = N
 
 
 def scaled_budget(settings: dict, steps: int) -> dict:
-    """A stage's loop settings compressed to ``steps``: the warmup and the EMA's horizon (``1 / (1 - ema)`` steps)
-    scaled by ``steps / settings["steps"]``, so a short run (the Tab. 4 ablations' budget) has the same schedule
+    """A stage's loop settings compressed to ``steps``: the warmup, the EMA's horizon (``1 / (1 - ema)`` steps) and
+    the oracle phase (``TrainConfig.oracle_steps``) scaled by ``steps / settings["steps"]``, so a short run (the
+    Tab. 4 ablations' budget) has the same schedule
     shape instead of an EMA still near its zero start (0.998 after 200 steps keeps 67% of the initial weights)."""
     if steps < 1:
         raise ValueError(f"--budget must be >= 1 step, got {steps}")
     k = steps / settings["steps"]
     out = dict(settings, steps=steps, warmup=round(settings.get("warmup", 0) * k))
+    if settings.get("oracle_steps"):  # the curriculum's first phase keeps its share of the run
+        out["oracle_steps"] = round(settings["oracle_steps"] * k)
     if settings.get("ema"):
         out["ema"] = max(0.0, 1.0 - (1.0 - settings["ema"]) / k)
     return out
@@ -251,8 +254,9 @@ def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", 
 
     name = "adapter" if ablation == "full" and out is None else (out or f"adapter_{ablation}")
     over = scaled_budget(STAGE_CONFIGS["adapter"], budget) if budget else {}
-    cfg = _config("adapter", work, **{**over, "steps": steps or over.get("steps")}, ablation=ablation,
-                  out=str(work / name))
+    if steps:  # a smoke run: the step count alone, with the oracle phase its share of it
+        over = {**over, "steps": steps, "oracle_steps": scaled_budget(STAGE_CONFIGS["adapter"], steps)["oracle_steps"]}
+    cfg = _config("adapter", work, **over, ablation=ablation, out=str(work / name))
     model = load_base(work / "base" / "base.safetensors")
     vae = load_vae(work / "vae_color" / "vae.safetensors")
     host = HostTrainModel(model, vae, empty_context(), ablation=Ablation.named(ablation),

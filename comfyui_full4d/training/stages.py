@@ -129,7 +129,7 @@ class VAEStage:
             out.append(clip.permute(3, 0, 1, 2))
         return torch.stack(out) * 2 - 1
 
-    def loss(self, rng: random.Random, gen: torch.Generator) -> tuple[Tensor, float]:
+    def loss(self, rng: random.Random, gen: torch.Generator, step: int = 0) -> tuple[Tensor, float]:
         from ..gaussians.losses import ssim
 
         sp = self.spec
@@ -202,7 +202,7 @@ class BaseStage:
         self.cfg, self.model, self.latents, self.batch = cfg, model, latents, int(batch)
         self.trainable = model.trainable
 
-    def loss(self, rng: random.Random, gen: torch.Generator) -> tuple[Tensor, float]:
+    def loss(self, rng: random.Random, gen: torch.Generator, step: int = 0) -> tuple[Tensor, float]:
         idx = [rng.randrange(len(self.latents)) for _ in range(self.batch)]
         z0 = self.latents.latents[idx]
         eps = torch.randn(z0.shape, generator=gen)

@@ -45,7 +45,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .schedule import EMA, learning_rate
 
 __all__ = ["TrainConfig", "TrainModel", "Stage", "AdapterStage", "EMA", "learning_rate", "sample_tau", "noisy_latents",
-           "flow_matching_loss", "train", "run", "main"]
+           "flow_matching_loss", "oracle_condition", "train", "run", "main"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,12 @@ class TrainConfig:
     adapter fine-tuning, the paper does not state it). Schedule: ``warmup`` linear steps, then a cosine
     to ``lr * lr_final`` (1: constant); ``ema``: decay of the weights' moving average that the inference
     file holds (0: off, the last weights). ``point_radius``: the projection renders' splat radius, as
-    ``Full4DProjectToCameras`` takes it (an adapter should be sampled with the radius it was trained on)."""
+    ``Full4DProjectToCameras`` takes it (an adapter should be sampled with the radius it was trained on).
+    ``oracle_steps``: a curriculum, not in the paper (0: off). For the first ``oracle_steps`` steps each target's
+    condition half is its own clean latent (a perfect, fully covered projection), so the zero-initialised
+    projector first learns to carry the condition into the view, then learns from the real, partial projections
+    which of it to trust (the nano recipe uses it: without it the nano adapter learned to ignore its projections,
+    docs/results.md)."""
 
     data: str
     out: str
@@ -80,6 +85,7 @@ class TrainConfig:
     lr_final: float = 1.0
     ema: float = 0.0
     point_radius: int = 0
+    oracle_steps: int = 0
 
     def __post_init__(self) -> None:
         Ablation.named(self.ablation)
@@ -100,6 +106,9 @@ class TrainConfig:
                              "use DDP (--fsdp false) or --ema 0")
         if not 0 <= self.point_radius <= 4:
             raise ValueError(f"point_radius must be in [0, 4] (Full4DProjectToCameras' range), got {self.point_radius}")
+        if not 0 <= self.oracle_steps < self.steps:
+            raise ValueError(f"oracle_steps must be in [0, steps) so that training ends on real projections, got "
+                             f"oracle_steps={self.oracle_steps}, steps={self.steps}")
         if self.warmup < 0 or not 0.0 <= self.lr_final <= 1.0 or not 0.0 <= self.ema < 1.0:
             raise ValueError(f"warmup must be >= 0, lr_final in [0, 1] and ema in [0, 1), got warmup={self.warmup}, "
                              f"lr_final={self.lr_final}, ema={self.ema}")
@@ -197,6 +206,12 @@ def noisy_latents(z0: Tensor, eps: Tensor, tau: float) -> tuple[Tensor, Tensor]:
     return (1 - t) * z0 + t * eps, taus
 
 
+def oracle_condition(cond: Tensor, z0: Tensor) -> Tensor:
+    """cond, z0 (V, C, T, h, w) -> the condition halves with each target's (views 1..V-1) replaced by its own clean
+    latent: a perfect projection (``TrainConfig.oracle_steps``); view 0 keeps the source latent (SPEC 1)."""
+    return torch.cat([cond[:1], z0[1:]])
+
+
 def flow_matching_loss(v: Tensor, z0: Tensor, eps: Tensor) -> Tensor:
     """``mean || v - (eps - z0) ||^2`` over target views 1..V-1 (target halves). v, z0, eps (V, C, T, h, w)."""
     if v.shape != z0.shape or eps.shape != z0.shape:
@@ -235,12 +250,13 @@ def _dist() -> tuple[int, int]:
 class Stage(Protocol):
     """One training stage for the loop (``run``): the VAE, the base model or the adapter (``AdapterStage``;
     the others in ``training.stages``). ``loss`` draws its own batch from ``rng`` / ``gen`` (so a step is a
-    function of ``(seed, step)`` alone) and returns the scalar loss and the noise level it used (nan: none)."""
+    function of ``(seed, step)`` alone) and returns the scalar loss and the noise level it used (nan: none);
+    ``step`` (0-based, the loop's) is for curricula (``TrainConfig.oracle_steps``)."""
 
     trainable: nn.Module
     output_name: str  # the inference file written at the end (and in every checkpoint)
 
-    def loss(self, rng: random.Random, gen: torch.Generator) -> tuple[Tensor, float]:
+    def loss(self, rng: random.Random, gen: torch.Generator, step: int = 0) -> tuple[Tensor, float]:
         ...
 
     def save(self, path: Path, state_dict: dict[str, Tensor] | None = None) -> None:
@@ -261,7 +277,7 @@ class AdapterStage:
         self.cache = _LatentCache(cfg.latent_cache) if cache is None else cache
         self.trainable = model.trainable
 
-    def loss(self, rng: random.Random, gen: torch.Generator) -> tuple[Tensor, float]:
+    def loss(self, rng: random.Random, gen: torch.Generator, step: int = 0) -> tuple[Tensor, float]:
         from . import dataset as ds
         from ..diffusion.adapter import camera_features
 
@@ -270,6 +286,8 @@ class AdapterStage:
         clip = ds.sample_clip(scene, cfg.frames, rng, max_views=cfg.views, depth_fn=self.depth_fn,
                               point_radius=cfg.point_radius)
         z0, cond = encode_clip(self.model, clip, cfg, self.cache, str(scene.root))
+        if step < cfg.oracle_steps:  # the curriculum's first phase: perfect projections (TrainConfig)
+            cond = oracle_condition(cond, z0)
         if not Ablation.named(cfg.ablation).projection:
             cond = torch.cat([cond[:1], torch.zeros_like(cond[1:])])
         eps = torch.randn(z0.shape, generator=gen).to(z0.device)
@@ -340,7 +358,7 @@ def run(cfg: TrainConfig, stage: Stage, *, resume: bool = True, on_step: StepFn 
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 7919 + rank)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
-            loss, tau = stage.loss(rng, gen)
+            loss, tau = stage.loss(rng, gen, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
