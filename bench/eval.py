@@ -15,6 +15,9 @@ inpainting`` (OpenCV Telea inpainting of the holes, covered pixels kept exactly)
 ``Full4DTrainingFreeSampler``'s defaults), ``zero-init`` (nano base + zero adapter through ``Full4DSampler``),
 ``full`` (nano base + nano adapter), the Tab. 4 ablations (each retrained from the same base with the same budget
 and seed, beside a ``full`` retrained at that budget), and ``VAE round trip`` of the true views (the ceiling).
+Two more rows are the trained adapter's mutation checks (does it use what the paper says it uses?): ``full
+(projections swapped)``, views 1..5 given the projections of views 5..1 (view 3, opposite the source, keeps its
+own), and ``full (cameras negated)``, the camera encoders' input negated; each is paired by scene against ``full``.
 Models load through the host's own loaders, as core Load Diffusion Model / Load VAE and Full4DAdapterLoader do.
 
 Columns (mean and spread over scenes; target views 1-5, all 9 frames): ``psnr_all`` / ``ssim_all`` over all
@@ -27,6 +30,7 @@ there), ``reproj_l1`` cross-view consistency (mean |I_a(p) - I_b(q)| between two
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -41,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 SEEDS = tuple(range(1, 9))
 ABLATIONS = ("no_fused_attention", "no_projection", "no_intra_time", "no_cross_half")
+CHECKS = ("full (projections swapped)", "full (cameras negated)")  # the adapter's mutation checks, against "full"
 COLUMNS = ("psnr_all", "psnr_uncovered", "ssim_all", "ssim_uncovered", "reproj_l1", "flicker", "seconds")
 
 
@@ -164,14 +169,33 @@ def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torc
                                        cap.rig, config=TrainingFreeConfig(), seed=0, steps=steps, cfg=1.0, shift=SHIFT,
                                        sampler_name="euler", scheduler="simple")
         return models.decode(lat["samples"])
+    if row in CHECKS:
+        projections = renders[1:].flip(0) if row == CHECKS[0] else renders[1:]
+        with _cameras_negated(row == CHECKS[1]):
+            return generate_views(models.patched(models.adapter_file), models.vae, cap.source, projections, cap.rig,
+                                  cond, steps=steps, shift=SHIFT)
     name = "full" if row.startswith("full") else row  # "full (ablation budget)": the full run beside the ablations
     adapter = {"zero-init": None, "full": models.adapter_file}.get(row, work / f"adapter_ab_{name}" / "adapter.safetensors")
     return generate_views(models.patched(adapter), models.vae, cap.source, renders[1:], cap.rig, cond, steps=steps,
                           shift=SHIFT, ablation="full" if row == "zero-init" else name)
 
 
+@contextlib.contextmanager
+def _cameras_negated(on: bool):
+    """While on: what the sampler hands the camera encoders (``adapter.camera_features``) comes out negated."""
+    import comfyui_full4d.diffusion.adapter as adapter_mod
+
+    real = adapter_mod.camera_features
+    if on:
+        adapter_mod.camera_features = lambda *a, **k: -real(*a, **k)
+    try:
+        yield
+    finally:
+        adapter_mod.camera_features = real
+
+
 ABLATION_REFERENCE = "full (ablation budget)"
-ROWS = ("projection", "projection + inpainting", "training-free", "zero-init", "full", ABLATION_REFERENCE,
+ROWS = ("projection", "projection + inpainting", "training-free", "zero-init", "full", *CHECKS, ABLATION_REFERENCE,
         *ABLATIONS, "VAE round trip")  # the table's order
 
 
@@ -202,13 +226,15 @@ def aggregate(per_scene: dict[str, list[dict]]) -> list[dict]:
 PAIRED = ("psnr_all", "psnr_uncovered", "reproj_l1")
 
 
-def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE) -> str:
-    """Each Tab. 4 ablation minus the full adapter trained at its budget, scene by scene: mean ± standard deviation
-    of the differences and how many scenes got worse (PSNR down, reprojection error up); empty without them."""
-    rows = [r for r in per_scene if r in ABLATIONS]
+def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE, rows: tuple = ABLATIONS,
+                    label: str = "ablation minus full (same budget)") -> str:
+    """Each of ``rows`` (default: the Tab. 4 ablations) minus ``ref`` (the full adapter trained at their budget),
+    scene by scene: mean ± standard deviation of the differences and how many scenes got worse (PSNR down,
+    reprojection error up); empty without them."""
+    rows = [r for r in per_scene if r in rows]
     if ref not in per_scene or not rows:
         return ""
-    head = "| ablation minus full (same budget) | " + " | ".join(f"{c} (scenes worse)" for c in PAIRED) + " |\n"
+    head = f"| {label} | " + " | ".join(f"{c} (scenes worse)" for c in PAIRED) + " |\n"
     out = head + "|---|" + "---|" * len(PAIRED) + "\n"
     for r in rows:
         cells = []
@@ -287,9 +313,12 @@ def merged_rows(path: Path, new: dict[str, list[dict]], seeds: list[int], steps:
 
 
 def tables(per_scene: dict[str, list[dict]]) -> str:
-    """The markdown of the main table and, with ablation rows, the paired one under it."""
+    """The markdown of the main table and, with their rows, the paired ones under it (the mutation checks against
+    ``full``, the Tab. 4 ablations against ``full (ablation budget)``)."""
+    checks = paired_markdown(per_scene, "full", CHECKS, "check minus full")
     paired = paired_markdown(per_scene)
-    note = f"\nTab. 4 ablations, paired by scene against `{ABLATION_REFERENCE}`:\n\n{paired}" if paired else ""
+    note = (f"\nThe adapter's mutation checks, paired by scene against `full`:\n\n{checks}" if checks else "") + \
+        (f"\nTab. 4 ablations, paired by scene against `{ABLATION_REFERENCE}`:\n\n{paired}" if paired else "")
     return markdown(aggregate(per_scene)) + note
 
 
