@@ -49,8 +49,11 @@ def _args(argv=None):
 
 def condition(name: str, cond: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
     """cond, z0 (V, C, T, h, w) -> the condition halves with the targets' (views 1..V-1) replaced by ``name``."""
-    targets = {"right": cond[1:], "swapped": cond[1:].roll(1, 0), "black": torch.zeros_like(cond[1:]),
-               "oracle": z0[1:]}[name]
+    from comfyui_full4d.training.train import oracle_condition
+
+    if name == "oracle":  # the recipe's curriculum condition (TrainConfig.oracle_steps)
+        return oracle_condition(cond, z0)
+    targets = {"right": cond[1:], "swapped": cond[1:].roll(1, 0), "black": torch.zeros_like(cond[1:])}[name]
     return torch.cat([cond[:1], targets])
 
 

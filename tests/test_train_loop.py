@@ -61,7 +61,7 @@ class _Quadratic:
         self.trainable = nn.Linear(3, 2)
         self.saved = []
 
-    def loss(self, rng: random.Random, gen: torch.Generator):
+    def loss(self, rng: random.Random, gen: torch.Generator, step: int = 0):
         x = torch.randn(8, 3, generator=gen)
         y = x @ torch.tensor([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]]) + 0.01 * rng.random()
         return (self.trainable(x) - y).square().mean(), float("nan")

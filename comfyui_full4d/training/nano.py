@@ -19,7 +19,9 @@ are the evaluation, validation and demo scenes):
 Stages: ``vae`` (``stages.VAEStage``) -> ``latents`` of the clips (``stages.encode_videos``) -> ``base``
 (``stages.BaseStage``) -> ``adapter`` (``train.AdapterStage`` through ``host.training.HostTrainModel`` on
 the nano base and VAE loaded by the host's own loaders, exactly what ``Full4DAdapterLoader`` then runs; the
-VAE latents of the clips are cached on disk, shared by the ablation runs). ``ship`` writes the fp16 files to
+VAE latents of the clips are cached on disk, shared by the ablation runs; its first 200 steps condition the targets
+on their own clean latents, ``TrainConfig.oracle_steps``: trained on the real projections alone from the start the
+adapter learned to ignore them, docs/results.md). ``ship`` writes the fp16 files to
 ``models/nano/`` (``NANO_FILES``).
 """
 
