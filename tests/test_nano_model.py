@@ -13,13 +13,16 @@ more than a mean of eight), and the checks are relative to baselines run here on
 * the trained adapter against the untrained, zero-init one on the same base (the pixels the projection did not
   cover: what the adapter learned to fill);
 * the trained adapter against itself with the camera encoder's input negated, and fed the wrong view's projection
-  (views 1..5 take 5..1's): a model that uses the camera and the projection as the paper says must get worse.
+  (views 1..5 take 5..1's; bench/eval.py's two check rows): a model that uses the camera and the projection as the
+  paper says must get worse.
 
-The shipped adapter fails the last check (strict xfail, so the test says when that changes): its views are the
-same whichever projection it is given, even black ones (covered pixels 16.3 dB right, 16.3 swapped, 16.4 black, on
-scene 3), while negated cameras cost ~0.5 dB. It learned the scene family's multi-view prior from the source and
-the cameras, not to carry the projected pixels over: issue 29's open finding (models/nano/README.md; diagnosed in
-docs/results.md: its radius-0 projections lose their content in the nano VAE).
+The projection check is the smallest effect (docs/results.md: -0.30 ± 0.13 dB over the eight scenes, every one
+worse; -0.36 for negated cameras), and one scene's gap varies by as much as the floor, so it is scored on the mean
+of ``SWAP_SEEDS`` (scene 600 and the next two seeds, made the same way; chosen before they were run). The shipped
+adapter fails it (strict xfail, so the test says when that changes): 0.05, -0.03, 0.05 dB. Not chance: the same
+seeds 601 and 602 on the evaluation's rig (radius 1, elevation 0) give 0.24 and 0.37 dB; on this rig (radius 1.2,
+15 degrees up: more ground, 35-39% covered) its covered pixels still lose 0.2-0.3 dB but all pixels ~0. The adapter
+before the recipe's oracle-first curriculum gave ~0 on both rigs (issue 29, docs/results.md).
 """
 
 from __future__ import annotations
@@ -36,28 +39,36 @@ SEED = 600
 STEPS = 12
 ALL_OVER_PROJECTION_DB = 6.0
 UNCOVERED_OVER_ZERO_INIT_DB = 1.5
-RIGHT_OVER_SWAPPED_DB = 1.0
+SWAP_SEEDS = (SEED, 601, 602)
+RIGHT_OVER_SWAPPED_DB = 0.15  # mean over SWAP_SEEDS
 RIGHT_OVER_NEGATED_CAMERAS_DB = 0.25
 
 
 @pytest.fixture(scope="module")
 def nano(comfy_host):
-    from comfyui_full4d.geometry.projection import project_rig
-    from comfyui_full4d.geometry.source import Geometry
     from comfyui_full4d.host.nano import load_base, load_vae
     from comfyui_full4d.host.patch import attach_adapter, make_adapter
-    from comfyui_full4d.media.synthetic import make_capture
-    from comfyui_full4d.training.nano import HELDOUT_BELOW, NANO_FILES, POINT_RADIUS
+    from comfyui_full4d.training.nano import HELDOUT_BELOW, NANO_FILES
 
-    assert SEED < HELDOUT_BELOW
+    assert max(SWAP_SEEDS) < HELDOUT_BELOW
     folder = ROOT / "models" / "nano"
     base, vae = load_base(folder / NANO_FILES["base"]), load_vae(folder / NANO_FILES["vae"])
-    cap = make_capture(6, 9, 96, 160, seed=SEED, radius=1.2, elevation_deg=15.0)
-    geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
-    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
     models = {"full": attach_adapter(base, make_adapter(base, str(folder / NANO_FILES["adapter"]))),
               "zero-init": attach_adapter(base, make_adapter(base, None))}
-    return {"cap": cap, "renders": renders, "masks": masks, "vae": vae, "models": models}
+    return {**_scene(SEED), "vae": vae, "models": models}
+
+
+def _scene(seed: int) -> dict:
+    """The capture of held-out scene ``seed`` and the projection of its source into the rig (source depth only)."""
+    from comfyui_full4d.geometry.projection import project_rig
+    from comfyui_full4d.geometry.source import Geometry
+    from comfyui_full4d.media.synthetic import make_capture
+    from comfyui_full4d.training.nano import POINT_RADIUS
+
+    cap = make_capture(6, 9, 96, 160, seed=seed, radius=1.2, elevation_deg=15.0)
+    geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
+    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
+    return {"cap": cap, "renders": renders, "masks": masks}
 
 
 def _generate(nano: dict, model: str, projections: torch.Tensor, negate_cameras: bool = False) -> torch.Tensor:
@@ -75,11 +86,11 @@ def _generate(nano: dict, model: str, projections: torch.Tensor, negate_cameras:
         adapter_mod.camera_features = real
 
 
-def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list) -> torch.Tensor:
+def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list, cap=None) -> torch.Tensor:
     from comfyui_full4d.host.sampling import generate_views
     from comfyui_full4d.training.nano import SHIFT
 
-    cap = nano["cap"]
+    cap = nano["cap"] if cap is None else cap
     return generate_views(nano["models"][model], nano["vae"], cap.source, projections, cap.rig, cond, steps=STEPS,
                           shift=SHIFT)
 
@@ -105,9 +116,21 @@ def test_the_trained_adapter_fills_the_holes_better_than_the_untrained_one(score
     assert scores["full"]["uncovered"] >= scores["zero-init"]["uncovered"] + UNCOVERED_OVER_ZERO_INIT_DB, scores
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped nano adapter ignores the projection's content (issue 29 finding)")
-def test_the_adapter_uses_each_view_s_own_projection(scores):
-    assert scores["full"]["all"] >= scores["swapped"]["all"] + RIGHT_OVER_SWAPPED_DB, scores
+@pytest.mark.xfail(strict=True, reason="on this rig the swapped projections cost the shipped adapter ~0 dB on all pixels "
+                                       "(0.3 dB on the evaluation's rig, docs/results.md; issue 29)")
+def test_the_adapter_uses_each_view_s_own_projection(nano, scores):
+    from comfyui_full4d.diffusion.nano import empty_context
+    from comfyui_full4d.media.metrics import psnr
+
+    gaps = {SEED: scores["full"]["all"] - scores["swapped"]["all"]}
+    for seed in SWAP_SEEDS[1:]:
+        sc = _scene(seed)
+        truth, renders = sc["cap"].views[1:], sc["renders"][1:]
+        right, swapped = (psnr(_sample(nano, "full", r, [[empty_context(), {}]], sc["cap"]), truth)
+                          for r in (renders, renders.flip(0)))
+        gaps[seed] = right - swapped
+    print("\nright minus swapped projections, dB:", {k: round(v, 3) for k, v in gaps.items()})
+    assert sum(gaps.values()) / len(gaps) >= RIGHT_OVER_SWAPPED_DB, gaps
 
 
 def test_the_adapter_uses_the_cameras(scores):
