@@ -226,12 +226,12 @@ def aggregate(per_scene: dict[str, list[dict]]) -> list[dict]:
 PAIRED = ("psnr_all", "psnr_uncovered", "reproj_l1")
 
 
-def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE, rows: tuple = ABLATIONS,
+def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE, names: tuple = ABLATIONS,
                     label: str = "ablation minus full (same budget)") -> str:
-    """Each of ``rows`` (default: the Tab. 4 ablations) minus ``ref`` (the full adapter trained at their budget),
-    scene by scene: mean ± standard deviation of the differences and how many scenes got worse (PSNR down,
+    """Each row of ``names`` (default: the Tab. 4 ablations) minus ``ref`` (the full adapter trained at their
+    budget), scene by scene: mean ± standard deviation of the differences and how many scenes got worse (PSNR down,
     reprojection error up); empty without them."""
-    rows = [r for r in per_scene if r in rows]
+    rows = [r for r in per_scene if r in names]
     if ref not in per_scene or not rows:
         return ""
     head = f"| {label} | " + " | ".join(f"{c} (scenes worse)" for c in PAIRED) + " |\n"

@@ -139,8 +139,8 @@ def render_data(work: Path, *, scenes: int | None = None, videos: int | None = N
 def scaled_budget(settings: dict, steps: int) -> dict:
     """A stage's loop settings compressed to ``steps``: the warmup, the EMA's horizon (``1 / (1 - ema)`` steps) and
     the oracle phase (``TrainConfig.oracle_steps``) scaled by ``steps / settings["steps"]``, so a short run (the
-    Tab. 4 ablations' budget) has the same schedule
-    shape instead of an EMA still near its zero start (0.998 after 200 steps keeps 67% of the initial weights)."""
+    Tab. 4 ablations' budget) has the same schedule shape instead of an EMA still near its zero start (0.998 after
+    200 steps keeps 67% of the initial weights)."""
     if steps < 1:
         raise ValueError(f"--budget must be >= 1 step, got {steps}")
     k = steps / settings["steps"]
