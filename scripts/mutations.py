@@ -181,6 +181,9 @@ MUTATIONS: list[Mutation] = [
     _m("5 (recipe, not SPEC) oracle phase: steps < oracle_steps", "one step more of oracle conditions",
        [(TRAIN, "        if step < cfg.oracle_steps:", "        if step <= cfg.oracle_steps:")],
        [f"{T_TRAIN}::test_the_oracle_phase_conditions_targets_on_their_own_latents_then_on_their_projections"]),
+    _m("4-5 training runs the model the sampler runs", "the training step hands the blocks the next view's camera",
+       [("host/training.py", "m = patch.with_rig(self._patched[0], cams)", "m = patch.with_rig(self._patched[0], cams.roll(1, 0))")],
+       [f"{T_TRAIN}::test_the_trainer_sees_what_the_sampler_runs_with_a_trained_adapter"]),
     # ---- SPEC 6: 4D Gaussian reconstruction
     _m("6 init fuses all views", "auto init from the source view's depth only (the old node path)",
        [(PIPELINE, "            return INIT_VIEWS_GT\n", "            return INIT_SOURCE\n")],

@@ -250,6 +250,33 @@ def _randomised(model, seed=0):
     return model
 
 
+@pytest.mark.slow
+def test_the_trainer_sees_what_the_sampler_runs_with_a_trained_adapter(tiny, tmp_path):
+    """With a non-zero adapter, the training step's prediction (``HostTrainModel.velocity``, model space) equals the
+    sampler's one model call (``sampling.predict_x0``) on the adapter file loaded as Full4DAdapterLoader does: the
+    same latents, timesteps, condition half and cameras reach the same patched blocks in both."""
+    from comfyui_full4d.host.patch import attach_adapter, make_adapter
+    from comfyui_full4d.host.sampling import predict_x0
+
+    g = torch.Generator().manual_seed(4)
+    z0, cond = torch.randn(3, 48, 2, 4, 4, generator=g), torch.randn(3, 48, 2, 4, 4, generator=g)
+    cond[0] = z0[0]  # view 0: both halves the clean source (SPEC 1)
+    cams = torch.randn(3, 12, generator=g) * 0.3
+    cams[0] = torch.tensor([1.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0])
+    m = _randomised(_model(tiny), seed=4)
+    m.save_adapter(tmp_path / "a.safetensors")
+    base = tiny["load"]()
+    patched = attach_adapter(base, make_adapter(base, str(tmp_path / "a.safetensors")))
+    eps = torch.randn(z0.shape, generator=g)
+    for tau in (0.9, 0.4):
+        x, taus = tr.noisy_latents(z0, eps, tau)
+        with torch.no_grad():
+            trained = (x - taus.view(-1, 1, 1, 1, 1) * m.velocity(x, cond, taus, cams))[1:]
+        sampled = predict_x0(patched, [[tiny["ctx"], {}]], z0[:1], cond[1:], cams, x[1:], tau, model_space=True)
+        assert (trained - z0[1:]).abs().max() > 1e-3  # a real prediction, not the input handed back
+        torch.testing.assert_close(trained, sampled, rtol=1e-4, atol=1e-5, msg=f"tau {tau}")
+
+
 def test_host_training_mode_sets_and_restores_the_hosts_flag(comfy_host):
     """0.33's apply_rope1 has a backward only with comfy.model_management.in_training set (the slow
     training tests below fail there without it); 0.3.75 has no flag and gets none left behind."""
