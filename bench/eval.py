@@ -20,11 +20,12 @@ Two more rows are the trained adapter's mutation checks (does it use what the pa
 own), and ``full (cameras negated)``, the camera encoders' input negated; each is paired by scene against ``full``.
 Models load through the host's own loaders, as core Load Diffusion Model / Load VAE and Full4DAdapterLoader do.
 
-Columns (mean and spread over scenes; target views 1-5, all 9 frames): ``psnr_all`` / ``ssim_all`` over all
-pixels, ``psnr_uncovered`` / ``ssim_uncovered`` over the pixels the projection did not cover (SSIM map averaged
-there), ``reproj_l1`` cross-view consistency (mean |I_a(p) - I_b(q)| between two output views at the same time,
-``q`` the true-depth reprojection of ``p``, visible pixels; ``media.metrics.reprojection_error``),
-``flicker`` temporal flicker above the truth's (``media.metrics.temporal_flicker``) and ``seconds`` per scene.
+Columns (mean and spread over scenes; target views 1-5, all 9 frames): ``psnr_all`` / ``ssim_all`` over all pixels,
+``psnr_uncovered`` / ``ssim_uncovered`` over the pixels the projection did not cover (SSIM map averaged there),
+``psnr_covered`` over the pixels it did (what the model was given: the projection's own score there is what copying
+it would get), ``reproj_l1`` cross-view consistency (mean |I_a(p) - I_b(q)| between two output views at the same
+time, ``q`` the true-depth reprojection of ``p``, visible pixels; ``media.metrics.reprojection_error``), ``flicker``
+temporal flicker above the truth's (``media.metrics.temporal_flicker``) and ``seconds`` per scene.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 SEEDS = tuple(range(1, 9))
 ABLATIONS = ("no_fused_attention", "no_projection", "no_intra_time", "no_cross_half")
 CHECKS = ("full (projections swapped)", "full (cameras negated)")  # the adapter's mutation checks, against "full"
-COLUMNS = ("psnr_all", "psnr_uncovered", "ssim_all", "ssim_uncovered", "reproj_l1", "flicker", "seconds")
+COLUMNS = ("psnr_all", "psnr_uncovered", "psnr_covered", "ssim_all", "ssim_uncovered", "reproj_l1", "flicker", "seconds")
 
 
 def _args(argv=None):
@@ -81,6 +82,7 @@ def score(out: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor, depth: to
     hole = ~masks.bool()
     rep = reprojection_error(depth, cams, images=out, stride=2)
     return {"psnr_all": psnr(out, truth), "psnr_uncovered": psnr_masked(out, truth, hole),
+            "psnr_covered": psnr_masked(out, truth, ~hole),
             "ssim_all": ssim(out, truth), "ssim_uncovered": ssim_masked(out, truth, hole),
             "reproj_l1": rep["photometric_l1"], "flicker": temporal_flicker(out, truth)}
 
@@ -223,7 +225,7 @@ def aggregate(per_scene: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-PAIRED = ("psnr_all", "psnr_uncovered", "reproj_l1")
+PAIRED = ("psnr_all", "psnr_uncovered", "psnr_covered", "reproj_l1")
 
 
 def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERENCE, names: tuple = ABLATIONS,
@@ -239,7 +241,10 @@ def paired_markdown(per_scene: dict[str, list[dict]], ref: str = ABLATION_REFERE
     for r in rows:
         cells = []
         for c in PAIRED:
-            diffs = [a[c] - b[c] for a, b in zip(per_scene[r], per_scene[ref])]
+            diffs = [a[c] - b[c] for a, b in zip(per_scene[r], per_scene[ref]) if c in a and c in b]
+            if not diffs:  # a column added after these rows were scored (``--add`` on an older json)
+                cells.append("n/a")
+                continue
             worse = sum(d > 0 if c == "reproj_l1" else d < 0 for d in diffs)
             sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
             cells.append(f"{statistics.fmean(diffs):+.3f} ± {sd:.3f} ({worse}/{len(diffs)})")
@@ -261,7 +266,8 @@ def main(argv=None) -> int:
         old = json.loads(a.json.read_text())
         text = tables(old["per_scene"])
         print(text)
-        write_text(a.out, results_markdown(text, old["seeds"], old["steps"], a.out))
+        if not a.no_write:
+            write_text(a.out, results_markdown(text, old["seeds"], old["steps"], a.out))
         return 0
     from comfyui_full4d.host.boot import import_host
 
