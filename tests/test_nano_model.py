@@ -87,11 +87,11 @@ def _generate(nano: dict, model: str, projections: torch.Tensor, negate_cameras:
         adapter_mod.camera_features = real
 
 
-def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list, cap=None) -> torch.Tensor:
+def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list) -> torch.Tensor:
     from comfyui_full4d.host.sampling import generate_views
     from comfyui_full4d.training.nano import SHIFT
 
-    cap = nano["cap"] if cap is None else cap
+    cap = nano["cap"]
     return generate_views(nano["models"][model], nano["vae"], cap.source, projections, cap.rig, cond, steps=STEPS,
                           shift=SHIFT)
 
@@ -120,15 +120,13 @@ def test_the_trained_adapter_fills_the_holes_better_than_the_untrained_one(score
 @pytest.mark.xfail(strict=True, reason="on this rig the swapped projections cost the shipped adapter ~0 dB on all pixels "
                                        "(0.5 dB on the evaluation's rig, docs/results.md; issue 29)")
 def test_the_adapter_uses_each_view_s_own_projection(nano, scores):
-    from comfyui_full4d.diffusion.nano import empty_context
     from comfyui_full4d.media.metrics import psnr
 
     gaps = {SEED: scores["full"]["all"] - scores["swapped"]["all"]}
     for seed in SWAP_SEEDS[1:]:
-        sc = _scene(seed)
+        sc = {**nano, **_scene(seed)}  # the loaded models, this scene's capture and projections
         truth, renders = sc["cap"].views[1:], sc["renders"][1:]
-        right, swapped = (psnr(_sample(nano, "full", r, [[empty_context(), {}]], sc["cap"]), truth)
-                          for r in (renders, renders.flip(0)))
+        right, swapped = (psnr(_generate(sc, "full", r), truth) for r in (renders, renders.flip(0)))
         gaps[seed] = right - swapped
     print("\nright minus swapped projections, dB:", {k: round(v, 3) for k, v in gaps.items()})
     assert sum(gaps.values()) / len(gaps) >= RIGHT_OVER_SWAPPED_DB, gaps
