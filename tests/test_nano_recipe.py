@@ -43,11 +43,30 @@ def test_every_stage_runs_resumes_and_ships(tmp_path, comfy_host):
     _nano("ship", "--dest", str(dest), work=work)
 
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     import comfy.model_base
+    from comfyui_full4d.common.io import save_tensors
     from comfyui_full4d.host.nano import load_base, load_vae
     from comfyui_full4d.host.patch import attach_adapter, make_adapter
-    from comfyui_full4d.training.nano import NANO_FILES
+    from comfyui_full4d.training.nano import NANO_FILES, ship
+
+    def inodes() -> dict[str, int]:
+        return {stage: (dest / name).stat().st_ino for stage, name in NANO_FILES.items()}
+
+    before = inodes()
+    ship(work, dest)  # nothing new: no file is rewritten (a rewrite reorders the header's metadata: new bytes in git)
+    assert inodes() == before
+    trained = work / "adapter" / "adapter.safetensors"  # a retrained adapter: that file alone is written again
+    with safe_open(str(trained), "pt") as f:
+        meta = f.metadata()
+    sd = load_file(str(trained))
+    first = next(iter(sd))
+    save_tensors(trained, {**sd, first: sd[first] + 1}, metadata=meta)
+    ship(work, dest)
+    after = inodes()
+    assert after["adapter"] != before["adapter"] and {k: v for k, v in after.items() if k != "adapter"} == \
+        {k: v for k, v in before.items() if k != "adapter"}
 
     for name in NANO_FILES.values():
         with safe_open(str(dest / name), "pt") as f:

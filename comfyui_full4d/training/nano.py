@@ -272,7 +272,8 @@ def train_adapter(work: Path, steps: int | None = None, ablation: str = "full", 
 
 def ship(work: Path, dest: Path = ROOT / "models" / "nano") -> list[Path]:
     """fp16 copies of the three final files in ``dest``; headers kept, and each says which stage of this recipe
-    made it from which data (``trained_by``, ``data_seeds``; the adapter's own header names only its base)."""
+    made it from which data (``trained_by``, ``data_seeds``; the adapter's own header names only its base). A file
+    already there with the same tensors and header is not rewritten (``_same_file``)."""
     from safetensors import safe_open
 
     from ..common.io import save_tensors
@@ -289,9 +290,23 @@ def ship(work: Path, dest: Path = ROOT / "models" / "nano") -> list[Path]:
             meta.setdefault("point_radius_trained", str(POINT_RADIUS))
         meta.setdefault("data_seeds", _seed_text() + (f"; adapter scenes {ADAPTER_SEEDS.start}-{ADAPTER_SEEDS.stop - 1}"
                                                       if stage == "adapter" else ""))
-        save_tensors(dest / name, sd, metadata=meta)
+        if not _same_file(dest / name, sd, meta):
+            save_tensors(dest / name, sd, metadata=meta)
         out.append(dest / name)
     return out
+
+
+def _same_file(path: Path, tensors: dict, metadata: dict) -> bool:
+    """Whether ``path`` already holds exactly these tensors and metadata. ``ship`` then leaves it alone: safetensors
+    writes the header's metadata in a fresh order each time, so a rewrite of unchanged weights is new bytes in git."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        if dict(f.metadata() or {}) != metadata or set(f.keys()) != set(tensors):
+            return False
+        return all(torch.equal(f.get_tensor(k), v) and f.get_tensor(k).dtype == v.dtype for k, v in tensors.items())
 
 
 def main(argv: list[str] | None = None) -> int:
