@@ -24,6 +24,6 @@ clean:
 	rm -rf .venv .cache output tests/artifacts
 
 # The embedded nano Full-4D (models/nano/README.md): render the data and train every stage, resumable
-# (about 4 hours on 2 CPU cores); writes the fp16 files to models/nano/.
+# (about 4.5 hours on 2 CPU cores); writes the fp16 files to models/nano/.
 nano: setup
 	OMP_NUM_THREADS=2 $(PY) -m comfyui_full4d.training.nano all

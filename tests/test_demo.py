@@ -3,7 +3,7 @@ as ``make demo`` queues them, at the nano model's own size with fewer sampling s
 Judged by the graphs' own Full4DEvaluate nodes against the ray-cast truth of the held-out demo scene:
 
 * the generated target views beat the projection they were given, on all target pixels and on the pixels the
-  projection did not cover (the demo prints +11.5 dB on all pixels at 30 steps; floor 6 dB);
+  projection did not cover (the demo prints +11.3 dB on all pixels at 30 steps; floor 6 dB);
 * the 4D fit of the generated views, rendered along the App. B orbit, and the reference fit (the same fit of the
   true views) beat a flat image of the true orbit's mean colour by 1 dB (the demo: 17.4 and 17.6 dB against
   15.3; both fits start from the source's depth alone, so most of the ring is built by densification).

@@ -19,7 +19,7 @@ are the evaluation, validation and demo scenes):
 Stages: ``vae`` (``stages.VAEStage``) -> ``latents`` of the clips (``stages.encode_videos``) -> ``base``
 (``stages.BaseStage``) -> ``adapter`` (``train.AdapterStage`` through ``host.training.HostTrainModel`` on the nano
 base and VAE loaded by the host's own loaders, exactly what ``Full4DAdapterLoader`` then runs; the VAE latents of
-the clips are cached on disk, shared by the ablation runs; its first 400 of 2000 steps condition the targets on
+the clips are cached on disk, shared by the ablation runs; its first 800 of 4000 steps condition the targets on
 their own clean latents, ``TrainConfig.oracle_steps``: trained on the real projections alone from the start the
 adapter learned to ignore them, docs/results.md). ``ship`` writes the fp16 files to
 ``models/nano/`` (``NANO_FILES``).
@@ -60,8 +60,8 @@ STAGE_CONFIGS = {
     # phase 2 of the VAE, from phase 1's weights: the colour term on (stages.VAELoss.lambda_chroma)
     "vae_color": dict(steps=900, lr=3e-4, warmup=50, lr_final=0.2, save_every=100, grad_clip=1.0),
     "base": dict(steps=5000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=200, shift=SHIFT),
-    "adapter": dict(steps=2000, lr=4e-4, warmup=200, lr_final=0.1, ema=0.999, save_every=100, shift=SHIFT,
-                    views=6, latent_cache=0, point_radius=POINT_RADIUS, oracle_steps=400),
+    "adapter": dict(steps=4000, lr=4e-4, warmup=400, lr_final=0.1, ema=0.9995, save_every=100, shift=SHIFT,
+                    views=6, latent_cache=0, point_radius=POINT_RADIUS, oracle_steps=800),
 }
 BASE_BATCH = 8
 
@@ -148,7 +148,7 @@ def scaled_budget(settings: dict, steps: int) -> dict:
     if settings.get("oracle_steps"):  # the curriculum's first phase keeps its share of the run
         out["oracle_steps"] = round(settings["oracle_steps"] * k)
     if settings.get("ema"):
-        out["ema"] = max(0.0, 1.0 - (1.0 - settings["ema"]) / k)
+        out["ema"] = round(max(0.0, 1.0 - (1.0 - settings["ema"]) / k), 10)  # 0.99, not 0.9900000000000011
     return out
 
 
