@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS, SCORES, CARD = ROOT / "docs" / "results.md", ROOT / "docs" / "results_nano.json", ROOT / "models" / "nano" / "README.md"
+RESULTS, SCORES = ROOT / "docs" / "results.md", ROOT / "docs" / "results_nano.json"
+CARD = ROOT / "models" / "nano" / "README.md"
 
 
 def _section() -> str:
