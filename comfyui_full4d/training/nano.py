@@ -306,7 +306,11 @@ def _same_file(path: Path, tensors: dict, metadata: dict) -> bool:
     with safe_open(str(path), framework="pt") as f:
         if dict(f.metadata() or {}) != metadata or set(f.keys()) != set(tensors):
             return False
-        return all(torch.equal(f.get_tensor(k), v) and f.get_tensor(k).dtype == v.dtype for k, v in tensors.items())
+        for k, v in tensors.items():
+            old = f.get_tensor(k)
+            if old.dtype != v.dtype or not torch.equal(old, v):
+                return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
