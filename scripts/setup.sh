@@ -20,6 +20,16 @@ VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip install --disable-pip-version-check -q)
 
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -nt "$STAMP" ]; then
+  # A fresh install takes about 7.5 GB (torch 2.14.1's wheel on x86_64 is the CUDA build with its nvidia-* libraries;
+  # the host's requirements; chromium). Say so up front rather than fail halfway with pip's "No space left on device".
+  FREE_MB="$(df -Pm "$VENV" | awk 'NR==2 {print $4}')"
+  if [ -n "$FREE_MB" ] && [ "$FREE_MB" -lt 6000 ]; then
+    echo "[setup] error: only ${FREE_MB} MB free on the disk of $VENV; installing the test environment needs about" \
+         "7500 MB (torch's wheels alone ~5500). Free some space (e.g. \`make clean\` in old checkouts) and re-run." >&2
+    exit 1
+  elif [ -n "$FREE_MB" ] && [ "$FREE_MB" -lt 9000 ]; then
+    echo "[setup] warning: ${FREE_MB} MB free on the disk of $VENV; a fresh install takes about 7500 MB" >&2
+  fi
   # The test environment pins torch and torchvision together (the project itself does not).
   echo "[setup] installing torch==2.14.1 torchvision==0.29.1"
   "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
