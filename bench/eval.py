@@ -133,22 +133,9 @@ class Models:
         return torch.stack([self.vae.decode(z[i:i + 1])[0] for i in range(z.shape[0])]).float()
 
 
-def scene_inputs(seed: int) -> dict:
-    """The capture, its source-only geometry and the projection of the source into the rig (at the splat radius
-    the nano adapter was trained on, as the demo graphs project)."""
-    from comfyui_full4d.geometry.projection import project_rig
-    from comfyui_full4d.geometry.source import Geometry
-    from comfyui_full4d.media.synthetic import make_capture
-    from comfyui_full4d.training.nano import POINT_RADIUS
-
-    cap = make_capture(6, 9, 96, 160, seed=seed)
-    geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
-    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
-    return {"cap": cap, "geometry": geo, "renders": renders, "masks": masks}
-
-
 def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torch.Tensor:
     """(V-1, T, H, W, 3) target views of one row."""
+    from comfyui_full4d.diffusion.adapter import negated_camera_features
     from comfyui_full4d.diffusion.nano import empty_context
     from comfyui_full4d.diffusion.training_free import TrainingFreeConfig
     from comfyui_full4d.host.sampling import generate_views
@@ -173,27 +160,13 @@ def run_row(row: str, inp: dict, models: Models, steps: int, work: Path) -> torc
         return models.decode(lat["samples"])
     if row in CHECKS:
         projections = renders[1:].flip(0) if row == CHECKS[0] else renders[1:]
-        with _cameras_negated(row == CHECKS[1]):
+        with negated_camera_features() if row == CHECKS[1] else contextlib.nullcontext():
             return generate_views(models.patched(models.adapter_file), models.vae, cap.source, projections, cap.rig,
                                   cond, steps=steps, shift=SHIFT)
     name = "full" if row.startswith("full") else row  # "full (ablation budget)": the full run beside the ablations
     adapter = {"zero-init": None, "full": models.adapter_file}.get(row, work / f"adapter_ab_{name}" / "adapter.safetensors")
     return generate_views(models.patched(adapter), models.vae, cap.source, renders[1:], cap.rig, cond, steps=steps,
                           shift=SHIFT, ablation="full" if row == "zero-init" else name)
-
-
-@contextlib.contextmanager
-def _cameras_negated(on: bool):
-    """While on: what the sampler hands the camera encoders (``adapter.camera_features``) comes out negated."""
-    import comfyui_full4d.diffusion.adapter as adapter_mod
-
-    real = adapter_mod.camera_features
-    if on:
-        adapter_mod.camera_features = lambda *a, **k: -real(*a, **k)
-    try:
-        yield
-    finally:
-        adapter_mod.camera_features = real
 
 
 ABLATION_REFERENCE = "full (ablation budget)"
@@ -273,7 +246,7 @@ def main(argv=None) -> int:
 
     import_host(a.comfyui, cpu=not torch.cuda.is_available())
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()][:a.scenes]
-    from comfyui_full4d.training.nano import HELDOUT_BELOW
+    from comfyui_full4d.training.nano import HELDOUT_BELOW, heldout_scene
 
     if any(s >= HELDOUT_BELOW for s in seeds):
         raise SystemExit(f"--seeds must be held out (below {HELDOUT_BELOW})")
@@ -282,7 +255,7 @@ def main(argv=None) -> int:
     per_scene: dict[str, list[dict]] = {r: [] for r in rows}
     t_all = time.time()
     for seed in seeds:
-        inp = scene_inputs(seed)
+        inp = heldout_scene(seed)
         cap = inp["cap"]
         cams = cap.metric_cameras[1:]
         for row in rows:

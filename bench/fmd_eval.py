@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     from comfyui_full4d.host.boot import import_host
 
     import_host(a.comfyui, cpu=not torch.cuda.is_available())
+    from comfyui_full4d.training.nano import heldout_scene
+
     seeds = ([int(s) for s in a.seeds.split(",")] if a.seeds else
              list(VALIDATION_SEEDS if a.validate else REPORT_SEEDS))
     if a.validate:
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
     models = nano_eval.Models(a.models)
     results: dict[str, list[dict]] = {}
     for seed in seeds:
-        inp = nano_eval.scene_inputs(seed)
+        inp = heldout_scene(seed)
         with torch.inference_mode():
             generated = nano_eval.run_row("full", inp, models, a.steps, ROOT / ".cache" / "nano")
         for lam, every in settings:

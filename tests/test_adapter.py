@@ -92,6 +92,21 @@ def test_camera_features_relative_to_view0():
         camera_features(R[0], t[0])
 
 
+def test_negated_camera_features_negates_what_the_sampler_looks_up_and_restores_it():
+    """The mutation check's switch (bench/eval.py, tests/test_nano_model.py): the sampler imports ``camera_features``
+    from the module at call time, so that lookup must give the negation inside and the original after, on error too."""
+    import comfyui_full4d.diffusion.adapter as adapter_mod
+
+    R, t = torch.eye(3).expand(3, 3, 3).clone(), torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0]])
+    ref = camera_features(R, t)
+    with adapter_mod.negated_camera_features():
+        torch.testing.assert_close(adapter_mod.camera_features(R, t), -ref, rtol=0, atol=0)
+    assert adapter_mod.camera_features is camera_features
+    with pytest.raises(RuntimeError), adapter_mod.negated_camera_features():
+        raise RuntimeError
+    assert adapter_mod.camera_features is camera_features
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_save_load_round_trip_is_bit_exact(tmp_path, dtype):
     a = _random_adapter(dtype=dtype)

@@ -60,40 +60,25 @@ def nano(comfy_host):
 
 
 def _scene(seed: int) -> dict:
-    """The capture of held-out scene ``seed`` and the projection of its source into the rig (source depth only)."""
-    from comfyui_full4d.geometry.projection import project_rig
-    from comfyui_full4d.geometry.source import Geometry
-    from comfyui_full4d.media.synthetic import make_capture
-    from comfyui_full4d.training.nano import POINT_RADIUS
+    """Held-out scene ``seed`` on this test's rig (radius 1.2, 15 degrees up), as bench/eval.py makes its scenes."""
+    from comfyui_full4d.training.nano import heldout_scene
 
-    cap = make_capture(6, 9, 96, 160, seed=seed, radius=1.2, elevation_deg=15.0)
-    geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
-    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
-    return {"cap": cap, "renders": renders, "masks": masks}
+    return heldout_scene(seed, radius=1.2, elevation_deg=15.0)
 
 
 def _generate(nano: dict, model: str, projections: torch.Tensor, negate_cameras: bool = False) -> torch.Tensor:
     """(V-1, T, H, W, 3) target views sampled as Full4DSampler does (Euler, simple schedule, cfg 1, shift 3)."""
-    import comfyui_full4d.diffusion.adapter as adapter_mod
+    from contextlib import nullcontext
+
+    from comfyui_full4d.diffusion.adapter import negated_camera_features
     from comfyui_full4d.diffusion.nano import empty_context
-
-    cond = [[empty_context(), {}]]
-    real = adapter_mod.camera_features
-    if negate_cameras:  # what the sampler hands the camera encoders, negated
-        adapter_mod.camera_features = lambda *a, **k: -real(*a, **k)
-    try:
-        return _sample(nano, model, projections, cond)
-    finally:
-        adapter_mod.camera_features = real
-
-
-def _sample(nano: dict, model: str, projections: torch.Tensor, cond: list) -> torch.Tensor:
     from comfyui_full4d.host.sampling import generate_views
     from comfyui_full4d.training.nano import SHIFT
 
     cap = nano["cap"]
-    return generate_views(nano["models"][model], nano["vae"], cap.source, projections, cap.rig, cond, steps=STEPS,
-                          shift=SHIFT)
+    with negated_camera_features() if negate_cameras else nullcontext():
+        return generate_views(nano["models"][model], nano["vae"], cap.source, projections, cap.rig,
+                              [[empty_context(), {}]], steps=STEPS, shift=SHIFT)
 
 
 @pytest.fixture(scope="module")

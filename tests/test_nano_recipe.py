@@ -95,3 +95,14 @@ def test_a_shorter_budget_keeps_the_schedule_shape():
         {k: v for k, v in full.items() if k not in ("steps", "warmup", "ema", "oracle_steps")}
     with pytest.raises(ValueError, match="--budget"):
         scaled_budget(full, 0)
+
+
+def test_the_evaluation_scenes_refuse_a_seed_training_used():
+    """bench/eval.py, bench/fmd_eval.py and the model test build their scenes with ``heldout_scene``: a training seed
+    there would score the model on what it learned from."""
+    from comfyui_full4d.training.nano import HELDOUT_BELOW, MULTIVIEW_SEEDS, VIDEO_SEEDS, heldout_scene
+
+    assert min(MULTIVIEW_SEEDS) >= HELDOUT_BELOW and min(VIDEO_SEEDS) >= HELDOUT_BELOW
+    for seed in (HELDOUT_BELOW, MULTIVIEW_SEEDS[0], VIDEO_SEEDS[0], -1):
+        with pytest.raises(ValueError, match="not held out"):
+            heldout_scene(seed)

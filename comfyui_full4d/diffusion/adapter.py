@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from types import SimpleNamespace
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +37,8 @@ from torch import Tensor, nn
 from ..common.io import save_tensors
 from .attention import fused_tv_attention
 
-__all__ = ["AdapterConfig", "Full4DAdapter", "camera_features", "load_adapter", "read_adapter_config", "save_adapter",
-           "TORCH_OPS"]
+__all__ = ["AdapterConfig", "Full4DAdapter", "camera_features", "load_adapter", "negated_camera_features",
+           "read_adapter_config", "save_adapter", "TORCH_OPS"]
 
 FORMAT = "full4d-adapter"
 FORMAT_VERSION = "1"
@@ -111,6 +112,21 @@ def camera_features(R: Tensor, t: Tensor) -> Tensor:
     R_rel[0], t_rel[0] = torch.eye(3, dtype=R.dtype), 0.0
     return torch.cat([R_rel, t_rel[..., None]], dim=-1).reshape(-1, 12).float()
 
+
+
+@contextmanager
+def negated_camera_features() -> Iterator[None]:
+    """The trained adapter's camera mutation check (issue 29: ``bench/eval.py``'s ``full (cameras negated)`` row and
+    ``tests/test_nano_model.py``): while active, ``camera_features`` returns its negation, so every caller that looks
+    it up in this module at call time (the sampler, ``host.sampling``) hands the camera encoders ``-p``. A model
+    that uses its cameras must get worse."""
+    global camera_features
+    real = camera_features
+    camera_features = lambda R, t: -real(R, t)  # noqa: E731
+    try:
+        yield
+    finally:
+        camera_features = real
 
 class CameraEncoder(nn.Module):
     """``c = fc2(silu(fc1(p)))``: (V, 12) -> (V, C); fc2 zero at init."""

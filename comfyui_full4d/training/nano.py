@@ -38,7 +38,7 @@ import torch
 from ..common.io import write_json
 from ..diffusion.nano import NANO_FILES
 
-__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS",
+__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS", "heldout_scene",
            "render_data", "scaled_budget", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +83,25 @@ def _commit() -> str:
         pass
     return "unknown"
 
+
+
+def heldout_scene(seed: int, radius: float = 1.0, elevation_deg: float = 0.0) -> dict:
+    """The inputs of one held-out scene as the demo graphs make them (bench/eval.py's rows, the nano model test):
+    ``make_capture(6, 9, 96, 160, seed)`` on a ring of ``radius`` / ``elevation_deg``, its source-only geometry
+    (the source's depth, one static camera) and the projection of the source into the rig at ``POINT_RADIUS``.
+
+    Returns {"cap": SyntheticCapture, "geometry": Geometry, "renders": (V, T, H, W, 3), "masks": (V, T, H, W)}.
+    ValueError for a seed a training clip may have used (``>= HELDOUT_BELOW``)."""
+    from ..geometry.projection import project_rig
+    from ..geometry.source import Geometry
+    from ..media.synthetic import make_capture
+
+    if not 0 <= seed < HELDOUT_BELOW:
+        raise ValueError(f"seed {seed} is not held out: training clips use seeds from {HELDOUT_BELOW} up")
+    cap = make_capture(6, 9, 96, 160, seed=seed, radius=radius, elevation_deg=elevation_deg)
+    geo = Geometry.static(cap.source_depth.clone(), cap.rig.cameras.K[0].clone())
+    renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
+    return {"cap": cap, "geometry": geo, "renders": renders, "masks": masks}
 
 def _multiview_params(seed: int) -> dict:
     r = random.Random(seed)
