@@ -38,8 +38,8 @@ import torch
 from ..common.io import write_json
 from ..diffusion.nano import NANO_FILES
 
-__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS", "heldout_scene",
-           "render_data", "scaled_budget", "main"]
+__all__ = ["HELDOUT_BELOW", "MULTIVIEW_SEEDS", "POINT_RADIUS", "VIDEO_SEEDS", "NANO_FILES", "STAGE_CONFIGS",
+           "heldout_scene", "multiview_params", "render_data", "scaled_budget", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 HELDOUT_BELOW = 10_000
@@ -103,7 +103,10 @@ def heldout_scene(seed: int, radius: float = 1.0, elevation_deg: float = 0.0) ->
     renders, masks = project_rig(cap.source, geo, cap.rig, point_radius=POINT_RADIUS)
     return {"cap": cap, "geometry": geo, "renders": renders, "masks": masks}
 
-def _multiview_params(seed: int) -> dict:
+
+def multiview_params(seed: int) -> dict:
+    """The rig of training scene ``seed`` (``make_capture`` keywords): ring (60%) or arc of 4-6 views, radius
+    0.9-1.6, elevation -5-35 degrees, arc span 90-240 degrees."""
     r = random.Random(seed)
     kind = "ring" if r.random() < 0.6 else "arc"
     return dict(num_views=r.choice((4, 5, 6)), rig=kind, radius=r.uniform(0.9, 1.6),
@@ -134,7 +137,7 @@ def render_data(work: Path, *, scenes: int | None = None, videos: int | None = N
         dest = mv / f"s{seed}"
         if (dest / "cameras.json").is_file():
             continue
-        p = _multiview_params(seed)
+        p = multiview_params(seed)
         while True:
             try:
                 cap = make_capture(p["num_views"], F, H, W, seed=seed, radius=p["radius"],
