@@ -113,7 +113,6 @@ def camera_features(R: Tensor, t: Tensor) -> Tensor:
     return torch.cat([R_rel, t_rel[..., None]], dim=-1).reshape(-1, 12).float()
 
 
-
 @contextmanager
 def negated_camera_features() -> Iterator[None]:
     """The trained adapter's camera mutation check (issue 29: ``bench/eval.py``'s ``full (cameras negated)`` row and
@@ -127,6 +126,7 @@ def negated_camera_features() -> Iterator[None]:
         yield
     finally:
         camera_features = real
+
 
 class CameraEncoder(nn.Module):
     """``c = fc2(silu(fc1(p)))``: (V, 12) -> (V, C); fc2 zero at init."""

@@ -84,7 +84,6 @@ def _commit() -> str:
     return "unknown"
 
 
-
 def heldout_scene(seed: int, radius: float = 1.0, elevation_deg: float = 0.0) -> dict:
     """The inputs of one held-out scene as the demo graphs make them (bench/eval.py's rows, the nano model test):
     ``make_capture(6, 9, 96, 160, seed)`` on a ring of ``radius`` / ``elevation_deg``, its source-only geometry
