@@ -249,6 +249,10 @@ def test_preview_is_drawn_after_a_page_reload(cams, scene_run):
     cams.load_and_run(_scene_graph())
     page = cams.b.page
     before = len(cams.b.server.get_json("/history"))
+    # what the reload restores, as the frontend saved it, with no click or key since the run ended
+    saved = page.evaluate("() => [localStorage.getItem('workflow') ?? '', ...Object.keys(sessionStorage)"
+                          ".filter(k => k.startsWith('workflow')).map(k => sessionStorage.getItem(k))]")
+    assert any("full4d_preview" in s for s in saved), "the run's preview is not in the saved workflow"
     page.reload(wait_until="networkidle", timeout=120_000)
     page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
     page.keyboard.press("Escape")

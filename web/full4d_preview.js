@@ -230,6 +230,11 @@ app.registerExtension({
       const item = message?.full4d_preview?.[0];
       if (!item) return;
       this.properties = { ...(this.properties ?? {}), full4d_preview: item };
+      // The frontend saves the workflow (what a reload restores) when its change tracker sees a change, which it
+      // checks on the user's next click or key, not on "executed": mark one, as the frontend's own edits do, so a
+      // reload right after a run still finds the preview.
+      app.canvas?.emitBeforeChange?.();
+      app.canvas?.emitAfterChange?.();
       show(this, item);
     };
     const onConfigure = nodeType.prototype.onConfigure;
