@@ -18,9 +18,10 @@ RESULTS, SCORES = ROOT / "docs" / "results.md", ROOT / "docs" / "results_nano.js
 CARD = ROOT / "models" / "nano" / "README.md"
 
 
-def _section() -> str:
+def _section(name: str = "nano-eval") -> str:
+    """The text between docs/results.md's ``<!-- name:start -->`` and ``<!-- name:end -->`` markers."""
     text = RESULTS.read_text()
-    return text[text.index("<!-- nano-eval:start -->"):text.index("<!-- nano-eval:end -->")]
+    return text[text.index(f"<!-- {name}:start -->"):text.index(f"<!-- {name}:end -->")]
 
 
 def _table_rows(text: str) -> list[str]:
@@ -60,8 +61,7 @@ def test_the_fmd_table_is_the_mean_of_its_per_scene_scores_at_the_validated_sett
     """Tab. 5 (bench/fmd_eval.py): each cell is the mean ± sample sd of docs/results_fmd.json's per-scene scores,
     recomputed here, and the FMD row runs the setting that the validation run chose (docs/results_fmd_validation.json),
     on report seeds the validation never used."""
-    text = RESULTS.read_text()
-    section = text[text.index("<!-- fmd-eval:start -->"):text.index("<!-- fmd-eval:end -->")]
+    section = _section("fmd-eval")
     scores = json.loads((ROOT / "docs" / "results_fmd.json").read_text())
     chosen = json.loads((ROOT / "docs" / "results_fmd_validation.json").read_text())
     assert not set(scores["seeds"]) & set(chosen["seeds"])
